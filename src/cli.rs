@@ -1,0 +1,234 @@
+//! Command-line definitions: every flag is declared once, here, with its help text.
+//!
+//! Nothing in this module does work; `main.rs` hands the parsed [`Cli`] to
+//! `commands::run`. Secret values are deliberately never accepted as arguments
+//! (argv is visible to every user of the machine through `/proc/PID/cmdline`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Secrets from an encrypted, committable TOML file, decrypted through AWS KMS
+/// into the environment of a program that kmsenv then becomes (execve).
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmsenv",
+    version,
+    max_term_width = 100,
+    after_help = "Examples:
+  kmsenv init --key alias/billing --context app=billing
+  printf %s \"$DB_PASSWORD\" | kmsenv set DATABASE_PASSWORD
+  kmsenv exec -- ./server --port 8080
+
+Exit codes: 125 kmsenv failed (nothing was run), 126 command not executable,
+127 command not found; otherwise the command's own code."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// File to read (repeatable; later files override earlier ones).
+    /// Default: $KMSENV_FILE (a ':'-separated list), else ./kmsenv.toml
+    #[arg(short = 'f', long = "file", global = true, value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+
+    /// AWS region for keys given without an ARN (ARNs carry their own region).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// AWS profile from ~/.aws/config to take credentials and region from.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// KMS endpoint to use instead of AWS's (also: $AWS_ENDPOINT_URL_KMS).
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// One deadline, in seconds, for everything kmsenv does before it execs or exits.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0)]
+    pub timeout: f64,
+
+    /// Print, to stderr, the files, keys and variable names used (never values).
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decrypt the files into the environment and exec a command.
+    #[command(after_help = "Examples:
+  kmsenv exec -- ./server --port 8080
+  kmsenv -f base.toml -f prod.toml exec --only DATABASE_URL -- psql
+  ENTRYPOINT [\"/kmsenv\", \"exec\", \"-f\", \"/app/kmsenv.toml\", \"--\"]   (Dockerfile)
+
+The command replaces kmsenv (same PID, signals and exit code). If anything
+cannot be decrypted, nothing is run and kmsenv exits 125.")]
+    Exec(ExecArgs),
+
+    /// Create a new file with a fresh data key wrapped by one or more KMS keys.
+    #[command(after_help = "Examples:
+  kmsenv init --key alias/billing
+  kmsenv init --key arn:aws:kms:us-east-1:111122223333:key/1234abcd-... \\
+              --key arn:aws:kms:us-west-2:111122223333:key/5678efgh-... \\
+              --context app=billing --context stage=prod
+
+The encryption context is sent with every KMS call, recorded by CloudTrail and
+usable in IAM conditions (kms:EncryptionContext:app).")]
+    Init(InitArgs),
+
+    /// Seal a value into the file (from stdin, a no-echo prompt or a file; never argv).
+    #[command(after_help = "Examples:
+  printf %s \"$TOKEN\" | kmsenv set API_TOKEN
+  kmsenv set DATABASE_URL                      (prompts twice, without echo)
+  kmsenv set TLS_KEY --from-file key.pem --as-file
+  kmsenv set --plain LOG_LEVEL=info            (not secret: stored in clear)
+  printf %s \"$TOKEN\" | kmsenv set --kms API_TOKEN  (needs only kms:Encrypt)
+
+Values are taken byte for byte: use printf %s, not echo, or the value ends in
+a newline.")]
+    Set(SetArgs),
+
+    /// Remove entries from the file.
+    #[command(after_help = "Example:\n  kmsenv unset OLD_TOKEN LEGACY_URL")]
+    Unset(UnsetArgs),
+
+    /// Print one decrypted value (exactly its bytes; a newline only on a terminal).
+    #[command(after_help = "Examples:\n  kmsenv get DATABASE_URL\n  kmsenv get TLS_KEY > key.pem")]
+    Get(GetArgs),
+
+    /// List names, kinds and keys — never values.
+    #[command(after_help = "Example:\n  kmsenv -f prod.toml list")]
+    List,
+
+    /// Open every file, verify its MAC and decrypt every value; for CI.
+    #[command(after_help = "Examples:
+  kmsenv check
+  kmsenv check --fix-mac     (after a hand merge: re-verify every value, write a new MAC)")]
+    Check(CheckArgs),
+
+    /// Print decrypted values as dotenv, POSIX shell or JSON.
+    #[command(after_help = "Examples:
+  eval \"$(kmsenv export --format shell)\"
+  kmsenv export --format json | jq .DATABASE_URL")]
+    Export(ExportArgs),
+
+    /// Seal every entry of a dotenv file into the file.
+    #[command(after_help = "Examples:
+  kmsenv import < .env
+  kmsenv import --plain config.env     (not secret: stored in clear)")]
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Variables already in the environment win over the file's.
+    #[arg(long)]
+    pub no_override: bool,
+
+    /// Start from an empty environment instead of the inherited one.
+    #[arg(long)]
+    pub pristine: bool,
+
+    /// Set only these variables from the files (repeatable, or comma-separated).
+    #[arg(long, value_name = "NAME", value_delimiter = ',', num_args = 1..)]
+    pub only: Vec<String>,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// KMS key (ARN, key id or alias) that wraps the data key (repeatable).
+    #[arg(long = "key", required = true, value_name = "KEY")]
+    pub keys: Vec<String>,
+
+    /// Encryption context pair sent with every KMS call (repeatable).
+    #[arg(long = "context", value_name = "K=V")]
+    pub context: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// Variable name; with --plain, NAME=VALUE is accepted.
+    pub name: String,
+
+    /// Store the value in clear (for non-secrets); still covered by the MAC.
+    #[arg(long, conflicts_with = "kms")]
+    pub plain: bool,
+
+    /// Store a direct KMS ciphertext (needs only kms:Encrypt, not the data key).
+    #[arg(long)]
+    pub kms: bool,
+
+    /// KMS key for --kms (default: the file's first key).
+    #[arg(long, requires = "kms", value_name = "KEY")]
+    pub key: Option<String>,
+
+    /// Read the value from this file instead of stdin.
+    #[arg(long, value_name = "PATH")]
+    pub from_file: Option<PathBuf>,
+
+    /// Deliver the value to the program as a file (memfd); the variable holds its path.
+    #[arg(long, conflicts_with = "plain")]
+    pub as_file: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnsetArgs {
+    /// Names to remove.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Variable to print.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Re-verify every value and write a new MAC (after a hand merge).
+    #[arg(long)]
+    pub fix_mac: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Dotenv)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// NAME="value" lines, double-quoted with \\ \" \n \r escapes.
+    Dotenv,
+    /// export NAME='value' lines, POSIX single-quoted: safe for eval.
+    Shell,
+    /// One JSON object of names to values (values must be UTF-8).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// dotenv file to read (default: stdin).
+    pub path: Option<PathBuf>,
+
+    /// Store the values in clear (for non-secrets).
+    #[arg(long)]
+    pub plain: bool,
+}

@@ -1,0 +1,52 @@
+//! `kmsenv exec`: parse → validate → unwrap data keys → open values → build the
+//! environment → execve. Top to bottom; no step reaches back.
+
+use std::collections::BTreeSet;
+
+use crate::cli::ExecArgs;
+use crate::commands::Ctx;
+use crate::document::check_name;
+use crate::error::{Error, Result};
+use crate::exec::{self, Environment, Policy};
+use crate::resolve::{self, Selection};
+
+pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<()> {
+    // Keep decrypted values out of core dumps and ptrace by other users while we
+    // hold them; execve makes the target dumpable again.
+    let _ = nix::sys::prctl::set_dumpable(false);
+
+    let only: Option<BTreeSet<String>> = if args.only.is_empty() {
+        None
+    } else {
+        for n in &args.only {
+            check_name(n)?;
+        }
+        Some(args.only.iter().cloned().collect())
+    };
+
+    let docs = ctx.load_all()?;
+    if let Some(only) = &only {
+        for n in only {
+            if !docs.iter().any(|d| d.entry(n).is_some()) {
+                return Err(Error::usage(format!("--only {n}: no file defines {n}")));
+            }
+        }
+    }
+
+    let sel = Selection { only: only.as_ref(), verify_mac: true };
+    let files = resolve::open(&docs, sel, &ctx.aws, ctx.deadline)?;
+
+    let policy = Policy { pristine: args.pristine, no_override: args.no_override };
+    let mut env = Environment::inherit(exec::inherited(), policy);
+    let names = env.apply(&files, policy)?;
+    for f in &files {
+        match &f.opened_by {
+            Some(arn) => ctx.info(format!("{}: data key opened with {arn}", f.path.display())),
+            None => ctx.info(format!("{}: no data key (plain and kms values only)", f.path.display())),
+        }
+    }
+    ctx.info(format!("setting {}", names.join(" ")));
+    drop(files);
+
+    Err(exec::exec(&args.command, &env))
+}

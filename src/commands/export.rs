@@ -1,0 +1,48 @@
+//! `kmsenv export`: print decrypted values as dotenv, POSIX shell or JSON.
+
+use std::io::Write;
+
+use crate::cli::{ExportArgs, Format};
+use crate::commands::Ctx;
+use crate::dotenv;
+use crate::error::{Class, Error, Result};
+use crate::resolve::{self, Selection};
+use crate::secret::Secret;
+
+pub fn run(ctx: &Ctx, args: ExportArgs) -> Result<()> {
+    let docs = ctx.load_all()?;
+    let files = resolve::open(&docs, Selection::ALL, &ctx.aws, ctx.deadline)?;
+    // Later files win; each name once, in order of first appearance.
+    let mut merged: Vec<(&str, &Secret)> = Vec::new();
+    for v in files.iter().flat_map(|f| f.values.iter()) {
+        match merged.iter_mut().find(|(n, _)| *n == v.name) {
+            Some(slot) => slot.1 = &v.secret,
+            None => merged.push((&v.name, &v.secret)),
+        }
+    }
+    let mut out = zeroize::Zeroizing::new(Vec::new());
+    match args.format {
+        Format::Dotenv => merged.iter().for_each(|(n, v)| dotenv::format_dotenv(n, v.expose(), &mut out)),
+        Format::Shell => merged.iter().for_each(|(n, v)| dotenv::format_shell(n, v.expose(), &mut out)),
+        Format::Json => {
+            out.push(b'{');
+            for (i, (n, v)) in merged.iter().enumerate() {
+                let text = std::str::from_utf8(v.expose()).map_err(|_| {
+                    Error::usage(format!("{n}: value is not UTF-8 and JSON cannot carry it; use --format shell"))
+                })?;
+                if i > 0 {
+                    out.push(b',');
+                }
+                dotenv::json_string(n, &mut out);
+                out.push(b':');
+                dotenv::json_string(text, &mut out);
+            }
+            out.extend_from_slice(b"}\n");
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&out)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Error::new(Class::Io, format!("cannot write to stdout: {e}")))
+}

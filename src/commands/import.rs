@@ -1,0 +1,48 @@
+//! `kmsenv import`: seal every entry of a dotenv file (or store it plain).
+
+use std::path::Path;
+
+use crate::cli::ImportArgs;
+use crate::commands::{Ctx, Writer};
+use crate::dotenv;
+use crate::error::{Error, Result};
+use crate::input::read_limited;
+
+pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
+    let path = ctx.single_file("import")?;
+    let (origin, text) = match &args.path {
+        Some(p) => (p.display().to_string(), read_limited(std::fs::File::open(p).map_err(|e| Error::io("read", p, &e))?, &p.display().to_string())?),
+        None => ("stdin".to_string(), read_limited(std::io::stdin().lock(), "stdin")?),
+    };
+    let entries = dotenv::parse(&origin, text.expose())?;
+    drop(text);
+    if entries.is_empty() {
+        return Err(Error::usage(format!("{origin}: no NAME=VALUE lines to import")));
+    }
+    let mut w = Writer::open(ctx, path, true)?;
+    for (name, value) in &entries {
+        if args.plain {
+            let text = std::str::from_utf8(value.expose())
+                .map_err(|_| Error::usage(format!("{origin}: {name}: a --plain value must be UTF-8 text")))?;
+            if text.contains('\0') {
+                return Err(Error::usage(format!("{origin}: {name}: value contains a NUL byte")));
+            }
+            w.editor.set_plain(name, text)?;
+        } else {
+            let Some(dk) = &w.data_key else {
+                return Err(no_keys(path));
+            };
+            let keep = w.doc.entry(name).is_some_and(|e| e.file);
+            w.editor.set_sealed(name, &dk.seal(name, value.expose()), keep)?;
+        }
+    }
+    w.save()?;
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    ctx.note(format!("{}: imported {}", path.display(), names.join(" ")));
+    Ok(())
+}
+
+fn no_keys(path: &Path) -> Error {
+    Error::usage(format!("{}: has no [[kmsenv.keys]] to seal values with", path.display()))
+        .with_hint("create a keyed file with `kmsenv init --key KEY`, or import with --plain")
+}

@@ -1,0 +1,108 @@
+//! `kmsenv init`: a new file with a fresh data key, wrapped by each `--key`.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::cli::InitArgs;
+use crate::commands::Ctx;
+use crate::document::Document;
+use crate::envelope::DataKey;
+use crate::error::{Class, Error, Result};
+use crate::kms::KeyService;
+use crate::store::{self, Mode};
+
+/// The first line of every new file.
+const HEADER: &str =
+    "# kmsenv — encrypted environment. Safe to commit; edit with `kmsenv set` / `kmsenv edit`.\n";
+
+pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
+    let path = ctx.single_file("init")?;
+    let context = parse_context(&args.context)?;
+    if path.exists() {
+        return Err(Error::input(format!("{}: already exists; refusing to overwrite it", path.display()))
+            .with_hint("use `kmsenv set` to add values, or remove the file first"));
+    }
+    // Validate the context the way the file will be read back, before any KMS call.
+    let mut text = String::from(HEADER);
+    text += "[kmsenv]\nversion = 1\n";
+    if !context.is_empty() {
+        let pairs: Vec<String> = context
+            .iter()
+            .map(|(k, v)| format!("{} = {}", toml_key(k), toml_edit::Value::from(v.as_str())))
+            .collect();
+        text += &format!("context = {{ {} }}\n", pairs.join(", "));
+    }
+    let probe = Document::parse(path, text.clone())?;
+    let dk_ctx = probe.data_key_context();
+
+    let session = ctx.session(std::slice::from_ref(&probe))?;
+    let kms = &session.kms;
+    let (first, rest) = args.keys.split_first().ok_or_else(|| Error::usage("init needs --key"))?;
+    let generated = session
+        .block_on(kms.generate_data_key(first, &dk_ctx))
+        .map_err(|e| kms_error(path, first, "GenerateDataKey", e))?;
+    let mut wrappings = vec![(generated.key_arn.clone(), generated.blob.clone())];
+    for key in rest {
+        let (blob, arn) = session
+            .block_on(kms.encrypt(key, generated.plaintext.expose(), &dk_ctx))
+            .map_err(|e| kms_error(path, key, "Encrypt", e))?;
+        wrappings.push((arn, blob));
+    }
+    let dk = DataKey::from_plaintext(&generated.plaintext)
+        .ok_or_else(|| Error::kms(format!("{}: KMS returned a data key that is not 32 bytes", path.display())))?;
+
+    for (arn, blob) in &wrappings {
+        text += &format!(
+            "\n[[kmsenv.keys]]\narn = {}\ndata_key = \"{}\"\n",
+            toml_edit::Value::from(arn.as_str()),
+            B64.encode(blob)
+        );
+    }
+    text += "\n[env]\n";
+    let doc = Document::parse(path, text.clone())?;
+    let mac = dk.mac(&doc.mac_input());
+    // The MAC goes last in [kmsenv], before the first [[kmsenv.keys]].
+    text = text.replacen("\n[[kmsenv.keys]]", &format!("mac = \"{mac}\"\n\n[[kmsenv.keys]]"), 1);
+    Document::parse(path, text.clone())?;
+    store::write_atomic(path, &text, Mode::CreateNew)?;
+    let arns: Vec<&str> = wrappings.iter().map(|(a, _)| a.as_str()).collect();
+    ctx.note(format!("created {} with a data key wrapped by {}", path.display(), arns.join(", ")));
+    Ok(())
+}
+
+fn kms_error(path: &std::path::Path, key: &str, op: &str, e: crate::kms::KmsError) -> Error {
+    let err = Error::new(Class::Kms, format!("{}: KMS {op} with key {key} failed: {e}", path.display()));
+    match e.hint() {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
+}
+
+/// `k=v` pairs from `--context`.
+fn parse_context(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(Error::usage(format!("--context {p:?}: expected KEY=VALUE")));
+        };
+        if k.is_empty() {
+            return Err(Error::usage(format!("--context {p:?}: the key is empty")));
+        }
+        if k.starts_with("kmsenv:") {
+            return Err(Error::usage(format!("--context {k}: keys starting with `kmsenv:` are reserved")));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// A TOML key, quoted when it is not a bare key.
+fn toml_key(k: &str) -> String {
+    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        k.to_string()
+    } else {
+        toml_edit::Value::from(k).to_string()
+    }
+}

@@ -1,0 +1,180 @@
+//! One file per subcommand, and what they share: which files to use, the
+//! deadline, the AWS options, and the read-modify-write cycle of writers.
+
+mod check;
+mod exec;
+mod export;
+mod get;
+mod import;
+mod init;
+mod list;
+mod set;
+mod unset;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::cli::{Cli, Command, Global};
+use crate::document::Document;
+use crate::envelope::DataKey;
+use crate::error::{Class, Error, Result};
+use crate::kms::{AwsOptions, Session};
+use crate::resolve;
+use crate::store::{self, Editor, Lock, Mode};
+
+/// Everything a command needs from the global options.
+#[derive(Debug)]
+pub struct Ctx {
+    pub files: Vec<PathBuf>,
+    pub aws: AwsOptions,
+    pub deadline: Instant,
+    pub verbose: bool,
+    pub quiet: bool,
+}
+
+impl Ctx {
+    fn new(g: &Global) -> Result<Ctx> {
+        if !(g.timeout.is_finite() && g.timeout > 0.0 && g.timeout <= 86_400.0) {
+            return Err(Error::usage(format!("--timeout {}: give a number of seconds between 0 and 86400", g.timeout)));
+        }
+        let deadline = Instant::now() + Duration::from_secs_f64(g.timeout);
+        let files = if !g.files.is_empty() {
+            g.files.clone()
+        } else {
+            match std::env::var_os("KMSENV_FILE") {
+                Some(list) if !list.is_empty() => std::env::split_paths(&list)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect(),
+                _ => vec![PathBuf::from("kmsenv.toml")],
+            }
+        };
+        let endpoint_url = g.endpoint_url.clone();
+        Ok(Ctx {
+            files,
+            aws: AwsOptions { region: g.region.clone(), profile: g.profile.clone(), endpoint_url },
+            deadline,
+            verbose: g.verbose,
+            quiet: g.quiet,
+        })
+    }
+
+    /// Parse and validate every file before anything else happens.
+    pub fn load_all(&self) -> Result<Vec<Document>> {
+        self.files.iter().map(|p| Document::load(p)).collect()
+    }
+
+    /// The one file a writing command works on.
+    pub fn single_file(&self, command: &str) -> Result<&Path> {
+        match self.files.as_slice() {
+            [one] => Ok(one),
+            _ => Err(Error::usage(format!(
+                "`{command}` writes one file, but {} were given; pass exactly one -f PATH",
+                self.files.len()
+            ))),
+        }
+    }
+
+    /// Progress for people: stderr, unless -q.
+    pub fn note(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("kmsenv: {}", msg.as_ref());
+        }
+    }
+
+    /// Details for -v: stderr. Callers pass names, never values.
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if self.verbose {
+            eprintln!("kmsenv: {}", msg.as_ref());
+        }
+    }
+
+    /// Start the AWS session for a command that calls KMS.
+    pub fn session(&self, docs: &[Document]) -> Result<Session> {
+        Session::start(&self.aws, self.deadline, resolve::first_arn_region(docs))
+            .map_err(|e| Error::new(Class::Io, format!("cannot start the async runtime: {e}")))
+    }
+}
+
+/// Run the parsed command line. Returns only when there is nothing to exec.
+pub fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx::new(&cli.global)?;
+    match cli.command {
+        Command::Exec(a) => exec::run(&ctx, a),
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Set(a) => set::run(&ctx, a),
+        Command::Unset(a) => unset::run(&ctx, a),
+        Command::Get(a) => get::run(&ctx, a),
+        Command::List => list::run(&ctx),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::Export(a) => export::run(&ctx, a),
+        Command::Import(a) => import::run(&ctx, a),
+    }
+}
+
+/// A file opened for writing: locked, loaded, and — when it has keys — its data
+/// key unwrapped and its MAC verified, so we never re-MAC a tampered file.
+pub struct Writer {
+    _lock: Lock,
+    pub doc: Document,
+    pub editor: Editor,
+    pub data_key: Option<DataKey>,
+    pub session: Option<Session>,
+}
+
+impl Writer {
+    /// Lock and load `path`. With `need_data_key`, unwrap it (if the file has keys).
+    pub fn open(ctx: &Ctx, path: &Path, need_data_key: bool) -> Result<Writer> {
+        let lock = store::lock(path)?;
+        let doc = Document::load(path)?;
+        let editor = Editor::new(&doc)?;
+        let mut w = Writer { _lock: lock, doc, editor, data_key: None, session: None };
+        if need_data_key && w.doc.has_keys() {
+            w.unwrap_data_key(ctx, true)?;
+        }
+        Ok(w)
+    }
+
+    /// The AWS session, started on first use.
+    pub fn session(&mut self, ctx: &Ctx) -> Result<&Session> {
+        if self.session.is_none() {
+            self.session = Some(ctx.session(std::slice::from_ref(&self.doc))?);
+        }
+        self.session.as_ref().ok_or_else(|| Error::new(Class::Io, "no AWS session"))
+    }
+
+    /// Unwrap the data key; with `verify`, check the MAC under it.
+    pub fn unwrap_data_key(&mut self, ctx: &Ctx, verify: bool) -> Result<()> {
+        let deadline = ctx.deadline;
+        let doc = self.doc.clone();
+        let session = self.session(ctx)?;
+        let (dk, arn) = session.block_on(resolve::unwrap_data_key(&session.kms, &doc, deadline))?;
+        if verify {
+            resolve::verify_mac(&doc, &dk)?;
+        }
+        ctx.info(format!("{}: data key opened with {arn}", doc.path.display()));
+        self.data_key = Some(dk);
+        Ok(())
+    }
+
+    /// Re-validate the edited text, rewrite the MAC if the file has keys, and
+    /// replace the file atomically.
+    pub fn save(mut self) -> Result<Document> {
+        let mut doc = self.editor.finish()?;
+        match (&self.data_key, doc.has_keys()) {
+            (Some(dk), true) => {
+                let mac = dk.mac(&doc.mac_input());
+                self.editor.set_mac(&mac)?;
+                doc = self.editor.finish()?;
+            }
+            // Only direct `kms` entries changed: they are outside the MAC, which
+            // is what lets a contributor with only kms:Encrypt add one.
+            (None, true) if format!("{:?}", doc.mac_input()) == format!("{:?}", self.doc.mac_input()) => {}
+            (None, true) => {
+                return Err(Error::new(Class::Io, "internal: a MAC-covered change without the data key"));
+            }
+            (_, false) => {}
+        }
+        store::write_atomic(&doc.path, &doc.text, Mode::Replace)?;
+        Ok(doc)
+    }
+}

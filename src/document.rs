@@ -1,0 +1,607 @@
+//! The kmsenv file: reading it and checking it against format version 1 (DESIGN §2).
+//!
+//! A [`Document`] exists only once the whole file has been validated: names,
+//! shapes, base64, the reserved `kmsenv:` context rule. Every problem is reported
+//! with `file:line:column`. Nothing here decrypts or talks to KMS; checking the MAC
+//! needs the data key and happens in `resolve`. Writing the file lives in `store`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use toml_edit::{Item, Key, TableLike, Value as TomlValue};
+
+use crate::envelope::{MacEntry, MacInput};
+use crate::error::{Error, Result};
+
+/// The only format version this build reads and writes.
+pub const FORMAT_VERSION: i64 = 1;
+/// Files larger than this are refused before parsing: a secrets file is small.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// KMS ciphertext blobs are at most 6144 bytes.
+const MAX_KMS_BLOB: usize = 6144;
+/// The context key that binds a direct value to its variable name (DESIGN §2.5).
+pub const VAR_CONTEXT_KEY: &str = "kmsenv:var";
+/// The reserved prefix of context keys.
+const RESERVED_PREFIX: &str = "kmsenv:";
+/// Inherited variables with this prefix never reach the command.
+pub const OWN_ENV_PREFIX: &str = "KMSENV_";
+
+/// One wrapping of the data key (`[[kmsenv.keys]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappingKey {
+    pub arn: String,
+    /// The KMS `CiphertextBlob` of the data key.
+    pub data_key: Vec<u8>,
+}
+
+/// The value of one `[env]` entry, as written in the file (never plaintext secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// Not secret; in clear, under the MAC.
+    Plain(String),
+    /// AES-256-GCM under the file's data key (base64 text, checked for shape).
+    Sealed(String),
+    /// A raw KMS ciphertext, decrypted with its own `Decrypt` call.
+    Kms {
+        blob: Vec<u8>,
+        key: Option<String>,
+        context: BTreeMap<String, String>,
+    },
+}
+
+impl Value {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Plain(_) => "plain",
+            Value::Sealed(_) => "sealed",
+            Value::Kms { .. } => "kms",
+        }
+    }
+}
+
+/// One `[env]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub value: Value,
+    /// Deliver as a memfd path instead of the value itself.
+    pub file: bool,
+    /// `line:column` of the name, for messages.
+    pub at: Pos,
+}
+
+/// A 1-based line and column in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// A validated kmsenv file.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub path: PathBuf,
+    pub version: i64,
+    pub context: BTreeMap<String, String>,
+    pub mac: Option<String>,
+    pub keys: Vec<WrappingKey>,
+    /// In file order.
+    pub entries: Vec<Entry>,
+    /// The text it was parsed from; writers edit this, keeping comments and order.
+    pub text: String,
+}
+
+impl Document {
+    /// Read and validate the file at `path`.
+    pub fn load(path: &Path) -> Result<Document> {
+        let text = read_text(path)?;
+        Document::parse(path, text)
+    }
+
+    /// Validate `text` as the content of `path`.
+    pub fn parse(path: &Path, text: String) -> Result<Document> {
+        Parser { path, text: &text }.document().map(|mut doc| {
+            doc.text = text.clone();
+            doc
+        })
+    }
+
+    pub fn entry(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// The encryption context of every data-key operation: the file's context
+    /// plus the reserved purpose pair (DESIGN §2.2).
+    pub fn data_key_context(&self) -> BTreeMap<String, String> {
+        let mut ctx = self.context.clone();
+        ctx.insert("kmsenv:purpose".into(), "data-key".into());
+        ctx
+    }
+
+    /// Whether opening this file needs its data key (it has wrapping keys: the MAC
+    /// must be verified before any value is used).
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// What the MAC covers: version, context, and every plain and sealed entry.
+    pub fn mac_input(&self) -> MacInput<'_> {
+        let entries = self
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let (kind, text) = match &e.value {
+                    Value::Plain(t) => ("plain", t.as_str()),
+                    Value::Sealed(t) => ("sealed", t.as_str()),
+                    Value::Kms { .. } => return None,
+                };
+                Some(MacEntry { name: &e.name, kind, text, file: e.file })
+            })
+            .collect();
+        MacInput { version: self.version, context: &self.context, entries }
+    }
+
+    /// The context a new direct value of `name` is encrypted with (DESIGN §2.5).
+    pub fn direct_value_context(&self, name: &str) -> BTreeMap<String, String> {
+        let mut ctx = self.context.clone();
+        ctx.insert(VAR_CONTEXT_KEY.into(), name.into());
+        ctx
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let err = Error::io("read", path, &e);
+        if e.kind() == std::io::ErrorKind::NotFound {
+            err.with_hint("create it with `kmsenv init --key KEY`, or pass -f PATH")
+        } else {
+            err
+        }
+    })?;
+    if meta.is_dir() {
+        return Err(Error::input(format!("{}: is a directory, not a kmsenv file", path.display())));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Error::input(format!(
+            "{}: file is {} bytes; kmsenv files are limited to {} bytes",
+            path.display(),
+            meta.len(),
+            MAX_FILE_BYTES
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, &e))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::input(format!("{}: is not UTF-8 text (TOML files must be)", path.display())))
+}
+
+/// Whether `name` may be an environment variable name in the file.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c == '_' || c.is_ascii_alphabetic() => {}
+        _ => return false,
+    }
+    chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// Check a name given on the command line or in a dotenv file.
+pub fn check_name(name: &str) -> Result<()> {
+    if !valid_name(name) {
+        return Err(Error::usage(format!(
+            "invalid variable name {name:?}: names must match [A-Za-z_][A-Za-z0-9_]*"
+        )));
+    }
+    if name.starts_with(OWN_ENV_PREFIX) {
+        return Err(Error::usage(format!(
+            "{name}: names starting with {OWN_ENV_PREFIX} are reserved for kmsenv's own settings"
+        )));
+    }
+    Ok(())
+}
+
+struct Parser<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Parser<'_> {
+    fn pos(&self, span: Option<Range<usize>>) -> Pos {
+        let Some(span) = span else { return Pos::default() };
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Pos { line, column }
+    }
+
+    fn err(&self, span: Option<Range<usize>>, message: impl fmt::Display) -> Error {
+        let p = self.pos(span);
+        if p.line == 0 {
+            Error::input(format!("{}: {message}", self.path.display()))
+        } else {
+            Error::input(format!("{}:{p}: {message}", self.path.display()))
+        }
+    }
+
+    fn document(&self) -> Result<Document> {
+        let doc = toml_edit::Document::parse(self.text)
+            .map_err(|e| self.err(e.span(), format!("invalid TOML: {}", e.message().trim())))?;
+        let root = doc.as_table();
+        for (k, _) in root.iter() {
+            if k != "kmsenv" && k != "env" {
+                return Err(self.err(
+                    root.key(k).and_then(Key::span),
+                    format!("unknown table `{k}`: a kmsenv file has only [kmsenv] and [env]"),
+                ));
+            }
+        }
+        let Some(head) = root.get("kmsenv") else {
+            return Err(self.err(
+                Some(0..0),
+                "missing [kmsenv] table with `version = 1` (is this a kmsenv file?)",
+            ));
+        };
+        let head_span = root.key("kmsenv").and_then(Key::span);
+        let head = head
+            .as_table_like()
+            .ok_or_else(|| self.err(head_span.clone(), "`kmsenv` must be a table"))?;
+
+        let mut version = None;
+        let mut context = BTreeMap::new();
+        let mut mac = None;
+        let mut keys = Vec::new();
+        for (k, item) in head.iter() {
+            let span = head.key(k).and_then(Key::span);
+            match k {
+                "version" => {
+                    let v = item
+                        .as_integer()
+                        .ok_or_else(|| self.err(span.clone(), "`version` must be an integer"))?;
+                    if v != FORMAT_VERSION {
+                        return Err(self.err(
+                            span,
+                            format!("unsupported format version {v}: this kmsenv reads version {FORMAT_VERSION}"),
+                        ));
+                    }
+                    version = Some(v);
+                }
+                "context" => {
+                    context = self.string_table(item, "context", span.clone())?;
+                    if let Some(bad) = context.keys().find(|k| k.starts_with(RESERVED_PREFIX)) {
+                        return Err(self.err(
+                            span,
+                            format!("context key `{bad}`: keys starting with `{RESERVED_PREFIX}` are reserved"),
+                        ));
+                    }
+                }
+                "mac" => {
+                    let m = item
+                        .as_str()
+                        .ok_or_else(|| self.err(span.clone(), "`mac` must be a string"))?;
+                    mac = Some(m.to_string());
+                }
+                "keys" => keys = self.keys(item, span)?,
+                other => {
+                    return Err(self.err(
+                        span,
+                        format!("unknown key `{other}` in [kmsenv] (expected version, context, mac, keys)"),
+                    ));
+                }
+            }
+        }
+        let Some(version) = version else {
+            return Err(self.err(head_span, "[kmsenv] needs `version = 1`"));
+        };
+
+        let mut entries = Vec::new();
+        if let Some(env) = root.get("env") {
+            let span = root.key("env").and_then(Key::span);
+            let env = env
+                .as_table_like()
+                .ok_or_else(|| self.err(span, "`env` must be a table"))?;
+            for (name, item) in env.iter() {
+                entries.push(self.entry(env, name, item)?);
+            }
+        }
+
+        if keys.is_empty() {
+            if let Some(e) = entries.iter().find(|e| matches!(e.value, Value::Sealed(_))) {
+                return Err(self.err_at(
+                    e.at,
+                    format!("{}: a sealed value needs the file's data key, but the file has no [[kmsenv.keys]]", e.name),
+                ));
+            }
+            if mac.is_some() {
+                return Err(Error::integrity(format!(
+                    "{}: file has a `mac` but no [[kmsenv.keys]]: file was modified outside kmsenv (keys removed?)",
+                    self.path.display()
+                )));
+            }
+        }
+
+        Ok(Document {
+            path: self.path.to_path_buf(),
+            version,
+            context,
+            mac,
+            keys,
+            entries,
+            text: String::new(),
+        })
+    }
+
+    fn err_at(&self, at: Pos, message: impl fmt::Display) -> Error {
+        Error::input(format!("{}:{at}: {message}", self.path.display()))
+    }
+
+    fn keys(&self, item: &Item, span: Option<Range<usize>>) -> Result<Vec<WrappingKey>> {
+        let tables: Vec<&dyn TableLike> = if let Some(aot) = item.as_array_of_tables() {
+            aot.iter().map(|t| t as &dyn TableLike).collect()
+        } else if let Some(arr) = item.as_array() {
+            arr.iter()
+                .map(|v| {
+                    v.as_inline_table()
+                        .map(|t| t as &dyn TableLike)
+                        .ok_or_else(|| self.err(v.span(), "each entry of `keys` must be a table"))
+                })
+                .collect::<Result<_>>()?
+        } else {
+            return Err(self.err(span, "`keys` must be an array of tables ([[kmsenv.keys]])"));
+        };
+        let mut keys = Vec::new();
+        for t in tables {
+            let mut arn = None;
+            let mut data_key = None;
+            for (k, v) in t.iter() {
+                let span = t.key(k).and_then(Key::span);
+                match k {
+                    "arn" => {
+                        let s = v
+                            .as_str()
+                            .filter(|s| !s.is_empty())
+                            .ok_or_else(|| self.err(span, "`arn` must be a non-empty string"))?;
+                        arn = Some(s.to_string());
+                    }
+                    "data_key" => {
+                        let s = v
+                            .as_str()
+                            .ok_or_else(|| self.err(span.clone(), "`data_key` must be a string"))?;
+                        let blob = B64
+                            .decode(s.trim())
+                            .ok()
+                            .filter(|b| !b.is_empty() && b.len() <= MAX_KMS_BLOB)
+                            .ok_or_else(|| {
+                                self.err(span, "`data_key` is not a base64 KMS ciphertext")
+                            })?;
+                        data_key = Some(blob);
+                    }
+                    other => {
+                        return Err(self.err(
+                            span,
+                            format!("unknown key `{other}` in [[kmsenv.keys]] (expected arn, data_key)"),
+                        ));
+                    }
+                }
+            }
+            let at = self.pos(t.iter().next().and_then(|(k, _)| t.key(k)).and_then(Key::span));
+            match (arn, data_key) {
+                (Some(arn), Some(data_key)) => keys.push(WrappingKey { arn, data_key }),
+                _ => return Err(self.err_at(at, "[[kmsenv.keys]] needs both `arn` and `data_key`")),
+            }
+        }
+        Ok(keys)
+    }
+
+    fn string_table(
+        &self,
+        item: &Item,
+        what: &str,
+        span: Option<Range<usize>>,
+    ) -> Result<BTreeMap<String, String>> {
+        let t = item
+            .as_table_like()
+            .ok_or_else(|| self.err(span, format!("`{what}` must be a table of strings")))?;
+        let mut out = BTreeMap::new();
+        for (k, v) in t.iter() {
+            let s = v.as_str().ok_or_else(|| {
+                self.err(
+                    t.key(k).and_then(Key::span),
+                    format!("`{what}` value for `{k}` must be a string"),
+                )
+            })?;
+            out.insert(k.to_string(), s.to_string());
+        }
+        Ok(out)
+    }
+
+    fn entry(&self, env: &dyn TableLike, name: &str, item: &Item) -> Result<Entry> {
+        let span = env.key(name).and_then(Key::span);
+        let at = self.pos(span.clone());
+        if !valid_name(name) {
+            return Err(self.err_at(
+                at,
+                format!("invalid variable name {name:?}: names must match [A-Za-z_][A-Za-z0-9_]*"),
+            ));
+        }
+        if name.starts_with(OWN_ENV_PREFIX) {
+            return Err(self.err_at(
+                at,
+                format!("{name}: names starting with {OWN_ENV_PREFIX} are reserved for kmsenv's own settings"),
+            ));
+        }
+        if let Some(s) = item.as_str() {
+            if s.contains('\0') {
+                return Err(self.err_at(at, format!("{name}: value contains a NUL byte, which an environment cannot hold")));
+            }
+            return Ok(Entry { name: name.into(), value: Value::Plain(s.into()), file: false, at });
+        }
+        let Some(t) = item.as_table_like() else {
+            let what = match item {
+                Item::Value(TomlValue::Integer(_) | TomlValue::Float(_) | TomlValue::Boolean(_)) => {
+                    " (quote it: environment values are strings)"
+                }
+                _ => "",
+            };
+            return Err(self.err_at(
+                at,
+                format!("{name}: value must be a string, {{ sealed = \"…\" }} or {{ kms = \"…\" }}{what}"),
+            ));
+        };
+        let mut sealed = None;
+        let mut kms = None;
+        let mut key = None;
+        let mut context = None;
+        let mut file = false;
+        for (k, v) in t.iter() {
+            let fspan = t.key(k).and_then(Key::span);
+            match k {
+                "sealed" | "kms" | "key" => {
+                    let s = v
+                        .as_str()
+                        .ok_or_else(|| self.err(fspan.clone(), format!("{name}: `{k}` must be a string")))?;
+                    match k {
+                        "sealed" => sealed = Some((s.to_string(), fspan)),
+                        "kms" => kms = Some((s.to_string(), fspan)),
+                        _ => key = Some(s.to_string()),
+                    }
+                }
+                "context" => context = Some((self.string_table(v, "context", fspan.clone())?, fspan)),
+                "file" => {
+                    file = v
+                        .as_bool()
+                        .ok_or_else(|| self.err(fspan, format!("{name}: `file` must be true or false")))?;
+                }
+                other => {
+                    return Err(self.err(
+                        fspan,
+                        format!("{name}: unknown key `{other}` (expected sealed, or kms with optional key and context; and file)"),
+                    ));
+                }
+            }
+        }
+        let value = match (sealed, kms) {
+            (Some((text, fspan)), None) => {
+                if key.is_some() || context.is_some() {
+                    return Err(self.err_at(at, format!("{name}: `key` and `context` apply to kms values only")));
+                }
+                check_sealed_shape(&text).map_err(|why| self.err(fspan, format!("{name}: {why}")))?;
+                Value::Sealed(text)
+            }
+            (None, Some((text, fspan))) => {
+                let blob = B64
+                    .decode(text.trim())
+                    .map_err(|_| self.err(fspan.clone(), format!("{name}: `kms` is not valid base64")))?;
+                if blob.is_empty() {
+                    return Err(self.err(fspan, format!("{name}: `kms` ciphertext is empty")));
+                }
+                if blob.len() > MAX_KMS_BLOB {
+                    return Err(self.err(
+                        fspan,
+                        format!("{name}: `kms` is {} bytes; KMS ciphertexts are at most {MAX_KMS_BLOB}", blob.len()),
+                    ));
+                }
+                let (context, cspan) = context.unwrap_or_default();
+                for (k, v) in &context {
+                    if k.starts_with(RESERVED_PREFIX) && !(k == VAR_CONTEXT_KEY && v == name) {
+                        return Err(self.err(
+                            cspan.clone(),
+                            format!(
+                                "{name}: context key `{k}` is reserved; a kms value may carry only \
+                                 \"{VAR_CONTEXT_KEY}\" = \"{name}\""
+                            ),
+                        ));
+                    }
+                }
+                Value::Kms { blob, key, context }
+            }
+            (Some(_), Some(_)) => {
+                return Err(self.err_at(at, format!("{name}: has both `sealed` and `kms`; keep one")));
+            }
+            (None, None) => {
+                return Err(self.err_at(at, format!("{name}: a value table needs `sealed` or `kms`")));
+            }
+        };
+        Ok(Entry { name: name.into(), value, file, at })
+    }
+}
+
+/// Check that sealed text is base64 of at least a nonce and a tag.
+fn check_sealed_shape(text: &str) -> std::result::Result<(), &'static str> {
+    match B64.decode(text.trim()) {
+        Err(_) => Err("`sealed` is not valid base64"),
+        Ok(b) if b.len() < 12 + 16 => Err("`sealed` is too short to be a sealed value (truncated?)"),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Document> {
+        Document::parse(Path::new("k.toml"), text.to_string())
+    }
+
+    const HEAD: &str = "[kmsenv]\nversion = 1\n";
+
+    #[test]
+    fn plain_and_kms_values_parse_in_file_order() {
+        let doc = parse(&format!("{HEAD}[env]\nB = \"x\"\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:var\" = \"A\" }} }}\n"))
+            .expect("valid");
+        let names: Vec<_> = doc.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["B", "A"]);
+        assert!(matches!(&doc.entries[1].value, Value::Kms { blob, .. } if blob == &[1, 2, 3]));
+    }
+
+    #[test]
+    fn errors_point_at_line_and_column() {
+        let err = parse(&format!("{HEAD}[env]\nOK = \"x\"\n  BAD-NAME = \"y\"\n")).unwrap_err();
+        assert!(err.to_string().starts_with("k.toml:5:3: invalid variable name \"BAD-NAME\""), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_under_kmsenv_are_errors() {
+        let err = parse("[kmsenv]\nversion = 1\nmca = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("k.toml:3:1: unknown key `mca`"), "{err}");
+    }
+
+    #[test]
+    fn reserved_context_is_refused_except_own_var() {
+        let bad = format!("{HEAD}[env]\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:purpose\" = \"data-key\" }} }}\n");
+        assert!(parse(&bad).unwrap_err().to_string().contains("reserved"));
+        let other = format!("{HEAD}[env]\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:var\" = \"B\" }} }}\n");
+        assert!(parse(&other).unwrap_err().to_string().contains("A: context key `kmsenv:var` is reserved"));
+    }
+
+    #[test]
+    fn sealed_needs_keys() {
+        let t = format!("{HEAD}[env]\nA = {{ sealed = \"{}\" }}\n", "A".repeat(40));
+        assert!(parse(&t).unwrap_err().to_string().contains("no [[kmsenv.keys]]"));
+    }
+
+    #[test]
+    fn wrong_version_and_non_string_context_are_errors() {
+        assert!(parse("[kmsenv]\nversion = 2\n").unwrap_err().to_string().contains("unsupported format version 2"));
+        let e = parse("[kmsenv]\nversion = 1\ncontext = { app = 1 }\n").unwrap_err();
+        assert!(e.to_string().contains("`context` value for `app` must be a string"), "{e}");
+    }
+
+    #[test]
+    fn names_follow_the_rule() {
+        for ok in ["A", "_", "a_1", "DATABASE_URL"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "A-B", "A=B", "A B", "É"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! KMS: the few operations kmsenv needs, behind the [`KeyService`] trait, and
+//! their AWS implementation with deadlines, retries and error codes kept.
+//!
+//! One SDK configuration (credentials, retries, timeouts) is loaded once and
+//! shared; one KMS client is built per region on first use, the region coming
+//! from the key ARN (DESIGN §5). Every call runs under the run's one deadline.
+//! Errors keep the AWS error code, read from the error metadata because the SDK
+//! does not model every code as a variant.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_config::identity::IdentityCache;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_kms::Client;
+use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+
+use crate::secret::Secret;
+
+/// An encryption context: sorted, so messages and MACs are stable.
+pub type Context = BTreeMap<String, String>;
+
+/// A KMS failure: the AWS error code (or our name for a transport failure) and
+/// AWS's message. Never holds plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsError {
+    pub code: String,
+    pub message: String,
+}
+
+impl KmsError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        KmsError { code: code.into(), message: message.into() }
+    }
+
+    /// What a user can do about this code.
+    pub fn hint(&self) -> Option<&'static str> {
+        Some(match self.code.as_str() {
+            "AccessDeniedException" => {
+                "the caller's role may not use this key with this encryption context: grant it in IAM or the key policy"
+            }
+            "InvalidCiphertextException" => {
+                "the ciphertext does not belong to this key and encryption context (copied from another file or variable?)"
+            }
+            "IncorrectKeyException" => "the ciphertext was encrypted under another KMS key than the one named",
+            "DisabledException" | "KMSInvalidStateException" => {
+                "the key is disabled or pending deletion: enable it in KMS, or use another wrapping key"
+            }
+            "NotFoundException" => "no such key in this account and region: check the ARN and --region",
+            "ThrottlingException" => "KMS request quota exceeded after retries: try again, or raise the quota",
+            "TimeoutError" => "no answer in time: check the network, the endpoint and --timeout",
+            "ConnectionError" => "cannot reach KMS: check the network, proxy settings and the endpoint URL",
+            "CredentialsError" => {
+                "no usable AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with a role"
+            }
+            "NoRegion" => "set --region or AWS_REGION, or use full key ARNs",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for KmsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            f.write_str(&self.code)
+        } else {
+            write!(f, "{}: {}", self.code, self.message)
+        }
+    }
+}
+
+/// A data key as KMS made it: plaintext, its wrapping, and the key's full ARN.
+#[derive(Debug)]
+pub struct GeneratedKey {
+    pub plaintext: Secret,
+    pub blob: Vec<u8>,
+    pub key_arn: String,
+}
+
+/// The KMS operations kmsenv uses. The AWS implementation is [`AwsKms`]; unit
+/// tests use an in-memory one.
+pub trait KeyService {
+    /// A new 256-bit data key under `key`.
+    fn generate_data_key(&self, key: &str, ctx: &Context) -> impl Future<Output = Result<GeneratedKey, KmsError>>;
+    /// Encrypt `plaintext` under `key`; returns the blob and the key's ARN.
+    fn encrypt(&self, key: &str, plaintext: &[u8], ctx: &Context)
+    -> impl Future<Output = Result<(Vec<u8>, String), KmsError>>;
+    /// Decrypt `blob`, pinning `key` when known.
+    fn decrypt(&self, key: Option<&str>, blob: &[u8], ctx: &Context) -> impl Future<Output = Result<Secret, KmsError>>;
+}
+
+/// Settings from the command line that shape the AWS configuration.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// The region named by a key ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`), if it is one.
+pub fn arn_region(key: &str) -> Option<&str> {
+    let mut parts = key.splitn(6, ':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
+        _ => None,
+    }
+}
+
+/// KMS through the AWS SDK: one shared configuration, one client per region.
+pub struct AwsKms {
+    config: SdkConfig,
+    endpoint_url: Option<String>,
+    clients: Mutex<HashMap<String, Client>>,
+    deadline: Instant,
+}
+
+impl AwsKms {
+    /// Load the AWS configuration (credentials are resolved lazily, on first call).
+    ///
+    /// `default_region` is used when neither `--region` nor the environment names
+    /// one; passing the first key ARN's region here keeps the SDK from asking
+    /// IMDS for a region on machines that are not EC2.
+    pub async fn load(opts: &AwsOptions, deadline: Instant, default_region: Option<String>) -> AwsKms {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(remaining.min(Duration::from_secs(5)))
+            .read_timeout(remaining.min(Duration::from_secs(10)))
+            .operation_attempt_timeout(remaining.min(Duration::from_secs(10)))
+            .operation_timeout(remaining)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(4))
+            .identity_cache(IdentityCache::lazy().load_timeout(remaining.min(Duration::from_secs(10))).build());
+        if let Some(p) = &opts.profile {
+            loader = loader.profile_name(p);
+        }
+        let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        if let Some(r) = &opts.region {
+            loader = loader.region(Region::new(r.clone()));
+        } else if let (false, None, Some(r)) = (env_region, &opts.profile, default_region) {
+            loader = loader.region(Region::new(r));
+        }
+        let config = loader.load().await;
+        AwsKms {
+            config,
+            endpoint_url: opts.endpoint_url.clone(),
+            clients: Mutex::new(HashMap::new()),
+            deadline,
+        }
+    }
+
+    fn client(&self, key: &str) -> Result<Client, KmsError> {
+        let region = match arn_region(key) {
+            Some(r) => r.to_string(),
+            None => self
+                .config
+                .region()
+                .map(|r| r.to_string())
+                .ok_or_else(|| KmsError::new("NoRegion", format!("key {key} is not an ARN and no region is configured")))?,
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let client = clients.entry(region.clone()).or_insert_with(|| {
+            let mut b = aws_sdk_kms::config::Builder::from(&self.config).region(Region::new(region));
+            if let Some(url) = &self.endpoint_url {
+                b = b.endpoint_url(url);
+            }
+            Client::from_conf(b.build())
+        });
+        Ok(client.clone())
+    }
+
+    /// Run one call under the deadline; a call still waiting then is a TimeoutError.
+    async fn timed<T>(&self, fut: impl Future<Output = Result<T, KmsError>>) -> Result<T, KmsError> {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        match tokio::time::timeout_at(deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(KmsError::new("TimeoutError", "no answer before the deadline (--timeout)")),
+        }
+    }
+}
+
+fn with_context<B>(mut b: B, ctx: &Context, add: impl Fn(B, String, String) -> B) -> B {
+    for (k, v) in ctx {
+        b = add(b, k.clone(), v.clone());
+    }
+    b
+}
+
+/// Turn an SDK error into the AWS error code and message.
+fn classify<E, R>(err: &SdkError<E, R>) -> KmsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    match err {
+        SdkError::TimeoutError(_) => KmsError::new("TimeoutError", "no answer within the time limit"),
+        SdkError::DispatchFailure(d) => {
+            let text = DisplayErrorContext(err).to_string();
+            if d.is_timeout() {
+                KmsError::new("TimeoutError", "no answer within the time limit")
+            } else if text.contains("credentials") || text.contains("Credentials") {
+                KmsError::new("CredentialsError", credentials_cause(&text))
+            } else {
+                KmsError::new("ConnectionError", last_cause(&text))
+            }
+        }
+        _ => match err.code() {
+            Some(code) => KmsError::new(code, err.message().unwrap_or_default()),
+            None => {
+                let text = DisplayErrorContext(err).to_string();
+                if text.contains("credentials") || text.contains("Credentials") {
+                    KmsError::new("CredentialsError", credentials_cause(&text))
+                } else {
+                    KmsError::new("UnknownError", last_cause(&text))
+                }
+            }
+        },
+    }
+}
+
+/// The innermost cause of a `DisplayErrorContext` chain ("a: b: c" → "c").
+fn last_cause(text: &str) -> String {
+    text.rsplit(": ").next().unwrap_or(text).trim().trim_end_matches(')').to_string()
+}
+
+fn credentials_cause(text: &str) -> String {
+    if text.contains("no providers in chain provided credentials") {
+        "no credentials found in the environment, profiles, web identity, container or instance metadata".into()
+    } else {
+        last_cause(text)
+    }
+}
+
+impl KeyService for AwsKms {
+    async fn generate_data_key(&self, key: &str, ctx: &Context) -> Result<GeneratedKey, KmsError> {
+        let client = self.client(key)?;
+        self.timed(async {
+            let req = client.generate_data_key().key_id(key).number_of_bytes(32);
+            let out = with_context(req, ctx, |b, k, v| b.encryption_context(k, v))
+                .send()
+                .await
+                .map_err(|e| classify(&e))?;
+            let plaintext = out
+                .plaintext
+                .map(|b| Secret::new(b.into_inner()))
+                .ok_or_else(|| KmsError::new("InvalidResponse", "GenerateDataKey returned no plaintext"))?;
+            let blob = out
+                .ciphertext_blob
+                .map(Blob::into_inner)
+                .ok_or_else(|| KmsError::new("InvalidResponse", "GenerateDataKey returned no ciphertext"))?;
+            let key_arn = out.key_id.unwrap_or_else(|| key.to_string());
+            Ok(GeneratedKey { plaintext, blob, key_arn })
+        })
+        .await
+    }
+
+    async fn encrypt(&self, key: &str, plaintext: &[u8], ctx: &Context) -> Result<(Vec<u8>, String), KmsError> {
+        let client = self.client(key)?;
+        self.timed(async {
+            let req = client.encrypt().key_id(key).plaintext(Blob::new(plaintext));
+            let out = with_context(req, ctx, |b, k, v| b.encryption_context(k, v))
+                .send()
+                .await
+                .map_err(|e| classify(&e))?;
+            let blob = out
+                .ciphertext_blob
+                .map(Blob::into_inner)
+                .ok_or_else(|| KmsError::new("InvalidResponse", "Encrypt returned no ciphertext"))?;
+            Ok((blob, out.key_id.unwrap_or_else(|| key.to_string())))
+        })
+        .await
+    }
+
+    async fn decrypt(&self, key: Option<&str>, blob: &[u8], ctx: &Context) -> Result<Secret, KmsError> {
+        // Without a key the region is the configured one: any key id works for the lookup.
+        let client = self.client(key.unwrap_or(""))?;
+        self.timed(async {
+            let mut req = client.decrypt().ciphertext_blob(Blob::new(blob));
+            if let Some(k) = key {
+                req = req.key_id(k);
+            }
+            let out = with_context(req, ctx, |b, k, v| b.encryption_context(k, v))
+                .send()
+                .await
+                .map_err(|e| classify(&e))?;
+            out.plaintext
+                .map(|b| Secret::new(b.into_inner()))
+                .ok_or_else(|| KmsError::new("InvalidResponse", "Decrypt returned no plaintext"))
+        })
+        .await
+    }
+}
+
+/// Run `fut` on a single-threaded runtime built for this one job. All KMS calls
+/// of a run are I/O-bound and issued concurrently, so one thread is enough.
+pub fn block_on<F: Future>(fut: F) -> std::io::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let out = rt.block_on(fut);
+    // Do not wait for a DNS lookup stuck in the blocking pool: we are about to
+    // exec or exit, and the deadline has been kept.
+    rt.shutdown_background();
+    Ok(out)
+}
+
+/// A runtime and a loaded [`AwsKms`], for commands that make several KMS calls
+/// in sequence (read the data key, then encrypt, …).
+pub struct Session {
+    rt: Option<tokio::runtime::Runtime>,
+    pub kms: AwsKms,
+}
+
+impl Session {
+    pub fn start(opts: &AwsOptions, deadline: Instant, default_region: Option<String>) -> std::io::Result<Session> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let kms = rt.block_on(AwsKms::load(opts, deadline, default_region));
+        Ok(Session { rt: Some(rt), kms })
+    }
+
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        match &self.rt {
+            Some(rt) => rt.block_on(fut),
+            None => unreachable!("the runtime lives until drop"),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! An in-memory KMS for unit tests: "wraps" by prefixing the key id and the
+    //! sorted context, so a wrong key or context fails like KMS does.
+
+    use super::*;
+    use std::cell::Cell;
+
+    #[derive(Default)]
+    pub struct FakeKms {
+        pub calls: Cell<usize>,
+        /// Keys that answer AccessDeniedException.
+        pub denied: Vec<String>,
+    }
+
+    fn envelope(key: &str, ctx: &Context) -> Vec<u8> {
+        format!("{key}|{ctx:?}|").into_bytes()
+    }
+
+    impl KeyService for FakeKms {
+        async fn generate_data_key(&self, key: &str, ctx: &Context) -> Result<GeneratedKey, KmsError> {
+            let plaintext = crate::envelope::new_data_key();
+            let (blob, key_arn) = self.encrypt(key, plaintext.expose(), ctx).await?;
+            Ok(GeneratedKey { plaintext, blob, key_arn })
+        }
+
+        async fn encrypt(&self, key: &str, plaintext: &[u8], ctx: &Context) -> Result<(Vec<u8>, String), KmsError> {
+            self.calls.set(self.calls.get() + 1);
+            let mut blob = envelope(key, ctx);
+            blob.extend_from_slice(plaintext);
+            Ok((blob, key.to_string()))
+        }
+
+        async fn decrypt(&self, key: Option<&str>, blob: &[u8], ctx: &Context) -> Result<Secret, KmsError> {
+            self.calls.set(self.calls.get() + 1);
+            let key = key.unwrap_or_default();
+            if self.denied.iter().any(|d| d == key) {
+                return Err(KmsError::new("AccessDeniedException", "denied by the fake"));
+            }
+            let head = envelope(key, ctx);
+            match blob.strip_prefix(head.as_slice()) {
+                Some(pt) => Ok(Secret::new(pt.to_vec())),
+                None => Err(KmsError::new("InvalidCiphertextException", "")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_comes_from_the_arn() {
+        assert_eq!(arn_region("arn:aws:kms:eu-west-1:111122223333:key/abc"), Some("eu-west-1"));
+        assert_eq!(arn_region("arn:aws:kms:us-east-1:111122223333:alias/x"), Some("us-east-1"));
+        assert_eq!(arn_region("alias/x"), None);
+        assert_eq!(arn_region("1234abcd-12ab"), None);
+    }
+
+    #[test]
+    fn last_cause_keeps_the_innermost_message() {
+        assert_eq!(last_cause("dispatch failure: io error: Connection refused"), "Connection refused");
+    }
+}

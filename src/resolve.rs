@@ -1,0 +1,297 @@
+//! From validated files to decrypted values: unwrap every file's data key and
+//! decrypt every direct `kms` value concurrently, verify each MAC, open the
+//! sealed values, and refuse NUL bytes (DESIGN §4 steps 2–4).
+//!
+//! The result, [`OpenedFile`], holds only plaintext that passed every check.
+//! Building the environment from it is `exec`'s business, not this module's.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use crate::document::{Document, Value};
+use crate::envelope::DataKey;
+use crate::error::{Class, Error, Result};
+use crate::kms::{AwsKms, AwsOptions, KeyService, KmsError, arn_region, block_on};
+use crate::secret::Secret;
+
+/// One decrypted variable.
+#[derive(Debug)]
+pub struct OpenedValue {
+    pub name: String,
+    pub secret: Secret,
+    /// Deliver as a memfd path.
+    pub file: bool,
+}
+
+/// A file whose MAC verified and whose selected values all opened.
+#[derive(Debug)]
+pub struct OpenedFile {
+    pub path: PathBuf,
+    /// The wrapping key that opened the data key, if the file has keys.
+    pub opened_by: Option<String>,
+    /// In file order.
+    pub values: Vec<OpenedValue>,
+}
+
+/// Which values to open, and whether the MAC must match.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// Only these names (`exec --only`, `get`); `None` is every name.
+    pub only: Option<&'a BTreeSet<String>>,
+    /// `false` only for `check --fix-mac`, which rewrites the MAC afterwards.
+    pub verify_mac: bool,
+}
+
+impl Selection<'_> {
+    pub const ALL: Selection<'static> = Selection { only: None, verify_mac: true };
+
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_none_or(|o| o.contains(name))
+    }
+}
+
+/// Whether opening `docs` needs any KMS call at all. When it does not, kmsenv
+/// starts no runtime and loads no AWS configuration.
+pub fn needs_kms(docs: &[Document], sel: Selection<'_>) -> bool {
+    docs.iter().any(|d| {
+        d.has_keys() || d.entries.iter().any(|e| matches!(e.value, Value::Kms { .. }) && sel.wants(&e.name))
+    })
+}
+
+/// Open `docs` against AWS KMS (or without it, when nothing needs it).
+pub fn open(docs: &[Document], sel: Selection<'_>, aws: &AwsOptions, deadline: Instant) -> Result<Vec<OpenedFile>> {
+    if !needs_kms(docs, sel) {
+        return docs.iter().map(|d| finish(d, None, Vec::new(), sel)).collect();
+    }
+    let region = first_arn_region(docs);
+    block_on(async {
+        let kms = AwsKms::load(aws, deadline, region).await;
+        open_with(&kms, docs, sel, deadline).await
+    })
+    .map_err(|e| Error::new(Class::Io, format!("cannot start the async runtime: {e}")))?
+}
+
+/// The region of the first key ARN in `docs`, used when none is configured.
+pub fn first_arn_region(docs: &[Document]) -> Option<String> {
+    let keys = docs.iter().flat_map(|d| d.keys.iter().map(|k| k.arn.as_str()));
+    let direct = docs.iter().flat_map(|d| {
+        d.entries.iter().filter_map(|e| match &e.value {
+            Value::Kms { key, .. } => key.as_deref(),
+            _ => None,
+        })
+    });
+    keys.chain(direct).find_map(arn_region).map(str::to_string)
+}
+
+/// Open `docs` through `kms`: every KMS call of every file at once.
+pub async fn open_with<K: KeyService>(
+    kms: &K,
+    docs: &[Document],
+    sel: Selection<'_>,
+    deadline: Instant,
+) -> Result<Vec<OpenedFile>> {
+    let data_keys = join_all(docs.iter().map(|d| async move {
+        if d.has_keys() { Some(unwrap_data_key(kms, d, deadline).await) } else { None }
+    }));
+    let directs = join_all(docs.iter().map(|d| decrypt_directs(kms, d, sel)));
+    let (data_keys, directs) = futures_util::future::join(data_keys, directs).await;
+
+    let mut opened = Vec::with_capacity(docs.len());
+    for ((doc, dk), direct) in docs.iter().zip(data_keys).zip(directs) {
+        let dk = dk.transpose()?;
+        opened.push(finish(doc, dk, direct?, sel)?);
+    }
+    Ok(opened)
+}
+
+/// Decrypt the file's data key through its wrapping keys, in order, stopping at
+/// the first that works (DESIGN §2.2). Each key gets an equal share of the time
+/// left, so a first region that never answers still leaves time for the second.
+pub async fn unwrap_data_key<K: KeyService>(kms: &K, doc: &Document, deadline: Instant) -> Result<(DataKey, String)> {
+    let ctx = doc.data_key_context();
+    let mut causes = Vec::new();
+    let mut last: Option<KmsError> = None;
+    for (i, key) in doc.keys.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = left / (doc.keys.len() - i) as u32;
+        let attempt = kms.decrypt(Some(&key.arn), &key.data_key, &ctx);
+        let result = match tokio::time::timeout(share.max(Duration::from_millis(1)), attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(KmsError::new("TimeoutError", "no answer within this key's share of --timeout")),
+        };
+        match result {
+            Ok(plain) => match DataKey::from_plaintext(&plain) {
+                Some(dk) => return Ok((dk, key.arn.clone())),
+                None => {
+                    let e = KmsError::new("InvalidDataKey", format!("KMS returned {} bytes, not a 32-byte data key", plain.len()));
+                    causes.push(format!("{}: {e}", key.arn));
+                    last = Some(e);
+                }
+            },
+            Err(e) => {
+                causes.push(format!("{}: {e}", key.arn));
+                last = Some(e);
+            }
+        }
+    }
+    let what = if causes.len() == 1 { "its key" } else { "any of its keys" };
+    let mut err = Error::kms(format!(
+        "{}: cannot decrypt the data key through {what}: {}",
+        doc.path.display(),
+        causes.join("; ")
+    ));
+    if let Some(h) = last.as_ref().and_then(KmsError::hint) {
+        err = err.with_hint(h);
+    }
+    Err(err)
+}
+
+/// Decrypt the selected direct `kms` values of `doc`, concurrently.
+async fn decrypt_directs<K: KeyService>(kms: &K, doc: &Document, sel: Selection<'_>) -> Result<Vec<(String, Secret)>> {
+    let jobs = doc.entries.iter().filter(|e| sel.wants(&e.name)).filter_map(|e| match &e.value {
+        Value::Kms { blob, key, context } => Some(async move {
+            let r = kms.decrypt(key.as_deref(), blob, context).await;
+            (e, key, context, r)
+        }),
+        _ => None,
+    });
+    let mut out = Vec::new();
+    for (e, key, context, r) in join_all(jobs).await {
+        match r {
+            Ok(secret) => out.push((e.name.clone(), secret)),
+            Err(k) => {
+                let key = key.as_deref().unwrap_or("(the key named in the ciphertext)");
+                let ctx = if context.is_empty() { "no context".to_string() } else { format!("context {context:?}") };
+                let mut err = Error::kms(format!(
+                    "{}:{}: {}: KMS Decrypt with key {key} and {ctx} failed: {k}",
+                    doc.path.display(),
+                    e.at,
+                    e.name
+                ));
+                if let Some(h) = k.hint() {
+                    err = err.with_hint(h);
+                }
+                return Err(err);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Verify the MAC, open sealed values and assemble the file's values in order.
+fn finish(doc: &Document, dk: Option<(DataKey, String)>, mut direct: Vec<(String, Secret)>, sel: Selection<'_>) -> Result<OpenedFile> {
+    let path = doc.path.display();
+    if let (Some((dk, _)), true) = (&dk, sel.verify_mac) {
+        verify_mac(doc, dk)?;
+    }
+    let mut values = Vec::new();
+    for e in doc.entries.iter().filter(|e| sel.wants(&e.name)) {
+        let secret = match &e.value {
+            Value::Plain(t) => Secret::new(t.as_bytes().to_vec()),
+            Value::Sealed(text) => {
+                let Some((dk, _)) = &dk else {
+                    return Err(Error::input(format!("{path}: {}: sealed value in a file without keys", e.name)));
+                };
+                dk.open(&e.name, text)
+                    .map_err(|why| Error::integrity(format!("{path}:{}: {}: {}", e.at, e.name, why.describe())))?
+            }
+            Value::Kms { .. } => match direct.iter().position(|(n, _)| n == &e.name) {
+                Some(i) => direct.swap_remove(i).1,
+                None => continue,
+            },
+        };
+        if secret.expose().contains(&0) {
+            return Err(Error::input(format!(
+                "{path}: {}: decrypted value contains a NUL byte, which an environment variable cannot hold",
+                e.name
+            )));
+        }
+        values.push(OpenedValue { name: e.name.clone(), secret, file: e.file });
+    }
+    Ok(OpenedFile { path: doc.path.clone(), opened_by: dk.map(|(_, arn)| arn), values })
+}
+
+/// Check the file MAC under `dk`; a missing or wrong MAC is a hard error.
+pub fn verify_mac(doc: &Document, dk: &DataKey) -> Result<()> {
+    let ok = doc.mac.as_deref().is_some_and(|m| dk.verify_mac(&doc.mac_input(), m));
+    if ok {
+        return Ok(());
+    }
+    let what = if doc.mac.is_none() { "it has no `mac`" } else { "the MAC does not match" };
+    Err(Error::integrity(format!(
+        "{}: file was modified outside kmsenv: {what} (a plain or sealed value was edited, added or removed, or the context changed)",
+        doc.path.display()
+    ))
+    .with_hint("if this is your own hand merge, review it, then run `kmsenv check --fix-mac`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::fake::FakeKms;
+    use crate::kms::{Context, block_on};
+    use std::path::Path;
+
+    /// A file made through the fake KMS, with the given sealed and plain values.
+    fn make_file(kms: &FakeKms, sealed: &[(&str, &[u8])], plain: &[(&str, &str)]) -> Document {
+        let ctx: Context = [("app".to_string(), "t".to_string())].into();
+        let mut dk_ctx = ctx.clone();
+        dk_ctx.insert("kmsenv:purpose".into(), "data-key".into());
+        let g = block_on(kms.generate_data_key("k1", &dk_ctx)).unwrap().unwrap();
+        let dk = DataKey::from_plaintext(&g.plaintext).unwrap();
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&g.blob);
+        let mut text = format!("[kmsenv]\nversion = 1\ncontext = {{ app = \"t\" }}\n\n[[kmsenv.keys]]\narn = \"k1\"\ndata_key = \"{b64}\"\n\n[env]\n");
+        for (n, v) in sealed {
+            text += &format!("{n} = {{ sealed = \"{}\" }}\n", dk.seal(n, v));
+        }
+        for (n, v) in plain {
+            text += &format!("{n} = \"{v}\"\n");
+        }
+        let doc = Document::parse(Path::new("t.toml"), text.clone()).unwrap();
+        let mac = dk.mac(&doc.mac_input());
+        text = text.replacen("version = 1\n", &format!("version = 1\nmac = \"{mac}\"\n"), 1);
+        Document::parse(Path::new("t.toml"), text).unwrap()
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
+    #[test]
+    fn opens_sealed_and_plain_values_with_one_kms_call() {
+        let kms = FakeKms::default();
+        let doc = make_file(&kms, &[("A", b"one"), ("B", b"two")], &[("C", "three")]);
+        kms.calls.set(0);
+        let files = block_on(open_with(&kms, &[doc], Selection::ALL, far())).unwrap().unwrap();
+        let got: Vec<_> = files[0].values.iter().map(|v| (v.name.as_str(), v.secret.expose())).collect();
+        assert_eq!(got, [("A", &b"one"[..]), ("B", b"two"), ("C", b"three")]);
+        assert_eq!(kms.calls.get(), 1);
+    }
+
+    #[test]
+    fn edited_plain_value_fails_the_mac() {
+        let kms = FakeKms::default();
+        let doc = make_file(&kms, &[("A", b"one")], &[("HOST", "db1")]);
+        let tampered = Document::parse(Path::new("t.toml"), doc.text.replace("db1", "evil")).unwrap();
+        let err = block_on(open_with(&kms, &[tampered], Selection::ALL, far())).unwrap().unwrap_err();
+        assert!(err.to_string().contains("modified outside kmsenv"), "{err}");
+    }
+
+    #[test]
+    fn data_key_failure_lists_every_key() {
+        let kms = FakeKms { denied: vec!["k1".into()], ..Default::default() };
+        let doc = make_file(&FakeKms::default(), &[("A", b"one")], &[]);
+        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far())).unwrap().unwrap_err();
+        assert!(err.to_string().contains("k1: AccessDeniedException"), "{err}");
+    }
+
+    #[test]
+    fn plain_only_files_need_no_kms() {
+        let doc = Document::parse(Path::new("p.toml"), "[kmsenv]\nversion = 1\n[env]\nA = \"x\"\n".into()).unwrap();
+        assert!(!needs_kms(std::slice::from_ref(&doc), Selection::ALL));
+    }
+}

@@ -1,0 +1,231 @@
+//! Writing the file: edits through `toml_edit` (the user's comments, order and
+//! formatting survive), an advisory lock for concurrent writers, and an atomic
+//! replace (DESIGN §2.6).
+//!
+//! A writer killed at any moment leaves the old file or the new one: the new
+//! text goes to a temporary file in the same folder, is fsynced, renamed over the
+//! old one, and the folder is fsynced. The lock is taken on the folder, because
+//! the rename replaces the file's inode and a lock on the file would not be seen
+//! by the next writer.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use toml_edit::{DocumentMut, InlineTable, Item, Value as TomlValue};
+
+use crate::document::Document;
+use crate::error::{Class, Error, Result};
+
+/// Edits to a file's text that keep everything the user wrote.
+pub struct Editor {
+    path: PathBuf,
+    doc: DocumentMut,
+}
+
+impl Editor {
+    pub fn new(doc: &Document) -> Result<Editor> {
+        let parsed = doc
+            .text
+            .parse::<DocumentMut>()
+            .map_err(|e| Error::input(format!("{}: invalid TOML: {}", doc.path.display(), e.message())))?;
+        Ok(Editor { path: doc.path.clone(), doc: parsed })
+    }
+
+    fn env(&mut self) -> Result<&mut dyn toml_edit::TableLike> {
+        let root = self.doc.as_table_mut();
+        if !root.contains_key("env") {
+            root.insert("env", toml_edit::table());
+        }
+        root.get_mut("env")
+            .and_then(Item::as_table_like_mut)
+            .ok_or_else(|| Error::input(format!("{}: `env` must be a table", self.path.display())))
+    }
+
+    /// Set `name` to `item`, in place if it exists (its comments stay), else at the end.
+    fn put(&mut self, name: &str, value: TomlValue) -> Result<()> {
+        let env = self.env()?;
+        match env.get_mut(name) {
+            Some(slot) => {
+                // Keep the decoration (spacing, trailing comment) of the old value.
+                let decor = slot.as_value().map(|v| v.decor().clone());
+                let mut value = value;
+                if let Some(d) = decor {
+                    *value.decor_mut() = d;
+                }
+                *slot = Item::Value(value);
+            }
+            None => {
+                env.insert(name, Item::Value(value));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_plain(&mut self, name: &str, value: &str) -> Result<()> {
+        self.put(name, TomlValue::from(value))
+    }
+
+    pub fn set_sealed(&mut self, name: &str, sealed: &str, file: bool) -> Result<()> {
+        let mut t = InlineTable::new();
+        t.insert("sealed", sealed.into());
+        if file {
+            t.insert("file", true.into());
+        }
+        self.put(name, TomlValue::InlineTable(t))
+    }
+
+    pub fn set_kms(
+        &mut self,
+        name: &str,
+        blob_b64: &str,
+        key: &str,
+        context: &BTreeMap<String, String>,
+        file: bool,
+    ) -> Result<()> {
+        let mut t = InlineTable::new();
+        t.insert("kms", blob_b64.into());
+        t.insert("key", key.into());
+        let mut ctx = InlineTable::new();
+        for (k, v) in context {
+            ctx.insert(k.as_str(), v.as_str().into());
+        }
+        t.insert("context", TomlValue::InlineTable(ctx));
+        if file {
+            t.insert("file", true.into());
+        }
+        self.put(name, TomlValue::InlineTable(t))
+    }
+
+    /// Remove `name`; whether it was there.
+    pub fn remove(&mut self, name: &str) -> Result<bool> {
+        Ok(self.env()?.remove(name).is_some())
+    }
+
+    pub fn set_mac(&mut self, mac: &str) -> Result<()> {
+        let head = self
+            .doc
+            .get_mut("kmsenv")
+            .and_then(Item::as_table_like_mut)
+            .ok_or_else(|| Error::input(format!("{}: missing [kmsenv]", self.path.display())))?;
+        match head.get_mut("mac") {
+            Some(slot) => {
+                let mut v = TomlValue::from(mac);
+                if let Some(d) = slot.as_value().map(|v| v.decor().clone()) {
+                    *v.decor_mut() = d;
+                }
+                *slot = Item::Value(v);
+            }
+            None => {
+                head.insert("mac", toml_edit::value(mac));
+            }
+        }
+        Ok(())
+    }
+
+    /// The edited text, validated again as a kmsenv file.
+    pub fn finish(&self) -> Result<Document> {
+        Document::parse(&self.path, self.doc.to_string())
+    }
+}
+
+/// An exclusive advisory lock on the folder that holds a file; released on drop.
+#[derive(Debug)]
+pub struct Lock(#[allow(dead_code)] Flock<File>);
+
+/// Lock the folder of `path` against other kmsenv writers. Waits for the holder,
+/// which itself runs under its own `--timeout`.
+pub fn lock(path: &Path) -> Result<Lock> {
+    let dir = folder(path);
+    let f = File::open(&dir).map_err(|e| Error::io("open the folder of", path, &e))?;
+    Flock::lock(f, FlockArg::LockExclusive)
+        .map(Lock)
+        .map_err(|(_, e)| Error::new(Class::Io, format!("{}: cannot lock its folder: {}", path.display(), e.desc())))
+}
+
+fn folder(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// How [`write_atomic`] treats an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Replace it, keeping its permissions and owner.
+    Replace,
+    /// Fail if it exists (`init`).
+    CreateNew,
+}
+
+/// Write `text` to `path` so that a crash leaves either the old or the new file.
+pub fn write_atomic(path: &Path, text: &str, mode: Mode) -> Result<()> {
+    let dir = folder(path);
+    let old = std::fs::metadata(path).ok();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut suffix = [0u8; 6];
+    crate::envelope::random_bytes(&mut suffix);
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join(format!(".{name}.kmsenv-{suffix}.tmp"));
+
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    if let Some(m) = &old {
+        opts.mode(m.mode() & 0o7777);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| Error::io("create a temporary file next to", path, &e))?;
+    let result = (|| {
+        if let Some(m) = &old {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))
+                .map_err(|e| Error::io("set the mode of the new", path, &e))?;
+            // Keeping the owner needs privileges we may not have; the mode is what matters.
+            let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+        }
+        f.write_all(text.as_bytes()).map_err(|e| Error::io("write", path, &e))?;
+        f.sync_all().map_err(|e| Error::io("sync", path, &e))?;
+        match mode {
+            Mode::Replace => std::fs::rename(&tmp, path).map_err(|e| Error::io("replace", path, &e)),
+            Mode::CreateNew => {
+                // link() fails if the target exists: an atomic create-only.
+                let r = std::fs::hard_link(&tmp, path).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Error::input(format!("{}: already exists; refusing to overwrite it", path.display()))
+                    } else {
+                        Error::io("create", path, &e)
+                    }
+                });
+                let _ = std::fs::remove_file(&tmp);
+                r
+            }
+        }
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_keep_comments_and_order() {
+        let text = "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"1\"  # trailing\nA = \"2\"\n";
+        let doc = Document::parse(Path::new("x.toml"), text.into()).unwrap();
+        let mut ed = Editor::new(&doc).unwrap();
+        ed.set_plain("B", "3").unwrap();
+        ed.set_plain("C", "4").unwrap();
+        let out = ed.finish().unwrap().text;
+        assert_eq!(out, "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"3\"  # trailing\nA = \"2\"\nC = \"4\"\n");
+    }
+}

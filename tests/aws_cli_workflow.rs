@@ -1,0 +1,144 @@
+//! The contributor workflow of DESIGN §1: a value encrypted with the stock
+//! `aws kms encrypt` and pasted into a file by hand is usable by `kmsenv exec`.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+/// Runs `aws kms encrypt --query CiphertextBlob --output text` against moto and
+/// returns the blob, exactly as a contributor would copy it.
+fn aws_kms_encrypt(sandbox: &Sandbox, key: &str, plaintext: &[u8], context: Option<&str>) -> String {
+    let plaintext_file = sandbox.path("plaintext.bin");
+    std::fs::write(&plaintext_file, plaintext).expect("write plaintext");
+    let mut command = Command::new("aws");
+    command
+        .args(["--endpoint-url", &moto().endpoint(), "--region", REGION])
+        .args(["kms", "encrypt", "--key-id", key, "--plaintext"])
+        .arg(format!("fileb://{}", plaintext_file.display()))
+        .args(["--query", "CiphertextBlob", "--output", "text"]);
+    if let Some(context) = context {
+        command.args(["--encryption-context", context]);
+    }
+    // The aws CLI keeps the test's own environment (it may live in a Python
+    // virtualenv), with credentials and config files pinned to the sandbox.
+    command
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", REGION)
+        .env("AWS_DEFAULT_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", sandbox.path("no-aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", sandbox.path("no-aws-credentials"))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_DEFAULT_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN");
+    let output = match command.output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("aws CLI not found on PATH: install awscli to run this test")
+        }
+        Err(e) => panic!("cannot run aws: {e}"),
+    };
+    assert!(
+        output.status.success(),
+        "aws kms encrypt failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let blob = String::from_utf8(output.stdout).expect("aws prints text");
+    let blob = blob.trim().to_string();
+    assert!(!blob.is_empty(), "aws printed no ciphertext");
+    blob
+}
+
+fn write_file(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write kmsenv file");
+}
+
+#[test]
+fn exec_decrypts_a_value_pasted_from_aws_kms_encrypt_without_context() {
+    let sandbox = Sandbox::new();
+    let key = sandbox.key();
+    let secret = b"pasted by a contributor \n with a newline and = sign";
+    let blob = aws_kms_encrypt(&sandbox, &key, secret, None);
+    let file = sandbox.path("kmsenv.toml");
+    write_file(
+        &file,
+        &format!("[kmsenv]\nversion = 1\n\n[env]\nLEGACY_TOKEN = {{ kms = \"{blob}\" }}\n"),
+    );
+
+    let env = sandbox.exec_env(&[&file]);
+
+    assert_eq!(env.get("LEGACY_TOKEN").map(Vec::as_slice), Some(&secret[..]));
+}
+
+#[test]
+fn exec_decrypts_a_value_pasted_from_aws_kms_encrypt_bound_to_its_name() {
+    let sandbox = Sandbox::new();
+    let key = sandbox.key();
+    let secret = b"partner-key-0042";
+    let blob = aws_kms_encrypt(&sandbox, &key, secret, Some("kmsenv:var=PARTNER_KEY"));
+    let file = sandbox.path("kmsenv.toml");
+    write_file(
+        &file,
+        &format!(
+            "[kmsenv]\nversion = 1\n\n[env]\n\
+             PARTNER_KEY = {{ kms = \"{blob}\", key = \"{key}\", context = {{ \"kmsenv:var\" = \"PARTNER_KEY\" }} }}\n"
+        ),
+    );
+
+    let env = sandbox.exec_env(&[&file]);
+
+    assert_eq!(env.get("PARTNER_KEY").map(Vec::as_slice), Some(&secret[..]));
+}
+
+#[test]
+fn a_value_pasted_from_aws_kms_encrypt_into_a_file_with_a_mac_needs_no_fix_mac() {
+    // Direct kms values are outside the MAC so that someone holding only
+    // kms:Encrypt can add one to a file they cannot open.
+    let sandbox = Sandbox::new();
+    let (file, key) = sandbox.new_file("kmsenv.toml");
+    sandbox.set(&file, "DATABASE_URL", b"postgres://db/billing");
+    let blob = aws_kms_encrypt(&sandbox, &key, b"contributed-secret", None);
+    let text = sandbox.read(&file);
+    sandbox.write(
+        &file,
+        &insert_in_env(&text, &format!("CONTRIBUTED = {{ kms = \"{blob}\" }}")),
+    );
+
+    let env = sandbox.exec_env(&[&file]);
+
+    assert_eq!(
+        env.get("CONTRIBUTED").map(Vec::as_slice),
+        Some(&b"contributed-secret"[..])
+    );
+    assert_eq!(
+        env.get("DATABASE_URL").map(Vec::as_slice),
+        Some(&b"postgres://db/billing"[..])
+    );
+}
+
+#[test]
+fn exec_refuses_a_pasted_value_whose_kmsenv_var_context_names_another_variable() {
+    // A ciphertext made for OTHER, pasted under the name STOLEN with its true
+    // context, would decrypt at KMS; kmsenv must refuse it because `kmsenv:var`
+    // may only equal the entry's own name.
+    let sandbox = Sandbox::new();
+    let key = sandbox.key();
+    let blob = aws_kms_encrypt(&sandbox, &key, b"meant-for-other", Some("kmsenv:var=OTHER"));
+    let file = sandbox.path("kmsenv.toml");
+    write_file(
+        &file,
+        &format!(
+            "[kmsenv]\nversion = 1\n\n[env]\n\
+             STOLEN = {{ kms = \"{blob}\", context = {{ \"kmsenv:var\" = \"OTHER\" }} }}\n"
+        ),
+    );
+
+    sandbox
+        .exec_marker(&[&file])
+        .kmsenv_error(&["STOLEN", &file.display().to_string()]);
+    sandbox.assert_command_did_not_run();
+}
