@@ -145,10 +145,19 @@ impl Document {
                     Value::Sealed(t) => ("sealed", t.as_str()),
                     Value::Kms { .. } => return None,
                 };
-                Some(MacEntry { name: &e.name, kind, text, file: e.file })
+                Some(MacEntry {
+                    name: &e.name,
+                    kind,
+                    text,
+                    file: e.file,
+                })
             })
             .collect();
-        MacInput { version: self.version, context: &self.context, entries }
+        MacInput {
+            version: self.version,
+            context: &self.context,
+            entries,
+        }
     }
 
     /// The context a new direct value of `name` is encrypted with (DESIGN §2.5).
@@ -169,7 +178,10 @@ fn read_text(path: &Path) -> Result<String> {
         }
     })?;
     if meta.is_dir() {
-        return Err(Error::input(format!("{}: is a directory, not a kmsenv file", path.display())));
+        return Err(Error::input(format!(
+            "{}: is a directory, not a kmsenv file",
+            path.display()
+        )));
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(Error::input(format!(
@@ -180,8 +192,12 @@ fn read_text(path: &Path) -> Result<String> {
         )));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, &e))?;
-    String::from_utf8(bytes)
-        .map_err(|_| Error::input(format!("{}: is not UTF-8 text (TOML files must be)", path.display())))
+    String::from_utf8(bytes).map_err(|_| {
+        Error::input(format!(
+            "{}: is not UTF-8 text (TOML files must be)",
+            path.display()
+        ))
+    })
 }
 
 /// Whether `name` may be an environment variable name in the file.
@@ -269,7 +285,9 @@ impl Parser<'_> {
                     if v != FORMAT_VERSION {
                         return Err(self.err(
                             span,
-                            format!("unsupported format version {v}: this kmsenv reads version {FORMAT_VERSION}"),
+                            format!(
+                                "unsupported format version {v}: this kmsenv reads version {FORMAT_VERSION}"
+                            ),
                         ));
                     }
                     version = Some(v);
@@ -279,7 +297,9 @@ impl Parser<'_> {
                     if let Some(bad) = context.keys().find(|k| k.starts_with(RESERVED_PREFIX)) {
                         return Err(self.err(
                             span,
-                            format!("context key `{bad}`: keys starting with `{RESERVED_PREFIX}` are reserved"),
+                            format!(
+                                "context key `{bad}`: keys starting with `{RESERVED_PREFIX}` are reserved"
+                            ),
                         ));
                     }
                 }
@@ -317,7 +337,10 @@ impl Parser<'_> {
             if let Some(e) = entries.iter().find(|e| matches!(e.value, Value::Sealed(_))) {
                 return Err(self.err_at(
                     e.at,
-                    format!("{}: a sealed value needs the file's data key, but the file has no [[kmsenv.keys]]", e.name),
+                    format!(
+                        "{}: a sealed value needs the file's data key, but the file has no [[kmsenv.keys]]",
+                        e.name
+                    ),
                 ));
             }
             if mac.is_some() {
@@ -379,9 +402,7 @@ impl Parser<'_> {
                             .decode(s.trim())
                             .ok()
                             .filter(|b| !b.is_empty() && b.len() <= MAX_KMS_BLOB)
-                            .ok_or_else(|| {
-                                self.err(span, "`data_key` is not a base64 KMS ciphertext")
-                            })?;
+                            .ok_or_else(|| self.err(span, "`data_key` is not a base64 KMS ciphertext"))?;
                         data_key = Some(blob);
                     }
                     other => {
@@ -435,14 +456,24 @@ impl Parser<'_> {
         if name.starts_with(OWN_ENV_PREFIX) {
             return Err(self.err_at(
                 at,
-                format!("{name}: names starting with {OWN_ENV_PREFIX} are reserved for kmsenv's own settings"),
+                format!(
+                    "{name}: names starting with {OWN_ENV_PREFIX} are reserved for kmsenv's own settings"
+                ),
             ));
         }
         if let Some(s) = item.as_str() {
             if s.contains('\0') {
-                return Err(self.err_at(at, format!("{name}: value contains a NUL byte, which an environment cannot hold")));
+                return Err(self.err_at(
+                    at,
+                    format!("{name}: value contains a NUL byte, which an environment cannot hold"),
+                ));
             }
-            return Ok(Entry { name: name.into(), value: Value::Plain(s.into()), file: false, at });
+            return Ok(Entry {
+                name: name.into(),
+                value: Value::Plain(s.into()),
+                file: false,
+                at,
+            });
         }
         let Some(t) = item.as_table_like() else {
             let what = match item {
@@ -491,7 +522,10 @@ impl Parser<'_> {
         let value = match (sealed, kms) {
             (Some((text, fspan)), None) => {
                 if key.is_some() || context.is_some() {
-                    return Err(self.err_at(at, format!("{name}: `key` and `context` apply to kms values only")));
+                    return Err(self.err_at(
+                        at,
+                        format!("{name}: `key` and `context` apply to kms values only"),
+                    ));
                 }
                 check_sealed_shape(&text).map_err(|why| self.err(fspan, format!("{name}: {why}")))?;
                 Value::Sealed(text)
@@ -506,7 +540,10 @@ impl Parser<'_> {
                 if blob.len() > MAX_KMS_BLOB {
                     return Err(self.err(
                         fspan,
-                        format!("{name}: `kms` is {} bytes; KMS ciphertexts are at most {MAX_KMS_BLOB}", blob.len()),
+                        format!(
+                            "{name}: `kms` is {} bytes; KMS ciphertexts are at most {MAX_KMS_BLOB}",
+                            blob.len()
+                        ),
                     ));
                 }
                 let (context, cspan) = context.unwrap_or_default();
@@ -530,7 +567,12 @@ impl Parser<'_> {
                 return Err(self.err_at(at, format!("{name}: a value table needs `sealed` or `kms`")));
             }
         };
-        Ok(Entry { name: name.into(), value, file, at })
+        Ok(Entry {
+            name: name.into(),
+            value,
+            file,
+            at,
+        })
     }
 }
 
@@ -555,8 +597,10 @@ mod tests {
 
     #[test]
     fn plain_and_kms_values_parse_in_file_order() {
-        let doc = parse(&format!("{HEAD}[env]\nB = \"x\"\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:var\" = \"A\" }} }}\n"))
-            .expect("valid");
+        let doc = parse(&format!(
+            "{HEAD}[env]\nB = \"x\"\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:var\" = \"A\" }} }}\n"
+        ))
+        .expect("valid");
         let names: Vec<_> = doc.entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["B", "A"]);
         assert!(matches!(&doc.entries[1].value, Value::Kms { blob, .. } if blob == &[1, 2, 3]));
@@ -565,7 +609,11 @@ mod tests {
     #[test]
     fn errors_point_at_line_and_column() {
         let err = parse(&format!("{HEAD}[env]\nOK = \"x\"\n  BAD-NAME = \"y\"\n")).unwrap_err();
-        assert!(err.to_string().starts_with("k.toml:5:3: invalid variable name \"BAD-NAME\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("k.toml:5:3: invalid variable name \"BAD-NAME\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -576,10 +624,18 @@ mod tests {
 
     #[test]
     fn reserved_context_is_refused_except_own_var() {
-        let bad = format!("{HEAD}[env]\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:purpose\" = \"data-key\" }} }}\n");
+        let bad = format!(
+            "{HEAD}[env]\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:purpose\" = \"data-key\" }} }}\n"
+        );
         assert!(parse(&bad).unwrap_err().to_string().contains("reserved"));
-        let other = format!("{HEAD}[env]\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:var\" = \"B\" }} }}\n");
-        assert!(parse(&other).unwrap_err().to_string().contains("A: context key `kmsenv:var` is reserved"));
+        let other =
+            format!("{HEAD}[env]\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:var\" = \"B\" }} }}\n");
+        assert!(
+            parse(&other)
+                .unwrap_err()
+                .to_string()
+                .contains("A: context key `kmsenv:var` is reserved")
+        );
     }
 
     #[test]
@@ -590,9 +646,18 @@ mod tests {
 
     #[test]
     fn wrong_version_and_non_string_context_are_errors() {
-        assert!(parse("[kmsenv]\nversion = 2\n").unwrap_err().to_string().contains("unsupported format version 2"));
+        assert!(
+            parse("[kmsenv]\nversion = 2\n")
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported format version 2")
+        );
         let e = parse("[kmsenv]\nversion = 1\ncontext = { app = 1 }\n").unwrap_err();
-        assert!(e.to_string().contains("`context` value for `app` must be a string"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("`context` value for `app` must be a string"),
+            "{e}"
+        );
     }
 
     #[test]

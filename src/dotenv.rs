@@ -39,7 +39,11 @@ pub fn parse(origin: &str, text: &[u8]) -> Result<Vec<(String, Secret)>> {
                     check_trailing(origin, line_no, &raw[end + 2..])?;
                     raw[1..end + 1].to_vec()
                 }
-                None => return Err(Error::usage(format!("{origin}:{line_no}: {name}: unterminated single quote"))),
+                None => {
+                    return Err(Error::usage(format!(
+                        "{origin}:{line_no}: {name}: unterminated single quote"
+                    )));
+                }
             },
             Some(b'"') => {
                 // A double-quoted value may continue over the following lines.
@@ -68,7 +72,10 @@ pub fn parse(origin: &str, text: &[u8]) -> Result<Vec<(String, Secret)>> {
                 value
             }
             _ => {
-                let end = raw.windows(2).position(|w| w == b" #" || w == b"\t#").unwrap_or(raw.len());
+                let end = raw
+                    .windows(2)
+                    .position(|w| w == b" #" || w == b"\t#")
+                    .unwrap_or(raw.len());
                 trim(&raw[..end]).to_vec()
             }
         };
@@ -97,7 +104,10 @@ fn trim_start(b: &[u8]) -> &[u8] {
 
 fn trim(b: &[u8]) -> &[u8] {
     let b = trim_start(b);
-    let j = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(0, |j| j + 1);
+    let j = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(0, |j| j + 1);
     &b[..j]
 }
 
@@ -106,7 +116,9 @@ fn check_trailing(origin: &str, line: usize, after: &[u8]) -> Result<()> {
     if after.is_empty() || after[0] == b'#' {
         Ok(())
     } else {
-        Err(Error::usage(format!("{origin}:{line}: unexpected text after the closing quote")))
+        Err(Error::usage(format!(
+            "{origin}:{line}: unexpected text after the closing quote"
+        )))
     }
 }
 
@@ -221,9 +233,15 @@ mod tests {
         let err = parse("t.env", b"A=1\nNOEQUALS\n").unwrap_err();
         assert_eq!(err.to_string(), "t.env:2: expected NAME=VALUE");
         let err = parse("t.env", b"BAD-NAME=1\n").unwrap_err();
-        assert!(err.to_string().starts_with("t.env:1: invalid variable name"), "{err}");
+        assert!(
+            err.to_string().starts_with("t.env:1: invalid variable name"),
+            "{err}"
+        );
         let err = parse("t.env", b"A=\"open\n").unwrap_err();
-        assert!(err.to_string().contains("t.env:1: A: unterminated double quote"), "{err}");
+        assert!(
+            err.to_string().contains("t.env:1: A: unterminated double quote"),
+            "{err}"
+        );
     }
 
     #[test]

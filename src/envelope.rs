@@ -91,7 +91,13 @@ impl DataKey {
         let aad = aad(name);
         let sealed = self
             .cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             // AES-GCM encryption fails only for messages over 64 GiB.
             .unwrap_or_else(|_| Vec::new());
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
@@ -220,7 +226,10 @@ mod tests {
     fn sealed_value_opens_under_its_own_name_only() {
         let k = key();
         let s = k.seal("DATABASE_URL", b"postgres://x");
-        assert_eq!(k.open("DATABASE_URL", &s).expect("opens").expose(), b"postgres://x");
+        assert_eq!(
+            k.open("DATABASE_URL", &s).expect("opens").expose(),
+            b"postgres://x"
+        );
         assert_eq!(k.open("OTHER", &s), Err(OpenError::Authentication));
     }
 
@@ -247,8 +256,17 @@ mod tests {
     fn mac_changes_with_any_covered_field() {
         let k = key();
         let ctx: BTreeMap<String, String> = [("app".to_string(), "b".to_string())].into();
-        let base = |entries: Vec<MacEntry<'static>>| MacInput { version: 1, context: &ctx, entries };
-        let e = |name, kind, text, file| MacEntry { name, kind, text, file };
+        let base = |entries: Vec<MacEntry<'static>>| MacInput {
+            version: 1,
+            context: &ctx,
+            entries,
+        };
+        let e = |name, kind, text, file| MacEntry {
+            name,
+            kind,
+            text,
+            file,
+        };
         let m = k.mac(&base(vec![e("A", "plain", "x", false)]));
         assert!(k.verify_mac(&base(vec![e("A", "plain", "x", false)]), &m));
         assert!(!k.verify_mac(&base(vec![e("A", "plain", "y", false)]), &m));

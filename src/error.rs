@@ -69,7 +69,10 @@ impl Error {
             io::ErrorKind::NotFound | io::ErrorKind::IsADirectory => Class::Input,
             _ => Class::Io,
         };
-        Self::new(class, format!("{}: cannot {doing}: {}", path.display(), io_cause(err)))
+        Self::new(
+            class,
+            format!("{}: cannot {doing}: {}", path.display(), io_cause(err)),
+        )
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -50,14 +50,22 @@ impl EnvString {
     }
 
     pub fn value(&self) -> &[u8] {
-        let eq = self.0.iter().position(|&b| b == b'=').map_or(self.0.len(), |i| i + 1);
+        let eq = self
+            .0
+            .iter()
+            .position(|&b| b == b'=')
+            .map_or(self.0.len(), |i| i + 1);
         &self.0[eq..self.0.len() - 1]
     }
 }
 
 impl std::fmt::Debug for EnvString {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EnvString({}=<redacted>)", String::from_utf8_lossy(self.name()))
+        write!(
+            f,
+            "EnvString({}=<redacted>)",
+            String::from_utf8_lossy(self.name())
+        )
     }
 }
 
@@ -111,7 +119,10 @@ impl Environment {
                 let name = v.name.as_bytes();
                 let existing = self.index.get(name).copied();
                 // An inherited value (not one set by an earlier file) wins under --no-override.
-                if policy.no_override && existing.is_some_and(|i| i < inherited) && !set_by_file.contains(&v.name) {
+                if policy.no_override
+                    && existing.is_some_and(|i| i < inherited)
+                    && !set_by_file.contains(&v.name)
+                {
                     continue;
                 }
                 let value: Zeroizing<Vec<u8>> = if v.file {
@@ -135,7 +146,13 @@ impl Environment {
     /// Put `value` in an anonymous memory file that stays open across exec.
     fn memfd(&mut self, name: &str, value: &[u8], path: &std::path::Path) -> Result<String> {
         let fail = |what: &str, e: std::io::Error| {
-            Error::new(Class::Io, format!("{}: {name}: cannot {what} the memfd for file = true: {e}", path.display()))
+            Error::new(
+                Class::Io,
+                format!(
+                    "{}: {name}: cannot {what} the memfd for file = true: {e}",
+                    path.display()
+                ),
+            )
         };
         let cname = CString::new(format!("kmsenv:{name}")).unwrap_or_default();
         // No MFD_CLOEXEC: the descriptor must survive execve.
@@ -182,11 +199,16 @@ pub fn exec(argv: &[OsString], env: &Environment) -> Error {
     }
     if cmd.as_bytes().contains(&b'/') {
         return match execve(cmd.as_bytes(), &args, env) {
-            Errno::ENOENT | Errno::ENOTDIR => Error::new(Class::NotFound, format!("{shown}: command not found")),
+            Errno::ENOENT | Errno::ENOTDIR => {
+                Error::new(Class::NotFound, format!("{shown}: command not found"))
+            }
             e => not_executable(&shown, e),
         };
     }
-    let path = env.get("PATH").map(<[u8]>::to_vec).unwrap_or_else(|| DEFAULT_PATH.as_bytes().to_vec());
+    let path = env
+        .get("PATH")
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| DEFAULT_PATH.as_bytes().to_vec());
     let mut denied = None;
     for dir in path.split(|&b| b == b':') {
         let dir = if dir.is_empty() { &b"."[..] } else { dir };
@@ -203,7 +225,10 @@ pub fn exec(argv: &[OsString], env: &Environment) -> Error {
         Some(e) => not_executable(&shown, e),
         None => Error::new(
             Class::NotFound,
-            format!("{shown}: command not found in PATH={}", OsStr::from_bytes(&path).to_string_lossy()),
+            format!(
+                "{shown}: command not found in PATH={}",
+                OsStr::from_bytes(&path).to_string_lossy()
+            ),
         ),
     }
 }
@@ -218,7 +243,9 @@ fn not_executable(shown: &str, e: Errno) -> Error {
 }
 
 fn execve(path: &[u8], args: &[CString], env: &Environment) -> Errno {
-    let Ok(path) = CString::new(path.to_vec()) else { return Errno::ENOENT };
+    let Ok(path) = CString::new(path.to_vec()) else {
+        return Errno::ENOENT;
+    };
     match nix::unistd::execve(&path, args, &env.vars) {
         Err(e) => e,
         Ok(never) => match never {},
@@ -227,7 +254,9 @@ fn execve(path: &[u8], args: &[CString], env: &Environment) -> Errno {
 
 /// The inherited environment of this process.
 pub fn inherited() -> Vec<(OsString, OsString)> {
-    std::env::vars_os().map(|(k, v)| (OsString::from_vec(k.into_vec()), v)).collect()
+    std::env::vars_os()
+        .map(|(k, v)| (OsString::from_vec(k.into_vec()), v))
+        .collect()
 }
 
 #[cfg(test)]
@@ -243,7 +272,11 @@ mod tests {
             opened_by: None,
             values: vals
                 .iter()
-                .map(|(n, v)| OpenedValue { name: n.to_string(), secret: Secret::new(v.as_bytes().to_vec()), file: false })
+                .map(|(n, v)| OpenedValue {
+                    name: n.to_string(),
+                    secret: Secret::new(v.as_bytes().to_vec()),
+                    file: false,
+                })
                 .collect(),
         }
     }
@@ -254,8 +287,15 @@ mod tests {
 
     #[test]
     fn later_files_win_and_files_override_inherited() {
-        let mut env = Environment::inherit(inherited(&[("A", "inh"), ("KMSENV_FILE", "x"), ("A", "dup")]), Policy::default());
-        env.apply(&[file(&[("A", "f1"), ("B", "f1")]), file(&[("B", "f2")])], Policy::default()).unwrap();
+        let mut env = Environment::inherit(
+            inherited(&[("A", "inh"), ("KMSENV_FILE", "x"), ("A", "dup")]),
+            Policy::default(),
+        );
+        env.apply(
+            &[file(&[("A", "f1"), ("B", "f1")]), file(&[("B", "f2")])],
+            Policy::default(),
+        )
+        .unwrap();
         assert_eq!(env.get("A"), Some(&b"f1"[..]));
         assert_eq!(env.get("B"), Some(&b"f2"[..]));
         assert_eq!(env.get("KMSENV_FILE"), None);
@@ -264,9 +304,13 @@ mod tests {
 
     #[test]
     fn no_override_keeps_inherited_but_later_files_still_win() {
-        let p = Policy { no_override: true, ..Policy::default() };
+        let p = Policy {
+            no_override: true,
+            ..Policy::default()
+        };
         let mut env = Environment::inherit(inherited(&[("A", "inh")]), p);
-        env.apply(&[file(&[("A", "f1"), ("B", "f1")]), file(&[("B", "f2")])], p).unwrap();
+        env.apply(&[file(&[("A", "f1"), ("B", "f1")]), file(&[("B", "f2")])], p)
+            .unwrap();
         assert_eq!(env.get("A"), Some(&b"inh"[..]));
         assert_eq!(env.get("B"), Some(&b"f2"[..]));
     }

@@ -16,7 +16,10 @@ const MAX_VALUE_BYTES: u64 = 1024 * 1024;
 /// Read the value of `name` byte for byte; an empty value is refused.
 pub fn read_value(name: &str, from_file: Option<&Path>) -> Result<Secret> {
     let value = match from_file {
-        Some(path) => read_limited(std::fs::File::open(path).map_err(|e| Error::io("read", path, &e))?, name)?,
+        Some(path) => read_limited(
+            std::fs::File::open(path).map_err(|e| Error::io("read", path, &e))?,
+            name,
+        )?,
         None if std::io::stdin().is_terminal() => prompt(name)?,
         None => read_limited(std::io::stdin().lock(), name)?,
     };
@@ -35,7 +38,9 @@ pub fn read_limited(r: impl Read, what: &str) -> Result<Secret> {
         .read_to_end(&mut buf)
         .map_err(|e| Error::usage(format!("{what}: cannot read the value: {e}")))?;
     if buf.len() as u64 > MAX_VALUE_BYTES {
-        return Err(Error::usage(format!("{what}: value is larger than {MAX_VALUE_BYTES} bytes")));
+        return Err(Error::usage(format!(
+            "{what}: value is larger than {MAX_VALUE_BYTES} bytes"
+        )));
     }
     Ok(Secret::new(std::mem::take(&mut *buf)))
 }
@@ -46,11 +51,17 @@ fn prompt(name: &str) -> Result<Secret> {
         .read(true)
         .write(true)
         .open("/dev/tty")
-        .map_err(|e| Error::usage(format!("{name}: cannot open the terminal to ask for the value: {e}")))?;
+        .map_err(|e| {
+            Error::usage(format!(
+                "{name}: cannot open the terminal to ask for the value: {e}"
+            ))
+        })?;
     let first = ask(&tty, &format!("Value for {name}: "))?;
-    let second = ask(&tty, &format!("Again, to confirm: "))?;
+    let second = ask(&tty, "Again, to confirm: ")?;
     if first != second {
-        return Err(Error::usage(format!("{name}: the two values differ; nothing was changed")));
+        return Err(Error::usage(format!(
+            "{name}: the two values differ; nothing was changed"
+        )));
     }
     Ok(first)
 }

@@ -36,7 +36,10 @@ pub struct KmsError {
 
 impl KmsError {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        KmsError { code: code.into(), message: message.into() }
+        KmsError {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 
     /// What a user can do about this code.
@@ -48,12 +51,16 @@ impl KmsError {
             "InvalidCiphertextException" => {
                 "the ciphertext does not belong to this key and encryption context (copied from another file or variable?)"
             }
-            "IncorrectKeyException" => "the ciphertext was encrypted under another KMS key than the one named",
+            "IncorrectKeyException" => {
+                "the ciphertext was encrypted under another KMS key than the one named"
+            }
             "DisabledException" | "KMSInvalidStateException" => {
                 "the key is disabled or pending deletion: enable it in KMS, or use another wrapping key"
             }
             "NotFoundException" => "no such key in this account and region: check the ARN and --region",
-            "ThrottlingException" => "KMS request quota exceeded after retries: try again, or raise the quota",
+            "ThrottlingException" => {
+                "KMS request quota exceeded after retries: try again, or raise the quota"
+            }
             "TimeoutError" => "no answer in time: check the network, the endpoint and --timeout",
             "ConnectionError" => "cannot reach KMS: check the network, proxy settings and the endpoint URL",
             "CredentialsError" => {
@@ -87,12 +94,25 @@ pub struct GeneratedKey {
 /// tests use an in-memory one.
 pub trait KeyService {
     /// A new 256-bit data key under `key`.
-    fn generate_data_key(&self, key: &str, ctx: &Context) -> impl Future<Output = Result<GeneratedKey, KmsError>>;
+    fn generate_data_key(
+        &self,
+        key: &str,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<GeneratedKey, KmsError>>;
     /// Encrypt `plaintext` under `key`; returns the blob and the key's ARN.
-    fn encrypt(&self, key: &str, plaintext: &[u8], ctx: &Context)
-    -> impl Future<Output = Result<(Vec<u8>, String), KmsError>>;
+    fn encrypt(
+        &self,
+        key: &str,
+        plaintext: &[u8],
+        ctx: &Context,
+    ) -> impl Future<Output = Result<(Vec<u8>, String), KmsError>>;
     /// Decrypt `blob`, pinning `key` when known.
-    fn decrypt(&self, key: Option<&str>, blob: &[u8], ctx: &Context) -> impl Future<Output = Result<Secret, KmsError>>;
+    fn decrypt(
+        &self,
+        key: Option<&str>,
+        blob: &[u8],
+        ctx: &Context,
+    ) -> impl Future<Output = Result<Secret, KmsError>>;
 }
 
 /// Settings from the command line that shape the AWS configuration.
@@ -143,7 +163,11 @@ impl AwsKms {
             .http_client(http)
             .timeout_config(timeouts)
             .retry_config(RetryConfig::standard().with_max_attempts(4))
-            .identity_cache(IdentityCache::lazy().load_timeout(remaining.min(Duration::from_secs(10))).build());
+            .identity_cache(
+                IdentityCache::lazy()
+                    .load_timeout(remaining.min(Duration::from_secs(10)))
+                    .build(),
+            );
         if let Some(p) = &opts.profile {
             loader = loader.profile_name(p);
         }
@@ -167,11 +191,12 @@ impl AwsKms {
     fn client(&self, key: &str) -> Result<Client, KmsError> {
         let region = match arn_region(key) {
             Some(r) => r.to_string(),
-            None => self
-                .config
-                .region()
-                .map(|r| r.to_string())
-                .ok_or_else(|| KmsError::new("NoRegion", format!("key {key} is not an ARN and no region is configured")))?,
+            None => self.config.region().map(|r| r.to_string()).ok_or_else(|| {
+                KmsError::new(
+                    "NoRegion",
+                    format!("key {key} is not an ARN and no region is configured"),
+                )
+            })?,
         };
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         let client = clients.entry(region.clone()).or_insert_with(|| {
@@ -189,7 +214,10 @@ impl AwsKms {
         let deadline = tokio::time::Instant::from_std(self.deadline);
         match tokio::time::timeout_at(deadline, fut).await {
             Ok(r) => r,
-            Err(_) => Err(KmsError::new("TimeoutError", "no answer before the deadline (--timeout)")),
+            Err(_) => Err(KmsError::new(
+                "TimeoutError",
+                "no answer before the deadline (--timeout)",
+            )),
         }
     }
 }
@@ -235,12 +263,18 @@ where
 
 /// The innermost cause of a `DisplayErrorContext` chain ("a: b: c" → "c").
 fn last_cause(text: &str) -> String {
-    text.rsplit(": ").next().unwrap_or(text).trim().trim_end_matches(')').to_string()
+    text.rsplit(": ")
+        .next()
+        .unwrap_or(text)
+        .trim()
+        .trim_end_matches(')')
+        .to_string()
 }
 
 fn credentials_cause(text: &str) -> String {
     if text.contains("no providers in chain provided credentials") {
-        "no credentials found in the environment, profiles, web identity, container or instance metadata".into()
+        "no credentials found in the environment, profiles, web identity, container or instance metadata"
+            .into()
     } else {
         last_cause(text)
     }
@@ -264,12 +298,21 @@ impl KeyService for AwsKms {
                 .map(Blob::into_inner)
                 .ok_or_else(|| KmsError::new("InvalidResponse", "GenerateDataKey returned no ciphertext"))?;
             let key_arn = out.key_id.unwrap_or_else(|| key.to_string());
-            Ok(GeneratedKey { plaintext, blob, key_arn })
+            Ok(GeneratedKey {
+                plaintext,
+                blob,
+                key_arn,
+            })
         })
         .await
     }
 
-    async fn encrypt(&self, key: &str, plaintext: &[u8], ctx: &Context) -> Result<(Vec<u8>, String), KmsError> {
+    async fn encrypt(
+        &self,
+        key: &str,
+        plaintext: &[u8],
+        ctx: &Context,
+    ) -> Result<(Vec<u8>, String), KmsError> {
         let client = self.client(key)?;
         self.timed(async {
             let req = client.encrypt().key_id(key).plaintext(Blob::new(plaintext));
@@ -309,7 +352,9 @@ impl KeyService for AwsKms {
 /// Run `fut` on a single-threaded runtime built for this one job. All KMS calls
 /// of a run are I/O-bound and issued concurrently, so one thread is enough.
 pub fn block_on<F: Future>(fut: F) -> std::io::Result<F::Output> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let out = rt.block_on(fut);
     // Do not wait for a DNS lookup stuck in the blocking pool: we are about to
     // exec or exit, and the deadline has been kept.
@@ -325,8 +370,14 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn start(opts: &AwsOptions, deadline: Instant, default_region: Option<String>) -> std::io::Result<Session> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    pub fn start(
+        opts: &AwsOptions,
+        deadline: Instant,
+        default_region: Option<String>,
+    ) -> std::io::Result<Session> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let kms = rt.block_on(AwsKms::load(opts, deadline, default_region));
         Ok(Session { rt: Some(rt), kms })
     }
@@ -370,10 +421,19 @@ pub mod fake {
         async fn generate_data_key(&self, key: &str, ctx: &Context) -> Result<GeneratedKey, KmsError> {
             let plaintext = crate::envelope::new_data_key();
             let (blob, key_arn) = self.encrypt(key, plaintext.expose(), ctx).await?;
-            Ok(GeneratedKey { plaintext, blob, key_arn })
+            Ok(GeneratedKey {
+                plaintext,
+                blob,
+                key_arn,
+            })
         }
 
-        async fn encrypt(&self, key: &str, plaintext: &[u8], ctx: &Context) -> Result<(Vec<u8>, String), KmsError> {
+        async fn encrypt(
+            &self,
+            key: &str,
+            plaintext: &[u8],
+            ctx: &Context,
+        ) -> Result<(Vec<u8>, String), KmsError> {
             self.calls.set(self.calls.get() + 1);
             let mut blob = envelope(key, ctx);
             blob.extend_from_slice(plaintext);
@@ -401,14 +461,23 @@ mod tests {
 
     #[test]
     fn region_comes_from_the_arn() {
-        assert_eq!(arn_region("arn:aws:kms:eu-west-1:111122223333:key/abc"), Some("eu-west-1"));
-        assert_eq!(arn_region("arn:aws:kms:us-east-1:111122223333:alias/x"), Some("us-east-1"));
+        assert_eq!(
+            arn_region("arn:aws:kms:eu-west-1:111122223333:key/abc"),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            arn_region("arn:aws:kms:us-east-1:111122223333:alias/x"),
+            Some("us-east-1")
+        );
         assert_eq!(arn_region("alias/x"), None);
         assert_eq!(arn_region("1234abcd-12ab"), None);
     }
 
     #[test]
     fn last_cause_keeps_the_innermost_message() {
-        assert_eq!(last_cause("dispatch failure: io error: Connection refused"), "Connection refused");
+        assert_eq!(
+            last_cause("dispatch failure: io error: Connection refused"),
+            "Connection refused"
+        );
     }
 }

@@ -46,7 +46,10 @@ pub struct Selection<'a> {
 }
 
 impl Selection<'_> {
-    pub const ALL: Selection<'static> = Selection { only: None, verify_mac: true };
+    pub const ALL: Selection<'static> = Selection {
+        only: None,
+        verify_mac: true,
+    };
 
     fn wants(&self, name: &str) -> bool {
         self.only.is_none_or(|o| o.contains(name))
@@ -57,12 +60,20 @@ impl Selection<'_> {
 /// starts no runtime and loads no AWS configuration.
 pub fn needs_kms(docs: &[Document], sel: Selection<'_>) -> bool {
     docs.iter().any(|d| {
-        d.has_keys() || d.entries.iter().any(|e| matches!(e.value, Value::Kms { .. }) && sel.wants(&e.name))
+        d.has_keys()
+            || d.entries
+                .iter()
+                .any(|e| matches!(e.value, Value::Kms { .. }) && sel.wants(&e.name))
     })
 }
 
 /// Open `docs` against AWS KMS (or without it, when nothing needs it).
-pub fn open(docs: &[Document], sel: Selection<'_>, aws: &AwsOptions, deadline: Instant) -> Result<Vec<OpenedFile>> {
+pub fn open(
+    docs: &[Document],
+    sel: Selection<'_>,
+    aws: &AwsOptions,
+    deadline: Instant,
+) -> Result<Vec<OpenedFile>> {
     if !needs_kms(docs, sel) {
         return docs.iter().map(|d| finish(d, None, Vec::new(), sel)).collect();
     }
@@ -94,7 +105,11 @@ pub async fn open_with<K: KeyService>(
     deadline: Instant,
 ) -> Result<Vec<OpenedFile>> {
     let data_keys = join_all(docs.iter().map(|d| async move {
-        if d.has_keys() { Some(unwrap_data_key(kms, d, deadline).await) } else { None }
+        if d.has_keys() {
+            Some(unwrap_data_key(kms, d, deadline).await)
+        } else {
+            None
+        }
     }));
     let directs = join_all(docs.iter().map(|d| decrypt_directs(kms, d, sel)));
     let (data_keys, directs) = futures_util::future::join(data_keys, directs).await;
@@ -110,7 +125,11 @@ pub async fn open_with<K: KeyService>(
 /// Decrypt the file's data key through its wrapping keys, in order, stopping at
 /// the first that works (DESIGN §2.2). Each key gets an equal share of the time
 /// left, so a first region that never answers still leaves time for the second.
-pub async fn unwrap_data_key<K: KeyService>(kms: &K, doc: &Document, deadline: Instant) -> Result<(DataKey, String)> {
+pub async fn unwrap_data_key<K: KeyService>(
+    kms: &K,
+    doc: &Document,
+    deadline: Instant,
+) -> Result<(DataKey, String)> {
     let ctx = doc.data_key_context();
     let mut causes = Vec::new();
     let mut last: Option<KmsError> = None;
@@ -120,13 +139,19 @@ pub async fn unwrap_data_key<K: KeyService>(kms: &K, doc: &Document, deadline: I
         let attempt = kms.decrypt(Some(&key.arn), &key.data_key, &ctx);
         let result = match tokio::time::timeout(share.max(Duration::from_millis(1)), attempt).await {
             Ok(r) => r,
-            Err(_) => Err(KmsError::new("TimeoutError", "no answer within this key's share of --timeout")),
+            Err(_) => Err(KmsError::new(
+                "TimeoutError",
+                "no answer within this key's share of --timeout",
+            )),
         };
         match result {
             Ok(plain) => match DataKey::from_plaintext(&plain) {
                 Some(dk) => return Ok((dk, key.arn.clone())),
                 None => {
-                    let e = KmsError::new("InvalidDataKey", format!("KMS returned {} bytes, not a 32-byte data key", plain.len()));
+                    let e = KmsError::new(
+                        "InvalidDataKey",
+                        format!("KMS returned {} bytes, not a 32-byte data key", plain.len()),
+                    );
                     causes.push(format!("{}: {e}", key.arn));
                     last = Some(e);
                 }
@@ -137,7 +162,11 @@ pub async fn unwrap_data_key<K: KeyService>(kms: &K, doc: &Document, deadline: I
             }
         }
     }
-    let what = if causes.len() == 1 { "its key" } else { "any of its keys" };
+    let what = if causes.len() == 1 {
+        "its key"
+    } else {
+        "any of its keys"
+    };
     let mut err = Error::kms(format!(
         "{}: cannot decrypt the data key through {what}: {}",
         doc.path.display(),
@@ -150,21 +179,33 @@ pub async fn unwrap_data_key<K: KeyService>(kms: &K, doc: &Document, deadline: I
 }
 
 /// Decrypt the selected direct `kms` values of `doc`, concurrently.
-async fn decrypt_directs<K: KeyService>(kms: &K, doc: &Document, sel: Selection<'_>) -> Result<Vec<(String, Secret)>> {
-    let jobs = doc.entries.iter().filter(|e| sel.wants(&e.name)).filter_map(|e| match &e.value {
-        Value::Kms { blob, key, context } => Some(async move {
-            let r = kms.decrypt(key.as_deref(), blob, context).await;
-            (e, key, context, r)
-        }),
-        _ => None,
-    });
+async fn decrypt_directs<K: KeyService>(
+    kms: &K,
+    doc: &Document,
+    sel: Selection<'_>,
+) -> Result<Vec<(String, Secret)>> {
+    let jobs = doc
+        .entries
+        .iter()
+        .filter(|e| sel.wants(&e.name))
+        .filter_map(|e| match &e.value {
+            Value::Kms { blob, key, context } => Some(async move {
+                let r = kms.decrypt(key.as_deref(), blob, context).await;
+                (e, key, context, r)
+            }),
+            _ => None,
+        });
     let mut out = Vec::new();
     for (e, key, context, r) in join_all(jobs).await {
         match r {
             Ok(secret) => out.push((e.name.clone(), secret)),
             Err(k) => {
                 let key = key.as_deref().unwrap_or("(the key named in the ciphertext)");
-                let ctx = if context.is_empty() { "no context".to_string() } else { format!("context {context:?}") };
+                let ctx = if context.is_empty() {
+                    "no context".to_string()
+                } else {
+                    format!("context {context:?}")
+                };
                 let mut err = Error::kms(format!(
                     "{}:{}: {}: KMS Decrypt with key {key} and {ctx} failed: {k}",
                     doc.path.display(),
@@ -182,7 +223,12 @@ async fn decrypt_directs<K: KeyService>(kms: &K, doc: &Document, sel: Selection<
 }
 
 /// Verify the MAC, open sealed values and assemble the file's values in order.
-fn finish(doc: &Document, dk: Option<(DataKey, String)>, mut direct: Vec<(String, Secret)>, sel: Selection<'_>) -> Result<OpenedFile> {
+fn finish(
+    doc: &Document,
+    dk: Option<(DataKey, String)>,
+    mut direct: Vec<(String, Secret)>,
+    sel: Selection<'_>,
+) -> Result<OpenedFile> {
     let path = doc.path.display();
     if let (Some((dk, _)), true) = (&dk, sel.verify_mac) {
         verify_mac(doc, dk)?;
@@ -193,10 +239,14 @@ fn finish(doc: &Document, dk: Option<(DataKey, String)>, mut direct: Vec<(String
             Value::Plain(t) => Secret::new(t.as_bytes().to_vec()),
             Value::Sealed(text) => {
                 let Some((dk, _)) = &dk else {
-                    return Err(Error::input(format!("{path}: {}: sealed value in a file without keys", e.name)));
+                    return Err(Error::input(format!(
+                        "{path}: {}: sealed value in a file without keys",
+                        e.name
+                    )));
                 };
-                dk.open(&e.name, text)
-                    .map_err(|why| Error::integrity(format!("{path}:{}: {}: {}", e.at, e.name, why.describe())))?
+                dk.open(&e.name, text).map_err(|why| {
+                    Error::integrity(format!("{path}:{}: {}: {}", e.at, e.name, why.describe()))
+                })?
             }
             Value::Kms { .. } => match direct.iter().position(|(n, _)| n == &e.name) {
                 Some(i) => direct.swap_remove(i).1,
@@ -209,18 +259,33 @@ fn finish(doc: &Document, dk: Option<(DataKey, String)>, mut direct: Vec<(String
                 e.name
             )));
         }
-        values.push(OpenedValue { name: e.name.clone(), secret, file: e.file });
+        values.push(OpenedValue {
+            name: e.name.clone(),
+            secret,
+            file: e.file,
+        });
     }
-    Ok(OpenedFile { path: doc.path.clone(), opened_by: dk.map(|(_, arn)| arn), values })
+    Ok(OpenedFile {
+        path: doc.path.clone(),
+        opened_by: dk.map(|(_, arn)| arn),
+        values,
+    })
 }
 
 /// Check the file MAC under `dk`; a missing or wrong MAC is a hard error.
 pub fn verify_mac(doc: &Document, dk: &DataKey) -> Result<()> {
-    let ok = doc.mac.as_deref().is_some_and(|m| dk.verify_mac(&doc.mac_input(), m));
+    let ok = doc
+        .mac
+        .as_deref()
+        .is_some_and(|m| dk.verify_mac(&doc.mac_input(), m));
     if ok {
         return Ok(());
     }
-    let what = if doc.mac.is_none() { "it has no `mac`" } else { "the MAC does not match" };
+    let what = if doc.mac.is_none() {
+        "it has no `mac`"
+    } else {
+        "the MAC does not match"
+    };
     Err(Error::integrity(format!(
         "{}: file was modified outside kmsenv: {what} (a plain or sealed value was edited, added or removed, or the context changed)",
         doc.path.display()
@@ -244,7 +309,9 @@ mod tests {
         let dk = DataKey::from_plaintext(&g.plaintext).unwrap();
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(&g.blob);
-        let mut text = format!("[kmsenv]\nversion = 1\ncontext = {{ app = \"t\" }}\n\n[[kmsenv.keys]]\narn = \"k1\"\ndata_key = \"{b64}\"\n\n[env]\n");
+        let mut text = format!(
+            "[kmsenv]\nversion = 1\ncontext = {{ app = \"t\" }}\n\n[[kmsenv.keys]]\narn = \"k1\"\ndata_key = \"{b64}\"\n\n[env]\n"
+        );
         for (n, v) in sealed {
             text += &format!("{n} = {{ sealed = \"{}\" }}\n", dk.seal(n, v));
         }
@@ -266,8 +333,14 @@ mod tests {
         let kms = FakeKms::default();
         let doc = make_file(&kms, &[("A", b"one"), ("B", b"two")], &[("C", "three")]);
         kms.calls.set(0);
-        let files = block_on(open_with(&kms, &[doc], Selection::ALL, far())).unwrap().unwrap();
-        let got: Vec<_> = files[0].values.iter().map(|v| (v.name.as_str(), v.secret.expose())).collect();
+        let files = block_on(open_with(&kms, &[doc], Selection::ALL, far()))
+            .unwrap()
+            .unwrap();
+        let got: Vec<_> = files[0]
+            .values
+            .iter()
+            .map(|v| (v.name.as_str(), v.secret.expose()))
+            .collect();
         assert_eq!(got, [("A", &b"one"[..]), ("B", b"two"), ("C", b"three")]);
         assert_eq!(kms.calls.get(), 1);
     }
@@ -277,21 +350,32 @@ mod tests {
         let kms = FakeKms::default();
         let doc = make_file(&kms, &[("A", b"one")], &[("HOST", "db1")]);
         let tampered = Document::parse(Path::new("t.toml"), doc.text.replace("db1", "evil")).unwrap();
-        let err = block_on(open_with(&kms, &[tampered], Selection::ALL, far())).unwrap().unwrap_err();
+        let err = block_on(open_with(&kms, &[tampered], Selection::ALL, far()))
+            .unwrap()
+            .unwrap_err();
         assert!(err.to_string().contains("modified outside kmsenv"), "{err}");
     }
 
     #[test]
     fn data_key_failure_lists_every_key() {
-        let kms = FakeKms { denied: vec!["k1".into()], ..Default::default() };
+        let kms = FakeKms {
+            denied: vec!["k1".into()],
+            ..Default::default()
+        };
         let doc = make_file(&FakeKms::default(), &[("A", b"one")], &[]);
-        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far())).unwrap().unwrap_err();
+        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far()))
+            .unwrap()
+            .unwrap_err();
         assert!(err.to_string().contains("k1: AccessDeniedException"), "{err}");
     }
 
     #[test]
     fn plain_only_files_need_no_kms() {
-        let doc = Document::parse(Path::new("p.toml"), "[kmsenv]\nversion = 1\n[env]\nA = \"x\"\n".into()).unwrap();
+        let doc = Document::parse(
+            Path::new("p.toml"),
+            "[kmsenv]\nversion = 1\n[env]\nA = \"x\"\n".into(),
+        )
+        .unwrap();
         assert!(!needs_kms(std::slice::from_ref(&doc), Selection::ALL));
     }
 }

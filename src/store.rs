@@ -32,7 +32,10 @@ impl Editor {
             .text
             .parse::<DocumentMut>()
             .map_err(|e| Error::input(format!("{}: invalid TOML: {}", doc.path.display(), e.message())))?;
-        Ok(Editor { path: doc.path.clone(), doc: parsed })
+        Ok(Editor {
+            path: doc.path.clone(),
+            doc: parsed,
+        })
     }
 
     fn env(&mut self) -> Result<&mut dyn toml_edit::TableLike> {
@@ -143,7 +146,12 @@ pub fn lock(path: &Path) -> Result<Lock> {
     let f = File::open(&dir).map_err(|e| Error::io("open the folder of", path, &e))?;
     Flock::lock(f, FlockArg::LockExclusive)
         .map(Lock)
-        .map_err(|(_, e)| Error::new(Class::Io, format!("{}: cannot lock its folder: {}", path.display(), e.desc())))
+        .map_err(|(_, e)| {
+            Error::new(
+                Class::Io,
+                format!("{}: cannot lock its folder: {}", path.display(), e.desc()),
+            )
+        })
 }
 
 fn folder(path: &Path) -> PathBuf {
@@ -166,7 +174,10 @@ pub enum Mode {
 pub fn write_atomic(path: &Path, text: &str, mode: Mode) -> Result<()> {
     let dir = folder(path);
     let old = std::fs::metadata(path).ok();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut suffix = [0u8; 6];
     crate::envelope::random_bytes(&mut suffix);
     let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
@@ -177,7 +188,9 @@ pub fn write_atomic(path: &Path, text: &str, mode: Mode) -> Result<()> {
     if let Some(m) = &old {
         opts.mode(m.mode() & 0o7777);
     }
-    let mut f = opts.open(&tmp).map_err(|e| Error::io("create a temporary file next to", path, &e))?;
+    let mut f = opts
+        .open(&tmp)
+        .map_err(|e| Error::io("create a temporary file next to", path, &e))?;
     let result = (|| {
         if let Some(m) = &old {
             use std::os::unix::fs::PermissionsExt;
@@ -186,7 +199,8 @@ pub fn write_atomic(path: &Path, text: &str, mode: Mode) -> Result<()> {
             // Keeping the owner needs privileges we may not have; the mode is what matters.
             let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
         }
-        f.write_all(text.as_bytes()).map_err(|e| Error::io("write", path, &e))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| Error::io("write", path, &e))?;
         f.sync_all().map_err(|e| Error::io("sync", path, &e))?;
         match mode {
             Mode::Replace => std::fs::rename(&tmp, path).map_err(|e| Error::io("replace", path, &e)),
@@ -194,7 +208,10 @@ pub fn write_atomic(path: &Path, text: &str, mode: Mode) -> Result<()> {
                 // link() fails if the target exists: an atomic create-only.
                 let r = std::fs::hard_link(&tmp, path).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        Error::input(format!("{}: already exists; refusing to overwrite it", path.display()))
+                        Error::input(format!(
+                            "{}: already exists; refusing to overwrite it",
+                            path.display()
+                        ))
                     } else {
                         Error::io("create", path, &e)
                     }
@@ -220,12 +237,16 @@ mod tests {
 
     #[test]
     fn edits_keep_comments_and_order() {
-        let text = "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"1\"  # trailing\nA = \"2\"\n";
+        let text =
+            "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"1\"  # trailing\nA = \"2\"\n";
         let doc = Document::parse(Path::new("x.toml"), text.into()).unwrap();
         let mut ed = Editor::new(&doc).unwrap();
         ed.set_plain("B", "3").unwrap();
         ed.set_plain("C", "4").unwrap();
         let out = ed.finish().unwrap().text;
-        assert_eq!(out, "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"3\"  # trailing\nA = \"2\"\nC = \"4\"\n");
+        assert_eq!(
+            out,
+            "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"3\"  # trailing\nA = \"2\"\nC = \"4\"\n"
+        );
     }
 }

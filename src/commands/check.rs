@@ -36,7 +36,10 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
     }
     match failures {
         0 => Ok(()),
-        n => Err(Error::integrity(format!("check failed for {n} of {} files", docs.len()))),
+        n => Err(Error::integrity(format!(
+            "check failed for {n} of {} files",
+            docs.len()
+        ))),
     }
 }
 
@@ -45,17 +48,29 @@ fn fix_mac(ctx: &Ctx) -> Result<()> {
     let path = ctx.single_file("check --fix-mac")?;
     let peek = Document::load(path)?;
     if !peek.has_keys() {
-        return Err(Error::usage(format!("{}: has no [[kmsenv.keys]], so it has no MAC to fix", path.display())));
+        return Err(Error::usage(format!(
+            "{}: has no [[kmsenv.keys]], so it has no MAC to fix",
+            path.display()
+        )));
     }
     let mut w = Writer::open(ctx, path, false)?;
     w.unwrap_data_key(ctx, false)?;
-    let dk = w.data_key.as_ref().ok_or_else(|| Error::integrity("no data key"))?;
+    let dk = w
+        .data_key
+        .as_ref()
+        .ok_or_else(|| Error::integrity("no data key"))?;
     // Every sealed value must open under this file's data key and name.
     for e in &w.doc.entries {
         if let Value::Sealed(text) = &e.value {
             dk.open(&e.name, text).map_err(|why| {
-                Error::integrity(format!("{}:{}: {}: {}", path.display(), e.at, e.name, why.describe()))
-                    .with_hint("re-set this value with `kmsenv set`, then run --fix-mac again")
+                Error::integrity(format!(
+                    "{}:{}: {}: {}",
+                    path.display(),
+                    e.at,
+                    e.name,
+                    why.describe()
+                ))
+                .with_hint("re-set this value with `kmsenv set`, then run --fix-mac again")
             })?;
         }
     }
@@ -64,9 +79,20 @@ fn fix_mac(ctx: &Ctx) -> Result<()> {
     let deadline = ctx.deadline;
     let doc = w.doc.clone();
     let session = w.session(ctx)?;
-    session.block_on(resolve::open_with(&session.kms, std::slice::from_ref(&doc), Selection { only: None, verify_mac: false }, deadline))?;
+    session.block_on(resolve::open_with(
+        &session.kms,
+        std::slice::from_ref(&doc),
+        Selection {
+            only: None,
+            verify_mac: false,
+        },
+        deadline,
+    ))?;
     let n = w.doc.entries.len();
     w.save()?;
-    ctx.note(format!("{}: all {n} values verified; new MAC written", path.display()));
+    ctx.note(format!(
+        "{}: all {n} values verified; new MAC written",
+        path.display()
+    ));
     Ok(())
 }

@@ -33,16 +33,25 @@ pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<()> {
         }
     }
 
-    let sel = Selection { only: only.as_ref(), verify_mac: true };
+    let sel = Selection {
+        only: only.as_ref(),
+        verify_mac: true,
+    };
     let files = resolve::open(&docs, sel, &ctx.aws, ctx.deadline)?;
 
-    let policy = Policy { pristine: args.pristine, no_override: args.no_override };
+    let policy = Policy {
+        pristine: args.pristine,
+        no_override: args.no_override,
+    };
     let mut env = Environment::inherit(exec::inherited(), policy);
     let names = env.apply(&files, policy)?;
     for f in &files {
         match &f.opened_by {
             Some(arn) => ctx.info(format!("{}: data key opened with {arn}", f.path.display())),
-            None => ctx.info(format!("{}: no data key (plain and kms values only)", f.path.display())),
+            None => ctx.info(format!(
+                "{}: no data key (plain and kms values only)",
+                f.path.display()
+            )),
         }
     }
     ctx.info(format!("setting {}", names.join(" ")));

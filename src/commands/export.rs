@@ -22,13 +22,19 @@ pub fn run(ctx: &Ctx, args: ExportArgs) -> Result<()> {
     }
     let mut out = zeroize::Zeroizing::new(Vec::new());
     match args.format {
-        Format::Dotenv => merged.iter().for_each(|(n, v)| dotenv::format_dotenv(n, v.expose(), &mut out)),
-        Format::Shell => merged.iter().for_each(|(n, v)| dotenv::format_shell(n, v.expose(), &mut out)),
+        Format::Dotenv => merged
+            .iter()
+            .for_each(|(n, v)| dotenv::format_dotenv(n, v.expose(), &mut out)),
+        Format::Shell => merged
+            .iter()
+            .for_each(|(n, v)| dotenv::format_shell(n, v.expose(), &mut out)),
         Format::Json => {
             out.push(b'{');
             for (i, (n, v)) in merged.iter().enumerate() {
                 let text = std::str::from_utf8(v.expose()).map_err(|_| {
-                    Error::usage(format!("{n}: value is not UTF-8 and JSON cannot carry it; use --format shell"))
+                    Error::usage(format!(
+                        "{n}: value is not UTF-8 and JSON cannot carry it; use --format shell"
+                    ))
                 })?;
                 if i > 0 {
                     out.push(b',');

@@ -13,11 +13,27 @@ pub fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
     // The last file that defines the name wins, as in `exec`.
     let Some(doc) = docs.iter().rev().find(|d| d.entry(&args.name).is_some()) else {
         let files: Vec<String> = docs.iter().map(|d| d.path.display().to_string()).collect();
-        return Err(Error::usage(format!("{}: not defined in {}", args.name, files.join(", "))));
+        return Err(Error::usage(format!(
+            "{}: not defined in {}",
+            args.name,
+            files.join(", ")
+        )));
     };
     let only: BTreeSet<String> = [args.name.clone()].into();
-    let opened = resolve::open(std::slice::from_ref(doc), Selection { only: Some(&only), verify_mac: true }, &ctx.aws, ctx.deadline)?;
-    let Some(value) = opened.iter().flat_map(|f| f.values.iter()).find(|v| v.name == args.name) else {
+    let opened = resolve::open(
+        std::slice::from_ref(doc),
+        Selection {
+            only: Some(&only),
+            verify_mac: true,
+        },
+        &ctx.aws,
+        ctx.deadline,
+    )?;
+    let Some(value) = opened
+        .iter()
+        .flat_map(|f| f.values.iter())
+        .find(|v| v.name == args.name)
+    else {
         return Err(Error::usage(format!("{}: not defined", args.name)));
     };
     let mut out = std::io::stdout().lock();

@@ -11,8 +11,17 @@ use crate::input::read_limited;
 pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     let path = ctx.single_file("import")?;
     let (origin, text) = match &args.path {
-        Some(p) => (p.display().to_string(), read_limited(std::fs::File::open(p).map_err(|e| Error::io("read", p, &e))?, &p.display().to_string())?),
-        None => ("stdin".to_string(), read_limited(std::io::stdin().lock(), "stdin")?),
+        Some(p) => (
+            p.display().to_string(),
+            read_limited(
+                std::fs::File::open(p).map_err(|e| Error::io("read", p, &e))?,
+                &p.display().to_string(),
+            )?,
+        ),
+        None => (
+            "stdin".to_string(),
+            read_limited(std::io::stdin().lock(), "stdin")?,
+        ),
     };
     let entries = dotenv::parse(&origin, text.expose())?;
     drop(text);
@@ -25,7 +34,9 @@ pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
             let text = std::str::from_utf8(value.expose())
                 .map_err(|_| Error::usage(format!("{origin}: {name}: a --plain value must be UTF-8 text")))?;
             if text.contains('\0') {
-                return Err(Error::usage(format!("{origin}: {name}: value contains a NUL byte")));
+                return Err(Error::usage(format!(
+                    "{origin}: {name}: value contains a NUL byte"
+                )));
             }
             w.editor.set_plain(name, text)?;
         } else {
@@ -43,6 +54,9 @@ pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
 }
 
 fn no_keys(path: &Path) -> Error {
-    Error::usage(format!("{}: has no [[kmsenv.keys]] to seal values with", path.display()))
-        .with_hint("create a keyed file with `kmsenv init --key KEY`, or import with --plain")
+    Error::usage(format!(
+        "{}: has no [[kmsenv.keys]] to seal values with",
+        path.display()
+    ))
+    .with_hint("create a keyed file with `kmsenv init --key KEY`, or import with --plain")
 }

@@ -21,8 +21,11 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     let path = ctx.single_file("init")?;
     let context = parse_context(&args.context)?;
     if path.exists() {
-        return Err(Error::input(format!("{}: already exists; refusing to overwrite it", path.display()))
-            .with_hint("use `kmsenv set` to add values, or remove the file first"));
+        return Err(Error::input(format!(
+            "{}: already exists; refusing to overwrite it",
+            path.display()
+        ))
+        .with_hint("use `kmsenv set` to add values, or remove the file first"));
     }
     // Validate the context the way the file will be read back, before any KMS call.
     let mut text = String::from(HEADER);
@@ -39,7 +42,10 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
 
     let session = ctx.session(std::slice::from_ref(&probe))?;
     let kms = &session.kms;
-    let (first, rest) = args.keys.split_first().ok_or_else(|| Error::usage("init needs --key"))?;
+    let (first, rest) = args
+        .keys
+        .split_first()
+        .ok_or_else(|| Error::usage("init needs --key"))?;
     let generated = session
         .block_on(kms.generate_data_key(first, &dk_ctx))
         .map_err(|e| kms_error(path, first, "GenerateDataKey", e))?;
@@ -50,8 +56,12 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
             .map_err(|e| kms_error(path, key, "Encrypt", e))?;
         wrappings.push((arn, blob));
     }
-    let dk = DataKey::from_plaintext(&generated.plaintext)
-        .ok_or_else(|| Error::kms(format!("{}: KMS returned a data key that is not 32 bytes", path.display())))?;
+    let dk = DataKey::from_plaintext(&generated.plaintext).ok_or_else(|| {
+        Error::kms(format!(
+            "{}: KMS returned a data key that is not 32 bytes",
+            path.display()
+        ))
+    })?;
 
     for (arn, blob) in &wrappings {
         text += &format!(
@@ -64,16 +74,27 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     let doc = Document::parse(path, text.clone())?;
     let mac = dk.mac(&doc.mac_input());
     // The MAC goes last in [kmsenv], before the first [[kmsenv.keys]].
-    text = text.replacen("\n[[kmsenv.keys]]", &format!("mac = \"{mac}\"\n\n[[kmsenv.keys]]"), 1);
+    text = text.replacen(
+        "\n[[kmsenv.keys]]",
+        &format!("mac = \"{mac}\"\n\n[[kmsenv.keys]]"),
+        1,
+    );
     Document::parse(path, text.clone())?;
     store::write_atomic(path, &text, Mode::CreateNew)?;
     let arns: Vec<&str> = wrappings.iter().map(|(a, _)| a.as_str()).collect();
-    ctx.note(format!("created {} with a data key wrapped by {}", path.display(), arns.join(", ")));
+    ctx.note(format!(
+        "created {} with a data key wrapped by {}",
+        path.display(),
+        arns.join(", ")
+    ));
     Ok(())
 }
 
 fn kms_error(path: &std::path::Path, key: &str, op: &str, e: crate::kms::KmsError) -> Error {
-    let err = Error::new(Class::Kms, format!("{}: KMS {op} with key {key} failed: {e}", path.display()));
+    let err = Error::new(
+        Class::Kms,
+        format!("{}: KMS {op} with key {key} failed: {e}", path.display()),
+    );
     match e.hint() {
         Some(h) => err.with_hint(h),
         None => err,
@@ -91,7 +112,9 @@ fn parse_context(pairs: &[String]) -> Result<BTreeMap<String, String>> {
             return Err(Error::usage(format!("--context {p:?}: the key is empty")));
         }
         if k.starts_with("kmsenv:") {
-            return Err(Error::usage(format!("--context {k}: keys starting with `kmsenv:` are reserved")));
+            return Err(Error::usage(format!(
+                "--context {k}: keys starting with `kmsenv:` are reserved"
+            )));
         }
         out.insert(k.to_string(), v.to_string());
     }
@@ -100,7 +123,10 @@ fn parse_context(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 
 /// A TOML key, quoted when it is not a bare key.
 fn toml_key(k: &str) -> String {
-    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         k.to_string()
     } else {
         toml_edit::Value::from(k).to_string()

@@ -15,7 +15,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             out += &format!("  context  {}\n", ctx.join(" "));
         }
         for k in &doc.keys {
-            out += &format!("  key      {} ({})\n", k.arn, arn_region(&k.arn).unwrap_or("configured region"));
+            out += &format!(
+                "  key      {} ({})\n",
+                k.arn,
+                arn_region(&k.arn).unwrap_or("configured region")
+            );
         }
         let width = doc.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
         for e in &doc.entries {

@@ -35,7 +35,10 @@ pub struct Ctx {
 impl Ctx {
     fn new(g: &Global) -> Result<Ctx> {
         if !(g.timeout.is_finite() && g.timeout > 0.0 && g.timeout <= 86_400.0) {
-            return Err(Error::usage(format!("--timeout {}: give a number of seconds between 0 and 86400", g.timeout)));
+            return Err(Error::usage(format!(
+                "--timeout {}: give a number of seconds between 0 and 86400",
+                g.timeout
+            )));
         }
         let deadline = Instant::now() + Duration::from_secs_f64(g.timeout);
         let files = if !g.files.is_empty() {
@@ -51,7 +54,11 @@ impl Ctx {
         let endpoint_url = g.endpoint_url.clone();
         Ok(Ctx {
             files,
-            aws: AwsOptions { region: g.region.clone(), profile: g.profile.clone(), endpoint_url },
+            aws: AwsOptions {
+                region: g.region.clone(),
+                profile: g.profile.clone(),
+                endpoint_url,
+            },
             deadline,
             verbose: g.verbose,
             quiet: g.quiet,
@@ -127,7 +134,13 @@ impl Writer {
         let lock = store::lock(path)?;
         let doc = Document::load(path)?;
         let editor = Editor::new(&doc)?;
-        let mut w = Writer { _lock: lock, doc, editor, data_key: None, session: None };
+        let mut w = Writer {
+            _lock: lock,
+            doc,
+            editor,
+            data_key: None,
+            session: None,
+        };
         if need_data_key && w.doc.has_keys() {
             w.unwrap_data_key(ctx, true)?;
         }
@@ -139,7 +152,9 @@ impl Writer {
         if self.session.is_none() {
             self.session = Some(ctx.session(std::slice::from_ref(&self.doc))?);
         }
-        self.session.as_ref().ok_or_else(|| Error::new(Class::Io, "no AWS session"))
+        self.session
+            .as_ref()
+            .ok_or_else(|| Error::new(Class::Io, "no AWS session"))
     }
 
     /// Unwrap the data key; with `verify`, check the MAC under it.
@@ -170,7 +185,10 @@ impl Writer {
             // is what lets a contributor with only kms:Encrypt add one.
             (None, true) if format!("{:?}", doc.mac_input()) == format!("{:?}", self.doc.mac_input()) => {}
             (None, true) => {
-                return Err(Error::new(Class::Io, "internal: a MAC-covered change without the data key"));
+                return Err(Error::new(
+                    Class::Io,
+                    "internal: a MAC-covered change without the data key",
+                ));
             }
             (_, false) => {}
         }

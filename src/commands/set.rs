@@ -22,7 +22,9 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
                 "{}: secret values are never taken from the command line (argv is visible to other users)",
                 args.name.split('=').next().unwrap_or_default()
             ))
-            .with_hint("pipe it in: printf %s \"$VALUE\" | kmsenv set NAME  (or --plain NAME=VALUE for non-secrets)"));
+            .with_hint(
+                "pipe it in: printf %s \"$VALUE\" | kmsenv set NAME  (or --plain NAME=VALUE for non-secrets)",
+            ));
         }
         _ => (args.name.clone(), None),
     };
@@ -32,13 +34,17 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
         None => read_value(&name, args.from_file.as_deref())?,
     };
     if args.plain && std::str::from_utf8(value.expose()).is_err() {
-        return Err(Error::usage(format!("{name}: a --plain value must be UTF-8 text (TOML strings are); seal it instead")));
+        return Err(Error::usage(format!(
+            "{name}: a --plain value must be UTF-8 text (TOML strings are); seal it instead"
+        )));
     }
 
     // Peek (without the lock) to learn whether the data key is needed: a direct
     // kms value that replaces nothing under the MAC needs only kms:Encrypt.
     let peek = crate::document::Document::load(path)?;
-    let replaces_mac_entry = peek.entry(&name).is_some_and(|e| !matches!(e.value, Value::Kms { .. }));
+    let replaces_mac_entry = peek
+        .entry(&name)
+        .is_some_and(|e| !matches!(e.value, Value::Kms { .. }));
     let need_dk = !args.kms || replaces_mac_entry;
     let mut w = Writer::open(ctx, path, need_dk)?;
     let keep_file_flag = w.doc.entry(&name).is_some_and(|e| e.file);
@@ -50,22 +56,30 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
             (Some(k), _) => k.clone(),
             (None, Some(k)) => k.arn.clone(),
             (None, None) => {
-                return Err(Error::usage(format!("{name}: the file has no keys; name one with --kms --key KEY")));
+                return Err(Error::usage(format!(
+                    "{name}: the file has no keys; name one with --kms --key KEY"
+                )));
             }
         };
         let context = w.doc.direct_value_context(&name);
         let session = w.session(ctx)?;
-        let (blob, arn) = session.block_on(session.kms.encrypt(&key, value.expose(), &context)).map_err(|e| {
-            let err = Error::kms(format!("{}: {name}: KMS Encrypt with key {key} failed: {e}", path.display()));
-            match e.hint() {
-                Some(h) => err.with_hint(h),
-                None => err,
-            }
-        })?;
+        let (blob, arn) = session
+            .block_on(session.kms.encrypt(&key, value.expose(), &context))
+            .map_err(|e| {
+                let err = Error::kms(format!(
+                    "{}: {name}: KMS Encrypt with key {key} failed: {e}",
+                    path.display()
+                ));
+                match e.hint() {
+                    Some(h) => err.with_hint(h),
+                    None => err,
+                }
+            })?;
         w.editor.set_kms(&name, &B64.encode(blob), &arn, &context, file)?;
         what = "a direct KMS ciphertext";
     } else if args.plain {
-        w.editor.set_plain(&name, std::str::from_utf8(value.expose()).unwrap_or_default())?;
+        w.editor
+            .set_plain(&name, std::str::from_utf8(value.expose()).unwrap_or_default())?;
         what = "a plain value";
     } else {
         let Some(dk) = &w.data_key else {

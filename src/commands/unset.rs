@@ -10,14 +10,17 @@ pub fn run(ctx: &Ctx, args: UnsetArgs) -> Result<()> {
     let peek = Document::load(path)?;
     for n in &args.names {
         if peek.entry(n).is_none() {
-            return Err(Error::usage(format!("{}: {n} is not in the file; nothing was changed", path.display())));
+            return Err(Error::usage(format!(
+                "{}: {n} is not in the file; nothing was changed",
+                path.display()
+            )));
         }
     }
     // Removing only direct kms entries leaves the MAC as it is.
-    let need_dk = args
-        .names
-        .iter()
-        .any(|n| peek.entry(n).is_some_and(|e| !matches!(e.value, Value::Kms { .. })));
+    let need_dk = args.names.iter().any(|n| {
+        peek.entry(n)
+            .is_some_and(|e| !matches!(e.value, Value::Kms { .. }))
+    });
     let mut w = Writer::open(ctx, path, need_dk)?;
     for n in &args.names {
         w.editor.remove(n)?;

@@ -1,0 +1,36 @@
+# kmsenv — build, test and try it. Everything a target needs it installs or starts itself.
+
+CARGO  ?= cargo
+PIP    ?= python3 -m pip
+BIN    := target/debug/kmsenv
+
+.PHONY: build release test lint tools demo clean
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+## Test tools: moto_server (the KMS the tests talk to) and the AWS CLI (one test
+## pastes its output into a file, as users do). Installed only when missing.
+tools:
+	@command -v moto_server >/dev/null 2>&1 && python3 -c 'import flask' 2>/dev/null \
+		|| $(PIP) install --quiet 'moto[server]'
+	@command -v aws >/dev/null 2>&1 || $(PIP) install --quiet awscli
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## fmt check, clippy, unit tests, and the integration tests against moto_server
+## (started by the tests themselves on a free loopback port).
+test: tools lint
+	$(CARGO) test --all-targets
+
+## Starts moto_server on loopback, creates a key, init/set/exec, stops it.
+demo: tools build
+	@scripts/demo.sh $(BIN)
+
+clean:
+	$(CARGO) clean
