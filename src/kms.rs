@@ -233,51 +233,49 @@ fn with_context<B>(mut b: B, ctx: &Context, add: impl Fn(B, String, String) -> B
 fn classify<E, R>(err: &SdkError<E, R>) -> KmsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + 'static,
 {
+    if std::env::var_os("KMSENV_DEBUG_SDK").is_some() {
+        eprintln!("kmsenv: debug: {}", DisplayErrorContext(err));
+    }
+    if let Some(code) = err.code() {
+        return KmsError::new(code, err.message().unwrap_or_default());
+    }
+    let chain = causes(err);
+    let cause = chain.last().cloned().unwrap_or_default();
+    if chain
+        .iter()
+        .any(|c| c.to_ascii_lowercase().contains("credential"))
+    {
+        let cause = if chain.iter().any(|c| c.contains("no credentials found in chain")) {
+            "no credentials in the environment, profiles, web identity, container or instance metadata".into()
+        } else {
+            cause
+        };
+        return KmsError::new("CredentialsError", cause);
+    }
     match err {
         SdkError::TimeoutError(_) => KmsError::new("TimeoutError", "no answer within the time limit"),
-        SdkError::DispatchFailure(d) => {
-            let text = DisplayErrorContext(err).to_string();
-            if d.is_timeout() {
-                KmsError::new("TimeoutError", "no answer within the time limit")
-            } else if text.contains("credentials") || text.contains("Credentials") {
-                KmsError::new("CredentialsError", credentials_cause(&text))
-            } else {
-                KmsError::new("ConnectionError", last_cause(&text))
-            }
+        SdkError::DispatchFailure(d) if d.is_timeout() => KmsError::new("TimeoutError", cause),
+        SdkError::DispatchFailure(_) => KmsError::new("ConnectionError", cause),
+        SdkError::ResponseError(r) => KmsError::new("InvalidResponse", format!("{cause} ({:?})", r.raw())),
+        _ => KmsError::new("UnknownError", cause),
+    }
+}
+
+/// The first line of each error in the `source()` chain, without repeats.
+fn causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        let line = text.lines().next().unwrap_or_default().trim().to_string();
+        if !line.is_empty() && out.last() != Some(&line) {
+            out.push(line);
         }
-        _ => match err.code() {
-            Some(code) => KmsError::new(code, err.message().unwrap_or_default()),
-            None => {
-                let text = DisplayErrorContext(err).to_string();
-                if text.contains("credentials") || text.contains("Credentials") {
-                    KmsError::new("CredentialsError", credentials_cause(&text))
-                } else {
-                    KmsError::new("UnknownError", last_cause(&text))
-                }
-            }
-        },
+        cur = e.source();
     }
-}
-
-/// The innermost cause of a `DisplayErrorContext` chain ("a: b: c" → "c").
-fn last_cause(text: &str) -> String {
-    text.rsplit(": ")
-        .next()
-        .unwrap_or(text)
-        .trim()
-        .trim_end_matches(')')
-        .to_string()
-}
-
-fn credentials_cause(text: &str) -> String {
-    if text.contains("no providers in chain provided credentials") {
-        "no credentials found in the environment, profiles, web identity, container or instance metadata"
-            .into()
-    } else {
-        last_cause(text)
-    }
+    out
 }
 
 impl KeyService for AwsKms {
