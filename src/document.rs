@@ -430,13 +430,13 @@ impl Parser<'_> {
     ) -> Result<BTreeMap<String, String>> {
         let t = item
             .as_table_like()
-            .ok_or_else(|| self.err(span, format!("`{what}` must be a table of strings")))?;
+            .ok_or_else(|| self.err(span, format!("{} must be a table of strings", quoted(what))))?;
         let mut out = BTreeMap::new();
         for (k, v) in t.iter() {
             let s = v.as_str().ok_or_else(|| {
                 self.err(
                     t.key(k).and_then(Key::span),
-                    format!("`{what}` value for `{k}` must be a string"),
+                    format!("{} value for `{k}` must be a string", quoted(what)),
                 )
             })?;
             out.insert(k.to_string(), s.to_string());
@@ -505,7 +505,10 @@ impl Parser<'_> {
                         _ => key = Some(s.to_string()),
                     }
                 }
-                "context" => context = Some((self.string_table(v, "context", fspan.clone())?, fspan)),
+                "context" => {
+                    let what = format!("{name}: `context`");
+                    context = Some((self.string_table(v, &what, fspan.clone())?, fspan));
+                }
                 "file" => {
                     file = v
                         .as_bool()
@@ -573,6 +576,15 @@ impl Parser<'_> {
             file,
             at,
         })
+    }
+}
+
+/// `context` → "`context`"; "NAME: `context`" stays as it is.
+fn quoted(what: &str) -> String {
+    if what.contains('`') {
+        what.to_string()
+    } else {
+        format!("`{what}`")
     }
 }
 

@@ -470,12 +470,4 @@ mod tests {
         assert_eq!(arn_region("alias/x"), None);
         assert_eq!(arn_region("1234abcd-12ab"), None);
     }
-
-    #[test]
-    fn last_cause_keeps_the_innermost_message() {
-        assert_eq!(
-            last_cause("dispatch failure: io error: Connection refused"),
-            "Connection refused"
-        );
-    }
 }

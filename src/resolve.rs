@@ -253,7 +253,8 @@ fn finish(
                 None => continue,
             },
         };
-        if secret.expose().contains(&0) {
+        // A file value reaches the program through a memfd, which may hold any bytes.
+        if !e.file && secret.expose().contains(&0) {
             return Err(Error::input(format!(
                 "{path}: {}: decrypted value contains a NUL byte, which an environment variable cannot hold",
                 e.name

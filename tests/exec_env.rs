@@ -202,7 +202,10 @@ fn only_limits_the_variables_taken_from_the_files() {
     assert_eq!(env["ALPHA"], b"alpha");
     assert_eq!(env["CHARLIE"], b"charlie");
     assert!(!env.contains_key("BRAVO"), "BRAVO was not asked for");
-    assert_eq!(env["INHERITED"], b"kept", "--only limits the files, not the inherited env");
+    assert_eq!(
+        env["INHERITED"], b"kept",
+        "--only limits the files, not the inherited env"
+    );
 }
 
 #[test]
@@ -242,7 +245,10 @@ fn kmsenv_variables_are_removed_from_the_child_environment() {
         .ok()
         .env0();
 
-    assert_eq!(env["TOKEN"], b"token", "KMSENV_FILE was still used to find the file");
+    assert_eq!(
+        env["TOKEN"], b"token",
+        "KMSENV_FILE was still used to find the file"
+    );
     assert!(!env.contains_key("KMSENV_FILE"));
     assert!(!env.contains_key("KMSENV_ANYTHING"));
     assert_eq!(env["KMSENVX"], b"not ours: no underscore");
@@ -295,7 +301,14 @@ fn arguments_reach_the_command_unchanged() {
     let out = sandbox
         .kmsenv()
         .file(&file)
-        .args(["exec", "--", "sh", "-c", "for a in \"$@\"; do printf '%s\\0' \"$a\"; done", "sh"])
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "for a in \"$@\"; do printf '%s\\0' \"$a\"; done",
+            "sh",
+        ])
         .args(&args)
         .run()
         .ok();
@@ -335,7 +348,11 @@ fn the_command_replaces_kmsenv_in_the_same_process() {
         .run_with_pid();
 
     let out = out.ok();
-    assert_eq!(out.stdout_text(), pid.to_string(), "the command should run as kmsenv's PID");
+    assert_eq!(
+        out.stdout_text(),
+        pid.to_string(),
+        "the command should run as kmsenv's PID"
+    );
 }
 
 #[test]

@@ -72,7 +72,11 @@ fn an_empty_env_table_is_allowed() {
 
 #[test]
 fn a_toml_syntax_error_points_at_its_line_and_column() {
-    assert_refused_at_line(&keyless_file(&["OK = \"fine\"", "BROKEN = \"unterminated"]), 6, &[]);
+    assert_refused_at_line(
+        &keyless_file(&["OK = \"fine\"", "BROKEN = \"unterminated"]),
+        6,
+        &[],
+    );
 }
 
 #[test]
@@ -106,7 +110,10 @@ fn a_value_that_is_not_a_string_or_table_points_at_its_line() {
 #[test]
 fn a_non_string_context_value_points_at_its_line() {
     assert_refused_at_line(
-        &keyless_file(&["OK = \"fine\"", "TOKEN = { kms = \"AQID\", context = { app = 1 } }"]),
+        &keyless_file(&[
+            "OK = \"fine\"",
+            "TOKEN = { kms = \"AQID\", context = { app = 1 } }",
+        ]),
         6,
         &["TOKEN"],
     );

@@ -17,7 +17,10 @@ fn init_creates_a_file_that_check_accepts() {
 
     let text = sandbox.read(&file);
     assert!(text.contains(&key), "the file should name its key:\n{text}");
-    assert!(text.contains("data_key"), "the file should hold a data key:\n{text}");
+    assert!(
+        text.contains("data_key"),
+        "the file should hold a data key:\n{text}"
+    );
     sandbox.kmsenv().file(&file).arg("check").run().ok();
 }
 
@@ -29,7 +32,15 @@ fn init_with_context_records_it_in_the_file() {
     sandbox
         .kmsenv()
         .file(&file)
-        .args(["init", "--key", &key, "--context", "app=billing", "--context", "stage=prod"])
+        .args([
+            "init",
+            "--key",
+            &key,
+            "--context",
+            "app=billing",
+            "--context",
+            "stage=prod",
+        ])
         .run()
         .ok();
     sandbox.set(&file, "TOKEN", b"t0ken");
@@ -163,7 +174,10 @@ fn set_plain_reads_stdin_too() {
 
     sandbox.set_with(&file, &["--plain"], "REGION_NAME", b"eu-west-1");
 
-    assert_eq!(quoted_field_of_plain(&sandbox.read(&file), "REGION_NAME"), "eu-west-1");
+    assert_eq!(
+        quoted_field_of_plain(&sandbox.read(&file), "REGION_NAME"),
+        "eu-west-1"
+    );
     assert_eq!(sandbox.exec_env(&[&file])["REGION_NAME"], b"eu-west-1");
 }
 
@@ -210,7 +224,11 @@ fn set_kms_writes_a_direct_kms_value_bound_to_its_name_and_the_file_context() {
     // would need), not something only kmsenv can read.
     let blob = kms_of(&text, "PARTNER_KEY");
     let plaintext = moto()
-        .decrypt(REGION, &blob, &[("app", "billing"), ("kmsenv:var", "PARTNER_KEY")])
+        .decrypt(
+            REGION,
+            &blob,
+            &[("app", "billing"), ("kmsenv:var", "PARTNER_KEY")],
+        )
         .expect("decrypt with the file context plus kmsenv:var");
     assert_eq!(plaintext, b"partner-secret");
     assert_eq!(sandbox.exec_env(&[&file])["PARTNER_KEY"], b"partner-secret");
@@ -230,10 +248,18 @@ fn set_resealing_one_value_leaves_the_other_entries_text_unchanged() {
 
     let after = sandbox.read(&file);
     for name in ["ALPHA", "CHARLIE", "DELTA"] {
-        assert_eq!(entry_line(&before, name), entry_line(&after, name), "{name} changed");
+        assert_eq!(
+            entry_line(&before, name),
+            entry_line(&after, name),
+            "{name} changed"
+        );
     }
     assert_ne!(sealed_of(&before, "BRAVO"), sealed_of(&after, "BRAVO"));
-    assert_eq!(data_key_of(&before), data_key_of(&after), "the data key must not change");
+    assert_eq!(
+        data_key_of(&before),
+        data_key_of(&after),
+        "the data key must not change"
+    );
     assert_eq!(sandbox.exec_env(&[&file])["BRAVO"], b"bravo, rotated");
 }
 
@@ -245,7 +271,10 @@ fn set_overwrites_an_existing_value() {
     sandbox.set(&file, "TOKEN", b"second");
 
     let text = sandbox.read(&file);
-    let entries = text.lines().filter(|l| l.trim_start().starts_with("TOKEN ")).count();
+    let entries = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("TOKEN "))
+        .count();
     assert_eq!(entries, 1, "one entry only:\n{text}");
     let out = sandbox.kmsenv().file(&file).args(["get", "TOKEN"]).run().ok();
     assert_eq!(out.stdout, b"second");
@@ -312,7 +341,10 @@ fn list_shows_names_kinds_and_keys_but_no_values() {
     }
     assert!(text.contains(&key), "list should show the key:\n{text}");
     for value in ["sealed-value-91c2", "plain-value-4b7e", "kms-value-0d3f"] {
-        assert!(!contains_bytes(&out.all_output(), value.as_bytes()), "list printed {value}");
+        assert!(
+            !contains_bytes(&out.all_output(), value.as_bytes()),
+            "list printed {value}"
+        );
     }
 }
 
@@ -329,7 +361,8 @@ fn check_prints_each_name_with_ok() {
     let text = format!("{}{}", out.stdout_text(), out.stderr);
     for name in ["ALPHA", "BRAVO", "CHARLIE"] {
         assert!(
-            text.lines().any(|line| line.contains(name) && line.contains("ok")),
+            text.lines()
+                .any(|line| line.contains(name) && line.contains("ok")),
             "check should print `{name} … ok`:\n{text}"
         );
     }
@@ -351,7 +384,12 @@ fn check_fix_mac_accepts_a_hand_merge_and_check_passes_afterwards() {
         .run()
         .kmsenv_error(&["modified outside kmsenv"]);
 
-    sandbox.kmsenv().file(&file).args(["check", "--fix-mac"]).run().ok();
+    sandbox
+        .kmsenv()
+        .file(&file)
+        .args(["check", "--fix-mac"])
+        .run()
+        .ok();
 
     sandbox.kmsenv().file(&file).arg("check").run().ok();
     let env = sandbox.exec_env(&[&file]);
@@ -371,7 +409,10 @@ fn user_comments_survive_every_write() {
     sandbox.write(&file, &text);
     let assert_comments = |after: &str| {
         let text = sandbox.read(&file);
-        assert!(text.contains(HEADER_COMMENT), "header comment lost after {after}:\n{text}");
+        assert!(
+            text.contains(HEADER_COMMENT),
+            "header comment lost after {after}:\n{text}"
+        );
         let comment_at = text
             .find(ENV_COMMENT)
             .unwrap_or_else(|| panic!("[env] comment lost after {after}:\n{text}"));
@@ -398,9 +439,19 @@ fn user_comments_survive_every_write() {
         .run()
         .ok();
     assert_comments("import");
-    sandbox.kmsenv().file(&file).args(["unset", "ALPHA", "LOG_LEVEL"]).run().ok();
+    sandbox
+        .kmsenv()
+        .file(&file)
+        .args(["unset", "ALPHA", "LOG_LEVEL"])
+        .run()
+        .ok();
     assert_comments("unset");
-    sandbox.kmsenv().file(&file).args(["check", "--fix-mac"]).run().ok();
+    sandbox
+        .kmsenv()
+        .file(&file)
+        .args(["check", "--fix-mac"])
+        .run()
+        .ok();
     assert_comments("check --fix-mac");
 
     sandbox.kmsenv().file(&file).arg("check").run().ok();
@@ -436,7 +487,13 @@ fn import_seals_every_entry_of_a_dotenv_file_from_stdin() {
     let sandbox = Sandbox::new();
     let (file, _) = sandbox.new_file("kmsenv.toml");
 
-    sandbox.kmsenv().file(&file).arg("import").stdin(DOTENV).run().ok();
+    sandbox
+        .kmsenv()
+        .file(&file)
+        .arg("import")
+        .stdin(DOTENV)
+        .run()
+        .ok();
 
     let text = sandbox.read(&file);
     let env = sandbox.exec_env(&[&file]);
@@ -444,8 +501,14 @@ fn import_seals_every_entry_of_a_dotenv_file_from_stdin() {
         assert_eq!(env.get(name).map(Vec::as_slice), Some(value), "{name}");
         assert!(!sealed_of(&text, name).is_empty(), "{name} should be sealed");
     }
-    assert!(!has_entry(&text, "export"), "the export prefix is not a name:\n{text}");
-    assert!(!text.contains("from-export-prefix") && !text.contains("sslmode"), "{text}");
+    assert!(
+        !has_entry(&text, "export"),
+        "the export prefix is not a name:\n{text}"
+    );
+    assert!(
+        !text.contains("from-export-prefix") && !text.contains("sslmode"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -530,7 +593,11 @@ fn export_shell_output_evaluates_back_to_the_exact_values() {
         .arg(&script)
         .output()
         .expect("run sh");
-    assert!(evaluated.status.success(), "{}", String::from_utf8_lossy(&evaluated.stderr));
+    assert!(
+        evaluated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&evaluated.stderr)
+    );
 
     let env = parse_env0(&evaluated.stdout);
     for (name, value) in &values {
@@ -557,8 +624,12 @@ fn export_json_prints_one_object_of_names_to_values() {
         .run()
         .ok();
 
-    let pairs = parse_json_object_of_strings(&out.stdout_text())
-        .unwrap_or_else(|e| panic!("export json is not a flat JSON object ({e}):\n{}", out.stdout_text()));
+    let pairs = parse_json_object_of_strings(&out.stdout_text()).unwrap_or_else(|e| {
+        panic!(
+            "export json is not a flat JSON object ({e}):\n{}",
+            out.stdout_text()
+        )
+    });
     let map: BTreeMap<String, String> = pairs.into_iter().collect();
     for (name, value) in &values {
         assert_eq!(map.get(*name).map(String::as_bytes), Some(*value), "{name}");

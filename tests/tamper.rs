@@ -80,7 +80,12 @@ fn check_fix_mac_refuses_to_bless_two_swapped_sealed_values() {
         .args(["check", "--fix-mac"])
         .run();
 
-    assert_ne!(out.code(), Some(0), "--fix-mac accepted swapped values:\n{}", out.stderr);
+    assert_ne!(
+        out.code(),
+        Some(0),
+        "--fix-mac accepted swapped values:\n{}",
+        out.stderr
+    );
     assert!(
         out.stderr.contains("ALPHA") || out.stderr.contains("BRAVO"),
         "the error should name a swapped variable:\n{}",
@@ -228,8 +233,12 @@ fn exec_fails_closed_when_a_kms_value_was_encrypted_under_another_context() {
 #[test]
 fn exec_fails_closed_when_two_kms_values_are_swapped() {
     let victim = Victim::new();
-    victim.sandbox.set_with(&victim.file, &["--kms"], "KMS_ONE", b"one");
-    victim.sandbox.set_with(&victim.file, &["--kms"], "KMS_TWO", b"two");
+    victim
+        .sandbox
+        .set_with(&victim.file, &["--kms"], "KMS_ONE", b"one");
+    victim
+        .sandbox
+        .set_with(&victim.file, &["--kms"], "KMS_TWO", b"two");
     victim.sandbox.assert_command_runs(&[&victim.file]);
     let text = victim.text();
     let (one, two) = (kms_of(&text, "KMS_ONE"), kms_of(&text, "KMS_TWO"));

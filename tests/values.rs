@@ -131,7 +131,10 @@ fn exec_fails_naming_a_kms_value_that_contains_nul() {
     sandbox.assert_command_runs(&[&file]);
     let blob = encrypt(REGION, &key, b"before\0after", &[]);
     let text = sandbox.read(&file);
-    sandbox.write(&file, &insert_in_env(&text, &format!("HAS_NUL = {{ kms = \"{blob}\" }}")));
+    sandbox.write(
+        &file,
+        &insert_in_env(&text, &format!("HAS_NUL = {{ kms = \"{blob}\" }}")),
+    );
 
     sandbox
         .exec_marker(&[&file])
@@ -217,7 +220,13 @@ fn an_as_file_value_from_a_file_may_hold_nul_bytes() {
     let out = sandbox
         .kmsenv()
         .file(&file)
-        .args(["exec", "--", "sh", "-c", "printf '%s|' \"$TLS_KEY_DER\"; cat \"$TLS_KEY_DER\""])
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "printf '%s|' \"$TLS_KEY_DER\"; cat \"$TLS_KEY_DER\"",
+        ])
         .run()
         .ok();
 
@@ -240,7 +249,13 @@ fn two_as_file_values_get_distinct_paths() {
     let out = sandbox
         .kmsenv()
         .file(&file)
-        .args(["exec", "--", "sh", "-c", "cat \"$CERT\"; printf '|'; cat \"$KEY\""])
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "cat \"$CERT\"; printf '|'; cat \"$KEY\"",
+        ])
         .run()
         .ok();
 

@@ -30,6 +30,12 @@ pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     }
     let mut w = Writer::open(ctx, path, true)?;
     for (name, value) in &entries {
+        let keep = w.doc.entry(name).is_some_and(|e| e.file);
+        if !keep && value.expose().contains(&0) {
+            return Err(Error::usage(format!(
+                "{origin}: {name}: value contains a NUL byte"
+            )));
+        }
         if args.plain {
             let text = std::str::from_utf8(value.expose())
                 .map_err(|_| Error::usage(format!("{origin}: {name}: a --plain value must be UTF-8 text")))?;
@@ -43,7 +49,6 @@ pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
             let Some(dk) = &w.data_key else {
                 return Err(no_keys(path));
             };
-            let keep = w.doc.entry(name).is_some_and(|e| e.file);
             w.editor.set_sealed(name, &dk.seal(name, value.expose()), keep)?;
         }
     }

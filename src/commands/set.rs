@@ -49,6 +49,12 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
     let mut w = Writer::open(ctx, path, need_dk)?;
     let keep_file_flag = w.doc.entry(&name).is_some_and(|e| e.file);
     let file = args.as_file || keep_file_flag;
+    if !file && value.expose().contains(&0) {
+        return Err(Error::usage(format!(
+            "{name}: value contains a NUL byte, which an environment variable cannot hold"
+        ))
+        .with_hint("binary values can be delivered as a file: add --as-file"));
+    }
     let what;
 
     if args.kms {

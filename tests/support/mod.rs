@@ -93,16 +93,13 @@ fn spawn_ready_moto() -> Result<(Child, u16), String> {
         // SAFETY: the closure only makes one async-signal-safe system call (prctl).
         unsafe {
             command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(io::Error::from)
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)
             });
         }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(
-                    "moto_server not found: run `make test` (it installs moto[server])".into(),
-                );
+                return Err("moto_server not found: run `make test` (it installs moto[server])".into());
             }
             Err(e) => return Err(format!("cannot start moto_server: {e}")),
         };
@@ -194,13 +191,7 @@ impl Moto {
 
     /// `Encrypt`, returning the base64 `CiphertextBlob`, as `aws kms encrypt --query
     /// CiphertextBlob --output text` prints it.
-    pub fn encrypt(
-        &self,
-        region: &str,
-        key: &str,
-        plaintext: &[u8],
-        context: &[(&str, &str)],
-    ) -> String {
+    pub fn encrypt(&self, region: &str, key: &str, plaintext: &[u8], context: &[(&str, &str)]) -> String {
         let body = format!(
             "{{\"KeyId\":{},\"Plaintext\":{},\"EncryptionContext\":{}}}",
             json_string(key),
@@ -215,12 +206,7 @@ impl Moto {
     }
 
     /// `Decrypt` of a base64 blob under `context`; the plaintext, or KMS's error.
-    pub fn decrypt(
-        &self,
-        region: &str,
-        blob: &str,
-        context: &[(&str, &str)],
-    ) -> Result<Vec<u8>, KmsError> {
+    pub fn decrypt(&self, region: &str, blob: &str, context: &[(&str, &str)]) -> Result<Vec<u8>, KmsError> {
         let body = format!(
             "{{\"CiphertextBlob\":{},\"EncryptionContext\":{}}}",
             json_string(blob),
@@ -252,8 +238,8 @@ fn http(port: u16, request: &[u8]) -> io::Result<(u16, Vec<u8>)> {
     stream.write_all(request)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let split = find(&raw, b"\r\n\r\n")
-        .ok_or_else(|| io::Error::other("HTTP answer without end of headers"))?;
+    let split =
+        find(&raw, b"\r\n\r\n").ok_or_else(|| io::Error::other("HTTP answer without end of headers"))?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let body = &raw[split + 4..];
     let status = head
@@ -265,11 +251,7 @@ fn http(port: u16, request: &[u8]) -> io::Result<(u16, Vec<u8>)> {
         let line = line.to_ascii_lowercase();
         line.starts_with("transfer-encoding:") && line.contains("chunked")
     });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
+    let body = if chunked { dechunk(body)? } else { body.to_vec() };
     Ok((status, body))
 }
 
@@ -279,8 +261,7 @@ fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
         let eol = find(data, b"\r\n").ok_or_else(|| io::Error::other("bad chunk"))?;
         let size_text = String::from_utf8_lossy(&data[..eol]);
         let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| io::Error::other("bad chunk size"))?;
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| io::Error::other("bad chunk size"))?;
         data = &data[eol + 2..];
         if size == 0 {
             return Ok(out);
@@ -413,10 +394,7 @@ impl<'a> JsonParser<'a> {
         }
     }
     fn hex4(&mut self) -> Result<u32, String> {
-        let digits = self
-            .bytes
-            .get(self.pos..self.pos + 4)
-            .ok_or("short \\u escape")?;
+        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or("short \\u escape")?;
         self.pos += 4;
         u32::from_str_radix(std::str::from_utf8(digits).map_err(|e| e.to_string())?, 16)
             .map_err(|e| e.to_string())
@@ -801,9 +779,7 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        Sandbox {
-            dir: TempDir::new(),
-        }
+        Sandbox { dir: TempDir::new() }
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -911,9 +887,7 @@ impl Sandbox {
         for file in files {
             run = run.file(file);
         }
-        run.args(["exec", "--"])
-            .args(self.touch_marker_command())
-            .run()
+        run.args(["exec", "--"]).args(self.touch_marker_command()).run()
     }
 
     /// Asserts that the file is usable: exec runs the marker command. Then removes
