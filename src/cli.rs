@@ -94,6 +94,8 @@ usable in IAM conditions (kms:EncryptionContext:app).")]
   kmsenv set TLS_KEY --from-file key.pem --as-file
   kmsenv set --plain LOG_LEVEL=info            (not secret: stored in clear)
   printf %s \"$TOKEN\" | kmsenv set --kms API_TOKEN  (needs only kms:Encrypt)
+  aws kms encrypt --key-id alias/app --plaintext fileb://tok \\
+      --query CiphertextBlob --output text | kmsenv set --ciphertext API_TOKEN
 
 Values are taken byte for byte: use printf %s, not echo, or the value ends in
 a newline.")]
@@ -108,8 +110,10 @@ a newline.")]
     Get(GetArgs),
 
     /// List names, kinds and keys — never values.
-    #[command(after_help = "Example:\n  kmsenv -f prod.toml list")]
-    List,
+    #[command(after_help = "Examples:
+  kmsenv -f prod.toml list
+  kmsenv list --values-hash -f kmsenv.toml   (git textconv: which names changed, no values)")]
+    List(ListArgs),
 
     /// Open every file, verify its MAC and decrypt every value; for CI.
     #[command(after_help = "Examples:
@@ -123,11 +127,70 @@ a newline.")]
   kmsenv export --format json | jq .DATABASE_URL")]
     Export(ExportArgs),
 
+    /// New data key: every sealed value re-sealed, the MAC rewritten.
+    #[command(after_help = "Examples:
+  kmsenv rotate
+  kmsenv rotate --kms-values   (also ReEncrypt direct kms values to the file's first key)
+
+Old ciphertexts in git history stay readable by whoever could read them before:
+rotate after someone leaves, and rotate the secrets themselves when they matter.")]
+    Rotate(RotateArgs),
+
+    /// Add, remove or list the KMS keys that wrap the data key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+
+    /// Edit the decrypted values in $EDITOR; only changed values are re-sealed.
+    #[command(after_help = "Example:
+  EDITOR=vim kmsenv edit
+
+The values are shown as dotenv text in a private tmpfs folder (mode 0700, file
+0600) that is removed on every exit path. New names are sealed; existing entries
+keep their kind; a deleted line removes the entry; unchanged values keep their
+exact ciphertext, so the git diff shows only what changed.")]
+    Edit,
+
     /// Seal every entry of a dotenv file into the file.
     #[command(after_help = "Examples:
   kmsenv import < .env
   kmsenv import --plain config.env     (not secret: stored in clear)")]
     Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print `NAME kind hash` per entry, where hash is a SHA-256 of the stored
+    /// text (ciphertext or plain value): changes show, values do not, no KMS call.
+    #[arg(long)]
+    pub values_hash: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Also ReEncrypt direct kms values to the file's first key (same context).
+    #[arg(long)]
+    pub kms_values: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Wrap the current data key under another KMS key (another region or account).
+    #[command(after_help = "Example:\n  kmsenv keys add arn:aws:kms:us-west-2:111122223333:key/5678efgh-...")]
+    Add {
+        /// KMS key: ARN, key id or alias.
+        key: String,
+    },
+    /// Remove a wrapping (never the last; the file must still open without it).
+    #[command(
+        after_help = "Example:\n  kmsenv keys remove arn:aws:kms:us-west-2:111122223333:key/5678efgh-..."
+    )]
+    Remove {
+        /// The key's ARN as listed by `kmsenv keys list`.
+        key: String,
+    },
+    /// List the wrapping keys with their regions.
+    #[command(after_help = "Example:\n  kmsenv keys list")]
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -173,8 +236,8 @@ pub struct SetArgs {
     #[arg(long)]
     pub kms: bool,
 
-    /// KMS key for --kms (default: the file's first key).
-    #[arg(long, requires = "kms", value_name = "KEY")]
+    /// KMS key for --kms (default: the file's first key) or --ciphertext.
+    #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
 
     /// Read the value from this file instead of stdin.
@@ -184,6 +247,19 @@ pub struct SetArgs {
     /// Deliver the value to the program as a file (memfd); the variable holds its path.
     #[arg(long, conflicts_with = "plain")]
     pub as_file: bool,
+
+    /// stdin is a KMS CiphertextBlob made by another tool (raw bytes or base64):
+    /// store it as a direct kms value after checking that it decrypts.
+    #[arg(long, conflicts_with_all = ["plain", "kms"])]
+    pub ciphertext: bool,
+
+    /// With --ciphertext: the encryption context it was made with (repeatable).
+    #[arg(long = "context", requires = "ciphertext", value_name = "K=V")]
+    pub context: Vec<String>,
+
+    /// With --ciphertext: store it without a test Decrypt.
+    #[arg(long, requires = "ciphertext")]
+    pub no_verify: bool,
 }
 
 #[derive(Debug, Args)]

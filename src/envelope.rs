@@ -55,6 +55,8 @@ impl OpenError {
 
 /// The subkeys derived from a file's data key. Zeroized on drop; no `Debug` of bytes.
 pub struct DataKey {
+    /// The data key itself, kept to wrap it under another KMS key (`keys add`).
+    raw: Secret,
     seal: Zeroizing<[u8; 32]>,
     mac: Zeroizing<[u8; 32]>,
 }
@@ -77,7 +79,16 @@ impl DataKey {
         // Expanding 32 bytes from SHA-256 HKDF cannot fail (limit is 255 * 32).
         hk.expand(SEAL_INFO, seal.as_mut()).ok()?;
         hk.expand(MAC_INFO, mac.as_mut()).ok()?;
-        Some(DataKey { seal, mac })
+        Some(DataKey {
+            raw: dk.clone(),
+            seal,
+            mac,
+        })
+    }
+
+    /// The data key's bytes, to wrap it under another KMS key.
+    pub fn plaintext(&self) -> &Secret {
+        &self.raw
     }
 
     fn cipher(&self) -> Aes256Gcm {

@@ -113,6 +113,15 @@ pub trait KeyService {
         blob: &[u8],
         ctx: &Context,
     ) -> impl Future<Output = Result<Secret, KmsError>>;
+    /// Re-encrypt `blob` from its key and context to `dest_key` with the same
+    /// context, without the plaintext leaving KMS; returns the blob and the ARN.
+    fn re_encrypt(
+        &self,
+        blob: &[u8],
+        source_key: Option<&str>,
+        ctx: &Context,
+        dest_key: &str,
+    ) -> impl Future<Output = Result<(Vec<u8>, String), KmsError>>;
 }
 
 /// Settings from the command line that shape the AWS configuration.
@@ -345,6 +354,36 @@ impl KeyService for AwsKms {
         })
         .await
     }
+
+    async fn re_encrypt(
+        &self,
+        blob: &[u8],
+        source_key: Option<&str>,
+        ctx: &Context,
+        dest_key: &str,
+    ) -> Result<(Vec<u8>, String), KmsError> {
+        let client = self.client(dest_key)?;
+        self.timed(async {
+            let mut req = client
+                .re_encrypt()
+                .ciphertext_blob(Blob::new(blob))
+                .destination_key_id(dest_key);
+            if let Some(k) = source_key {
+                req = req.source_key_id(k);
+            }
+            let req = with_context(req, ctx, |b, k, v| b.source_encryption_context(k, v));
+            let out = with_context(req, ctx, |b, k, v| b.destination_encryption_context(k, v))
+                .send()
+                .await
+                .map_err(|e| classify(&e))?;
+            let blob = out
+                .ciphertext_blob
+                .map(Blob::into_inner)
+                .ok_or_else(|| KmsError::new("InvalidResponse", "ReEncrypt returned no ciphertext"))?;
+            Ok((blob, out.key_id.unwrap_or_else(|| dest_key.to_string())))
+        })
+        .await
+    }
 }
 
 /// Run `fut` on a single-threaded runtime built for this one job. All KMS calls
@@ -449,6 +488,17 @@ pub mod fake {
                 Some(pt) => Ok(Secret::new(pt.to_vec())),
                 None => Err(KmsError::new("InvalidCiphertextException", "")),
             }
+        }
+
+        async fn re_encrypt(
+            &self,
+            blob: &[u8],
+            source_key: Option<&str>,
+            ctx: &Context,
+            dest_key: &str,
+        ) -> Result<(Vec<u8>, String), KmsError> {
+            let plain = self.decrypt(source_key, blob, ctx).await?;
+            self.encrypt(dest_key, plain.expose(), ctx).await
         }
     }
 }

@@ -85,18 +85,22 @@ impl Editor {
         &mut self,
         name: &str,
         blob_b64: &str,
-        key: &str,
+        key: Option<&str>,
         context: &BTreeMap<String, String>,
         file: bool,
     ) -> Result<()> {
         let mut t = InlineTable::new();
         t.insert("kms", blob_b64.into());
-        t.insert("key", key.into());
-        let mut ctx = InlineTable::new();
-        for (k, v) in context {
-            ctx.insert(k.as_str(), v.as_str().into());
+        if let Some(key) = key {
+            t.insert("key", key.into());
         }
-        t.insert("context", TomlValue::InlineTable(ctx));
+        if !context.is_empty() {
+            let mut ctx = InlineTable::new();
+            for (k, v) in context {
+                ctx.insert(k.as_str(), v.as_str().into());
+            }
+            t.insert("context", TomlValue::InlineTable(ctx));
+        }
         if file {
             t.insert("file", true.into());
         }
@@ -106,6 +110,50 @@ impl Editor {
     /// Remove `name`; whether it was there.
     pub fn remove(&mut self, name: &str) -> Result<bool> {
         Ok(self.env()?.remove(name).is_some())
+    }
+
+    /// The `[[kmsenv.keys]]` tables, for editing wrappings.
+    fn keys(&mut self) -> Result<&mut toml_edit::ArrayOfTables> {
+        let path = self.path.display().to_string();
+        self.doc
+            .get_mut("kmsenv")
+            .and_then(Item::as_table_like_mut)
+            .and_then(|t| t.get_mut("keys"))
+            .and_then(Item::as_array_of_tables_mut)
+            .ok_or_else(|| {
+                Error::input(format!(
+                    "{path}: kmsenv edits keys written as [[kmsenv.keys]] tables only"
+                ))
+            })
+    }
+
+    /// Replace the wrapped data key of the `index`-th key.
+    pub fn set_key_blob(&mut self, index: usize, blob_b64: &str) -> Result<()> {
+        let path = self.path.display().to_string();
+        let t = self
+            .keys()?
+            .get_mut(index)
+            .ok_or_else(|| Error::input(format!("{path}: no key number {index}")))?;
+        t["data_key"] = toml_edit::value(blob_b64);
+        Ok(())
+    }
+
+    /// Add a wrapping after the last one.
+    pub fn add_key(&mut self, arn: &str, blob_b64: &str) -> Result<()> {
+        let keys = self.keys()?;
+        let position = keys.iter().filter_map(toml_edit::Table::position).max();
+        let mut t = toml_edit::Table::new();
+        t["arn"] = toml_edit::value(arn);
+        t["data_key"] = toml_edit::value(blob_b64);
+        // Place it right after the last key table, before [env].
+        t.set_position(position);
+        keys.push(t);
+        Ok(())
+    }
+
+    pub fn remove_key(&mut self, index: usize) -> Result<()> {
+        self.keys()?.remove(index);
+        Ok(())
     }
 
     pub fn set_mac(&mut self, mac: &str) -> Result<()> {

@@ -1,15 +1,13 @@
 //! `kmsenv init`: a new file with a fresh data key, wrapped by each `--key`.
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::InitArgs;
-use crate::commands::Ctx;
+use crate::commands::{Ctx, kms_error, parse_context};
 use crate::document::Document;
 use crate::envelope::DataKey;
-use crate::error::{Class, Error, Result};
+use crate::error::{Error, Result};
 use crate::kms::KeyService;
 use crate::store::{self, Mode};
 
@@ -88,37 +86,6 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
         arns.join(", ")
     ));
     Ok(())
-}
-
-fn kms_error(path: &std::path::Path, key: &str, op: &str, e: crate::kms::KmsError) -> Error {
-    let err = Error::new(
-        Class::Kms,
-        format!("{}: KMS {op} with key {key} failed: {e}", path.display()),
-    );
-    match e.hint() {
-        Some(h) => err.with_hint(h),
-        None => err,
-    }
-}
-
-/// `k=v` pairs from `--context`.
-fn parse_context(pairs: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for p in pairs {
-        let Some((k, v)) = p.split_once('=') else {
-            return Err(Error::usage(format!("--context {p:?}: expected KEY=VALUE")));
-        };
-        if k.is_empty() {
-            return Err(Error::usage(format!("--context {p:?}: the key is empty")));
-        }
-        if k.starts_with("kmsenv:") {
-            return Err(Error::usage(format!(
-                "--context {k}: keys starting with `kmsenv:` are reserved"
-            )));
-        }
-        out.insert(k.to_string(), v.to_string());
-    }
-    Ok(out)
 }
 
 /// A TOML key, quoted when it is not a bare key.

@@ -1,39 +1,80 @@
 //! `kmsenv list`: names, kinds and keys — never values, and no KMS call.
+//! `--values-hash` is the git `textconv` view: one line per entry with a hash of
+//! its stored text, so `git diff` shows which names changed and nothing else.
 
+use sha2::{Digest, Sha256};
+
+use crate::cli::ListArgs;
 use crate::commands::Ctx;
-use crate::document::Value;
+use crate::document::{Document, Value};
 use crate::error::Result;
 use crate::kms::arn_region;
 
-pub fn run(ctx: &Ctx) -> Result<()> {
+pub fn run(ctx: &Ctx, args: ListArgs) -> Result<()> {
     let docs = ctx.load_all()?;
     let mut out = String::new();
     for doc in &docs {
-        out += &format!("{}\n", doc.path.display());
-        if !doc.context.is_empty() {
-            let ctx: Vec<String> = doc.context.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            out += &format!("  context  {}\n", ctx.join(" "));
-        }
-        for k in &doc.keys {
-            out += &format!(
-                "  key      {} ({})\n",
-                k.arn,
-                arn_region(&k.arn).unwrap_or("configured region")
-            );
-        }
-        let width = doc.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
-        for e in &doc.entries {
-            let mut line = format!("  {:width$}  {}", e.name, e.value.kind());
-            if let Value::Kms { key: Some(k), .. } = &e.value {
-                line += &format!("  {k}");
-            }
-            if e.file {
-                line += "  file";
-            }
-            out += line.trim_end();
-            out += "\n";
+        if args.values_hash {
+            hashes(doc, &mut out);
+        } else {
+            listing(doc, &mut out);
         }
     }
     print!("{out}");
     Ok(())
+}
+
+fn listing(doc: &Document, out: &mut String) {
+    *out += &format!("{}\n", doc.path.display());
+    if !doc.context.is_empty() {
+        let ctx: Vec<String> = doc.context.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        *out += &format!("  context  {}\n", ctx.join(" "));
+    }
+    for k in &doc.keys {
+        *out += &format!("  key      {} ({})\n", k.arn, region_of(&k.arn));
+    }
+    let width = doc.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+    for e in &doc.entries {
+        let mut line = format!("  {:width$}  {}", e.name, e.value.kind());
+        if let Value::Kms { key: Some(k), .. } = &e.value {
+            line += &format!("  {k}");
+        }
+        if e.file {
+            line += "  file";
+        }
+        *out += line.trim_end();
+        *out += "\n";
+    }
+}
+
+/// The region a key is used in, for people.
+pub fn region_of(arn: &str) -> &str {
+    arn_region(arn).unwrap_or("configured region")
+}
+
+fn hashes(doc: &Document, out: &mut String) {
+    for (k, v) in &doc.context {
+        *out += &format!("context {k}={v}\n");
+    }
+    for k in &doc.keys {
+        *out += &format!("key {} {}\n", k.arn, short_hash(&k.data_key));
+    }
+    for e in &doc.entries {
+        let text: &[u8] = match &e.value {
+            Value::Plain(t) | Value::Sealed(t) => t.as_bytes(),
+            Value::Kms { blob, .. } => blob,
+        };
+        let file = if e.file { " file" } else { "" };
+        *out += &format!("{} {} {}{file}\n", e.name, e.value.kind(), short_hash(text));
+    }
+}
+
+/// First 12 hex digits of SHA-256: enough to see a change, nothing about a value
+/// (it hashes ciphertext, or plain text that is in the file anyway).
+fn short_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -2,12 +2,15 @@
 //! deadline, the AWS options, and the read-modify-write cycle of writers.
 
 mod check;
+mod edit;
 mod exec;
 mod export;
 mod get;
 mod import;
 mod init;
+mod keys;
 mod list;
+mod rotate;
 mod set;
 mod unset;
 
@@ -111,10 +114,42 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Set(a) => set::run(&ctx, a),
         Command::Unset(a) => unset::run(&ctx, a),
         Command::Get(a) => get::run(&ctx, a),
-        Command::List => list::run(&ctx),
+        Command::List(a) => list::run(&ctx, a),
+        Command::Rotate(a) => rotate::run(&ctx, a),
+        Command::Keys(c) => keys::run(&ctx, c),
+        Command::Edit => edit::run(&ctx),
         Command::Check(a) => check::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
+    }
+}
+
+/// `K=V` pairs from `--context`; `kmsenv:` keys are reserved.
+pub fn parse_context(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(Error::usage(format!("--context {p:?}: expected KEY=VALUE")));
+        };
+        if k.is_empty() {
+            return Err(Error::usage(format!("--context {p:?}: the key is empty")));
+        }
+        if k.starts_with("kmsenv:") {
+            return Err(Error::usage(format!(
+                "--context {k}: keys starting with `kmsenv:` are reserved"
+            )));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// A failed KMS call of a writing command, with the hint for its code.
+pub fn kms_error(path: &Path, key: &str, op: &str, e: crate::kms::KmsError) -> Error {
+    let err = Error::kms(format!("{}: KMS {op} with key {key} failed: {e}", path.display()));
+    match e.hint() {
+        Some(h) => err.with_hint(h),
+        None => err,
     }
 }
 
@@ -155,6 +190,15 @@ impl Writer {
         self.session
             .as_ref()
             .ok_or_else(|| Error::new(Class::Io, "no AWS session"))
+    }
+
+    /// Take the AWS session out (started if need be), for commands that edit
+    /// while they call KMS.
+    pub fn take_session(&mut self, ctx: &Ctx) -> Result<Session> {
+        match self.session.take() {
+            Some(s) => Ok(s),
+            None => ctx.session(std::slice::from_ref(&self.doc)),
+        }
     }
 
     /// Unwrap the data key; with `verify`, check the MAC under it.

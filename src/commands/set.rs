@@ -1,16 +1,20 @@
-//! `kmsenv set`: seal one value (or store it plain, or as a direct KMS
-//! ciphertext) and rewrite the MAC. Only that entry's text changes.
+//! `kmsenv set`: seal one value (or store it plain, as a direct KMS ciphertext,
+//! or as a ciphertext another tool made) and rewrite the MAC. Only that entry's
+//! text changes.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::SetArgs;
-use crate::commands::{Ctx, Writer};
-use crate::document::{Value, check_name};
+use crate::commands::{Ctx, Writer, kms_error, parse_context};
+use crate::document::{Document, VAR_CONTEXT_KEY, Value, check_name};
 use crate::error::{Error, Result};
 use crate::input::read_value;
 use crate::kms::KeyService;
 use crate::secret::Secret;
+
+/// KMS ciphertext blobs are at most 6144 bytes.
+const MAX_KMS_BLOB: usize = 6144;
 
 pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
     let path = ctx.single_file("set")?;
@@ -29,35 +33,36 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
         _ => (args.name.clone(), None),
     };
     check_name(&name)?;
+    if args.key.is_some() && !(args.kms || args.ciphertext) {
+        return Err(Error::usage("--key applies to --kms and --ciphertext only"));
+    }
     let value = match inline {
         Some(v) => v,
         None => read_value(&name, args.from_file.as_deref())?,
     };
+
+    // Peek (without the lock) to learn whether the data key is needed: a direct
+    // kms value that replaces nothing under the MAC needs only kms:Encrypt.
+    let peek = Document::load(path)?;
+    let replaces_mac_entry = peek
+        .entry(&name)
+        .is_some_and(|e| !matches!(e.value, Value::Kms { .. }));
+    let direct = args.kms || args.ciphertext;
+    let file = args.as_file || peek.entry(&name).is_some_and(|e| e.file);
     if args.plain && std::str::from_utf8(value.expose()).is_err() {
         return Err(Error::usage(format!(
             "{name}: a --plain value must be UTF-8 text (TOML strings are); seal it instead"
         )));
     }
-
-    // Peek (without the lock) to learn whether the data key is needed: a direct
-    // kms value that replaces nothing under the MAC needs only kms:Encrypt.
-    let peek = crate::document::Document::load(path)?;
-    let replaces_mac_entry = peek
-        .entry(&name)
-        .is_some_and(|e| !matches!(e.value, Value::Kms { .. }));
-    let need_dk = !args.kms || replaces_mac_entry;
-    let mut w = Writer::open(ctx, path, need_dk)?;
-    let keep_file_flag = w.doc.entry(&name).is_some_and(|e| e.file);
-    let file = args.as_file || keep_file_flag;
-    if !file && value.expose().contains(&0) {
-        return Err(Error::usage(format!(
-            "{name}: value contains a NUL byte, which an environment variable cannot hold"
-        ))
-        .with_hint("binary values can be delivered as a file: add --as-file"));
+    if !args.ciphertext && !file && value.expose().contains(&0) {
+        return Err(nul_error(&name));
     }
-    let what;
 
-    if args.kms {
+    let mut w = Writer::open(ctx, path, !direct || replaces_mac_entry)?;
+    let what = if args.ciphertext {
+        store_ciphertext(ctx, &mut w, &args, &name, &value, file)?;
+        "a KMS ciphertext from another tool"
+    } else if args.kms {
         let key = match (&args.key, w.doc.keys.first()) {
             (Some(k), _) => k.clone(),
             (None, Some(k)) => k.arn.clone(),
@@ -71,33 +76,93 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
         let session = w.session(ctx)?;
         let (blob, arn) = session
             .block_on(session.kms.encrypt(&key, value.expose(), &context))
-            .map_err(|e| {
-                let err = Error::kms(format!(
-                    "{}: {name}: KMS Encrypt with key {key} failed: {e}",
-                    path.display()
-                ));
-                match e.hint() {
-                    Some(h) => err.with_hint(h),
-                    None => err,
-                }
-            })?;
-        w.editor.set_kms(&name, &B64.encode(blob), &arn, &context, file)?;
-        what = "a direct KMS ciphertext";
+            .map_err(|e| kms_error(path, &key, "Encrypt", e).context(&name))?;
+        w.editor
+            .set_kms(&name, &B64.encode(blob), Some(&arn), &context, file)?;
+        "a direct KMS ciphertext"
     } else if args.plain {
         w.editor
             .set_plain(&name, std::str::from_utf8(value.expose()).unwrap_or_default())?;
-        what = "a plain value";
+        "a plain value"
     } else {
         let Some(dk) = &w.data_key else {
             return Err(Error::usage(format!("{}: has no [[kmsenv.keys]] to seal {name} with", path.display()))
-                .with_hint("use --kms (one KMS ciphertext per value), or create a keyed file with `kmsenv init --key KEY`"));
+                .with_hint(
+                    "use --kms (one KMS ciphertext per value), or create a keyed file with `kmsenv init --key KEY`",
+                ));
         };
         let sealed = dk.seal(&name, value.expose());
         w.editor.set_sealed(&name, &sealed, file)?;
-        what = "a sealed value";
-    }
+        "a sealed value"
+    };
     drop(value);
     w.save()?;
     ctx.note(format!("{}: set {name} ({what})", path.display()));
     Ok(())
+}
+
+fn nul_error(name: &str) -> Error {
+    Error::usage(format!(
+        "{name}: value contains a NUL byte, which an environment variable cannot hold"
+    ))
+    .with_hint("binary values can be delivered as a file: add --as-file")
+}
+
+/// `--ciphertext`: the input is a CiphertextBlob (raw, or base64 as the AWS CLI
+/// prints it). Checked with a test Decrypt unless `--no-verify`.
+fn store_ciphertext(
+    ctx: &Ctx,
+    w: &mut Writer,
+    args: &SetArgs,
+    name: &str,
+    input: &Secret,
+    file: bool,
+) -> Result<()> {
+    let path = w.doc.path.clone();
+    let text = input.expose();
+    let looks_base64 = text
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"+/=\r\n \t".contains(b));
+    let blob = if looks_base64 {
+        let compact: Vec<u8> = text
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        B64.decode(compact)
+            .map_err(|_| Error::usage(format!("{name}: the ciphertext is not valid base64")))?
+    } else {
+        text.to_vec()
+    };
+    if blob.is_empty() || blob.len() > MAX_KMS_BLOB {
+        return Err(Error::usage(format!(
+            "{name}: {} bytes is not a KMS ciphertext (1 to {MAX_KMS_BLOB} bytes)",
+            blob.len()
+        )));
+    }
+    let mut context = std::collections::BTreeMap::new();
+    for pair in &args.context {
+        // The one reserved pair a direct value may carry is its own name.
+        if pair == &format!("{VAR_CONTEXT_KEY}={name}") {
+            context.insert(VAR_CONTEXT_KEY.to_string(), name.to_string());
+        } else {
+            context.extend(parse_context(std::slice::from_ref(pair))?);
+        }
+    }
+    if !args.no_verify {
+        let session = w.session(ctx)?;
+        let plain = session
+            .block_on(session.kms.decrypt(args.key.as_deref(), &blob, &context))
+            .map_err(|e| {
+                let key = args.key.as_deref().unwrap_or("(the key named in the ciphertext)");
+                kms_error(&path, key, "Decrypt", e)
+                    .context(name)
+                    .with_hint("pass the --context and --key it was encrypted with, or --no-verify")
+            })?;
+        if !file && plain.expose().contains(&0) {
+            return Err(nul_error(name));
+        }
+    }
+    w.editor
+        .set_kms(name, &B64.encode(&blob), args.key.as_deref(), &context, file)
 }

@@ -1,0 +1,347 @@
+//! `kmsenv edit`: the decrypted values as dotenv text in `$EDITOR`, then only
+//! what changed is re-sealed (unchanged values keep their exact ciphertext).
+//!
+//! The plaintext file lives in a private folder on a tmpfs (never on disk), mode
+//! 0700 / 0600, and is removed on every way out: success, editor failure, parse
+//! error, SIGINT (after the editor exits), SIGTERM and SIGHUP (at once). The file
+//! is not locked while you edit; if someone else changed it meanwhile, nothing is
+//! written.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use zeroize::Zeroizing;
+
+use crate::commands::{Ctx, Writer, kms_error};
+use crate::document::{Document, Value, check_name};
+use crate::dotenv;
+use crate::error::{Class, Error, Result};
+use crate::kms::KeyService;
+use crate::resolve::{self, Selection};
+use crate::secret::Secret;
+
+/// Times the editor is re-opened after a parse error before giving up.
+const MAX_ATTEMPTS: usize = 5;
+/// statfs magic of tmpfs.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let path = ctx.single_file("edit")?.to_path_buf();
+    let original = Document::load(&path)?;
+    let session = ctx.session(std::slice::from_ref(&original))?;
+    let opened = session.block_on(resolve::open_with(
+        &session.kms,
+        std::slice::from_ref(&original),
+        Selection::ALL,
+        ctx.deadline,
+    ))?;
+    let values: Vec<(String, Secret)> = opened
+        .into_iter()
+        .flat_map(|f| f.values)
+        .map(|v| (v.name, v.secret))
+        .collect();
+    drop(session);
+    if let Some((n, _)) = values.iter().find(|(_, v)| v.expose().contains(&0)) {
+        return Err(Error::usage(format!(
+            "{}: {n} holds binary data (NUL bytes) that a text editor cannot show",
+            path.display()
+        ))
+        .with_hint("change it with `kmsenv set NAME --from-file PATH` instead"));
+    }
+
+    let mut text = Zeroizing::new(header(&path).into_bytes());
+    for (n, v) in &values {
+        dotenv::format_dotenv(n, v.expose(), &mut text);
+    }
+    let scratch = Scratch::create(&path)?;
+    let Some(edited) = edit_until_valid(&scratch, &text)? else {
+        ctx.note(format!("{}: no changes", path.display()));
+        return Ok(());
+    };
+    drop(scratch);
+
+    // Apply, under the lock, to the file exactly as it was when we read it.
+    let mut w = Writer::open(ctx, &path, true)?;
+    if w.doc.text != original.text {
+        return Err(Error::new(
+            Class::Io,
+            format!(
+                "{}: the file changed while you were editing; nothing was written",
+                path.display()
+            ),
+        )
+        .with_hint("run `kmsenv edit` again"));
+    }
+    let changed = apply(ctx, &mut w, &values, &edited)?;
+    if changed.is_empty() {
+        ctx.note(format!("{}: no changes", path.display()));
+        return Ok(());
+    }
+    w.save()?;
+    ctx.note(format!("{}: changed {}", path.display(), changed.join(" ")));
+    Ok(())
+}
+
+fn header(path: &Path) -> String {
+    format!(
+        "# kmsenv edit: {} — one NAME=\"value\" per line (dotenv).\n\
+         # Changed values are re-sealed, new names are sealed, deleted lines are removed.\n\
+         # Save and quit to apply; quit without saving (or empty the file) to change nothing.\n",
+        path.display()
+    )
+}
+
+/// Run the editor until the text parses; `None` if the user changed nothing.
+fn edit_until_valid(scratch: &Scratch, initial: &[u8]) -> Result<Option<Vec<(String, Secret)>>> {
+    let mut shown = Zeroizing::new(initial.to_vec());
+    for _ in 0..MAX_ATTEMPTS {
+        scratch.write(&shown)?;
+        run_editor(&scratch.file)?;
+        let edited = Zeroizing::new(
+            std::fs::read(&scratch.file).map_err(|e| Error::io("read back", &scratch.file, &e))?,
+        );
+        if *edited == *initial || edited.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        if *edited == *shown && *shown != *initial {
+            // Re-opened with an error and saved unchanged: the user gave up.
+            return Err(Error::usage(
+                "the edited text still does not parse; nothing was changed",
+            ));
+        }
+        match dotenv::parse("edit", &edited) {
+            Ok(values) => return Ok(Some(values)),
+            Err(e) => {
+                let body: Vec<u8> = edited
+                    .split_inclusive(|&b| b == b'\n')
+                    .filter(|l| !l.starts_with(b"# ERROR: "))
+                    .flatten()
+                    .copied()
+                    .collect();
+                let mut again = Zeroizing::new(format!("# ERROR: {e}\n").into_bytes());
+                again.extend_from_slice(&body);
+                shown = again;
+            }
+        }
+    }
+    Err(Error::usage(format!(
+        "the edited text still does not parse after {MAX_ATTEMPTS} tries; nothing was changed"
+    )))
+}
+
+/// Run `$VISUAL`/`$EDITOR` (through sh, so `code --wait` works) on `file`.
+fn run_editor(file: &Path) -> Result<()> {
+    let editor = ["VISUAL", "EDITOR"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .find(|e| !e.is_empty())
+        .unwrap_or_else(|| "vi".into());
+    let mut child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{} \"$1\"", editor.to_string_lossy()))
+        .arg("sh")
+        .arg(file)
+        .spawn()
+        .map_err(|e| Error::new(Class::Io, format!("cannot start the editor: {e}")))?;
+    EDITOR_PID.store(child.id() as i32, Ordering::SeqCst);
+    let status = child.wait();
+    EDITOR_PID.store(0, Ordering::SeqCst);
+    let status = status.map_err(|e| Error::new(Class::Io, format!("cannot wait for the editor: {e}")))?;
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err(Error::usage("interrupted; nothing was changed"));
+    }
+    if !status.success() {
+        return Err(Error::usage(format!(
+            "the editor ({}) failed ({status}); nothing was changed",
+            editor.to_string_lossy()
+        )));
+    }
+    Ok(())
+}
+
+/// Turn the edited values into file edits; the names changed.
+fn apply(
+    ctx: &Ctx,
+    w: &mut Writer,
+    before: &[(String, Secret)],
+    after: &[(String, Secret)],
+) -> Result<Vec<String>> {
+    let path = w.doc.path.clone();
+    let mut changed = Vec::new();
+    for (name, value) in after {
+        check_name(name)?;
+        let old = before.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        if old == Some(value) {
+            continue; // unchanged: keeps its exact ciphertext
+        }
+        let entry = w.doc.entry(name).cloned();
+        let file = entry.as_ref().is_some_and(|e| e.file);
+        if !file && value.expose().contains(&0) {
+            return Err(Error::usage(format!("{name}: value contains a NUL byte")));
+        }
+        match entry.map(|e| e.value) {
+            Some(Value::Plain(_)) => {
+                let text = std::str::from_utf8(value.expose())
+                    .map_err(|_| Error::usage(format!("{name}: a plain value must be UTF-8 text")))?;
+                w.editor.set_plain(name, text)?;
+            }
+            Some(Value::Kms { key, context, .. }) => {
+                let key = key
+                    .or_else(|| w.doc.keys.first().map(|k| k.arn.clone()))
+                    .ok_or_else(|| {
+                        Error::usage(format!("{name}: kms value without `key` in a file without keys"))
+                    })?;
+                let session = w.session(ctx)?;
+                let (blob, arn) = session
+                    .block_on(session.kms.encrypt(&key, value.expose(), &context))
+                    .map_err(|e| kms_error(&path, &key, "Encrypt", e))?;
+                w.editor
+                    .set_kms(name, &B64.encode(blob), Some(&arn), &context, file)?;
+            }
+            Some(Value::Sealed(_)) | None => {
+                let dk = w.data_key.as_ref().ok_or_else(|| {
+                    Error::usage(format!(
+                        "{}: has no [[kmsenv.keys]] to seal {name} with",
+                        path.display()
+                    ))
+                })?;
+                w.editor.set_sealed(name, &dk.seal(name, value.expose()), file)?;
+            }
+        }
+        changed.push(name.clone());
+    }
+    for (name, _) in before {
+        if !after.iter().any(|(n, _)| n == name) {
+            w.editor.remove(name)?;
+            changed.push(format!("-{name}"));
+        }
+    }
+    Ok(changed)
+}
+
+static SCRATCH: OnceLock<(CString, CString)> = OnceLock::new();
+static EDITOR_PID: AtomicI32 = AtomicI32::new(0);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The private tmpfs folder and the plaintext file in it; removed on drop and
+/// by the signal handlers.
+struct Scratch {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl Scratch {
+    fn create(target: &Path) -> Result<Scratch> {
+        let base = tmpfs_dir().ok_or_else(|| {
+            Error::usage("no tmpfs folder for the plaintext (tried $XDG_RUNTIME_DIR and /dev/shm)")
+                .with_hint("kmsenv never writes decrypted values to disk; use `kmsenv set` instead")
+        })?;
+        let mut suffix = [0u8; 8];
+        crate::envelope::random_bytes(&mut suffix);
+        let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = base.join(format!("kmsenv-edit-{suffix}"));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io("create the private folder", &dir, &e))?;
+        let stem = target
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = dir.join(format!("{stem}.env"));
+        let scratch = Scratch { dir, file };
+        let paths = (
+            CString::new(scratch.file.as_os_str().as_bytes()).unwrap_or_default(),
+            CString::new(scratch.dir.as_os_str().as_bytes()).unwrap_or_default(),
+        );
+        if SCRATCH.set(paths).is_ok() {
+            install_handlers();
+        }
+        Ok(scratch)
+    }
+
+    fn write(&self, text: &[u8]) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&self.file)
+            .map_err(|e| Error::io("write", &self.file, &e))?;
+        f.write_all(text).map_err(|e| Error::io("write", &self.file, &e))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Overwrite before unlinking: tmpfs pages go back to the kernel anyway,
+        // but an editor's hard link or open descriptor would keep them.
+        if let Ok(meta) = std::fs::metadata(&self.file)
+            && let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&self.file)
+        {
+            let _ = f.write_all(&vec![0u8; meta.len() as usize]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A folder on a tmpfs: `$XDG_RUNTIME_DIR`, else `/dev/shm`.
+fn tmpfs_dir() -> Option<PathBuf> {
+    let candidates = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/dev/shm")]);
+    candidates.into_iter().find(|p| {
+        nix::sys::statfs::statfs(p.as_path()).is_ok_and(|s| s.filesystem_type().0 as i64 == TMPFS_MAGIC)
+    })
+}
+
+extern "C" fn on_terminate(sig: nix::libc::c_int) {
+    // Only async-signal-safe calls here: kill, unlink, rmdir, _exit.
+    let pid = EDITOR_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    if let Some((file, dir)) = SCRATCH.get() {
+        let _ = nix::unistd::unlink(file.as_c_str());
+        let _ = nix::unistd::unlinkat(nix::fcntl::AT_FDCWD, dir.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir);
+    }
+    // SAFETY: _exit is async-signal-safe and ends the process without unwinding.
+    unsafe { nix::libc::_exit(128 + sig) }
+}
+
+extern "C" fn on_interrupt(_: nix::libc::c_int) {
+    // Ctrl-C reaches the editor too (same process group); we clean up and stop
+    // once it has exited, so the user's editor is not killed under them.
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    if EDITOR_PID.load(Ordering::SeqCst) == 0 {
+        on_terminate(Signal::SIGINT as i32);
+    }
+}
+
+fn install_handlers() {
+    let term = SigAction::new(
+        SigHandler::Handler(on_terminate),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    let int = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handlers only touch atomics and make async-signal-safe calls.
+    unsafe {
+        let _ = sigaction(Signal::SIGTERM, &term);
+        let _ = sigaction(Signal::SIGHUP, &term);
+        let _ = sigaction(Signal::SIGINT, &int);
+    }
+}

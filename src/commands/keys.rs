@@ -1,0 +1,108 @@
+//! `kmsenv keys add|remove|list`: the KMS keys that wrap the file's data key.
+//! Adding needs the data key (to wrap it again); removing checks that the file
+//! still opens through the keys that remain, so nobody locks themselves out.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::cli::KeysCommand;
+use crate::commands::list::region_of;
+use crate::commands::{Ctx, Writer, kms_error};
+use crate::document::Document;
+use crate::error::{Error, Result};
+use crate::kms::KeyService;
+use crate::resolve;
+
+pub fn run(ctx: &Ctx, cmd: KeysCommand) -> Result<()> {
+    match cmd {
+        KeysCommand::Add { key } => add(ctx, &key),
+        KeysCommand::Remove { key } => remove(ctx, &key),
+        KeysCommand::List => list(ctx),
+    }
+}
+
+fn add(ctx: &Ctx, key: &str) -> Result<()> {
+    let path = ctx.single_file("keys add")?;
+    let mut w = Writer::open(ctx, path, true)?;
+    let Some(dk) = w.data_key.take() else {
+        return Err(
+            Error::usage(format!("{}: has no data key to wrap", path.display()))
+                .with_hint("create a keyed file with `kmsenv init --key KEY`"),
+        );
+    };
+    let dk_ctx = w.doc.data_key_context();
+    let session = w.session(ctx)?;
+    let (blob, arn) = session
+        .block_on(session.kms.encrypt(key, dk.plaintext().expose(), &dk_ctx))
+        .map_err(|e| kms_error(path, key, "Encrypt", e))?;
+    if w.doc.keys.iter().any(|k| k.arn == arn) {
+        return Err(Error::usage(format!(
+            "{}: {arn} already wraps the data key",
+            path.display()
+        )));
+    }
+    w.editor.add_key(&arn, &B64.encode(blob))?;
+    w.data_key = Some(dk);
+    w.save()?;
+    ctx.note(format!("{}: added {arn} ({})", path.display(), region_of(&arn)));
+    Ok(())
+}
+
+fn remove(ctx: &Ctx, key: &str) -> Result<()> {
+    let path = ctx.single_file("keys remove")?;
+    let mut w = Writer::open(ctx, path, false)?;
+    let matches: Vec<usize> = (0..w.doc.keys.len())
+        .filter(|&i| {
+            let arn = &w.doc.keys[i].arn;
+            arn == key || arn.ends_with(&format!("/{key}"))
+        })
+        .collect();
+    let index = match matches.as_slice() {
+        [i] => *i,
+        [] => {
+            return Err(Error::usage(format!("{}: no wrapping key {key}", path.display()))
+                .with_hint("`kmsenv keys list` shows the keys"));
+        }
+        _ => {
+            return Err(Error::usage(format!(
+                "{}: {key} matches several keys; give the full ARN",
+                path.display()
+            )));
+        }
+    };
+    if w.doc.keys.len() == 1 {
+        return Err(Error::usage(format!(
+            "{}: {key} is the file's only key; add another first (`kmsenv keys add`)",
+            path.display()
+        )));
+    }
+    // The file must still open without it: unwrap through the others and verify the MAC.
+    let mut rest = w.doc.clone();
+    let removed = rest.keys.remove(index);
+    let deadline = ctx.deadline;
+    let session = w.session(ctx)?;
+    let (dk, _) = session
+        .block_on(resolve::unwrap_data_key(&session.kms, &rest, deadline))
+        .map_err(|e| e.with_hint("the file would not open without this key; nothing was changed"))?;
+    resolve::verify_mac(&rest, &dk)?;
+    w.data_key = Some(dk);
+    w.editor.remove_key(index)?;
+    w.save()?;
+    ctx.note(format!("{}: removed {}", path.display(), removed.arn));
+    Ok(())
+}
+
+fn list(ctx: &Ctx) -> Result<()> {
+    let docs: Vec<Document> = ctx.load_all()?;
+    let mut out = String::new();
+    for doc in &docs {
+        if docs.len() > 1 {
+            out += &format!("{}\n", doc.path.display());
+        }
+        for k in &doc.keys {
+            out += &format!("{}  {}\n", k.arn, region_of(&k.arn));
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
