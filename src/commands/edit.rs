@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use zeroize::Zeroizing;
 
-use crate::commands::{Ctx, Writer, kms_error};
+use crate::commands::{Ctx, Writer, kms_error_for};
 use crate::document::{Document, Value, check_name};
 use crate::dotenv;
 use crate::error::{Class, Error, Result};
@@ -30,8 +30,6 @@ use crate::secret::Secret;
 
 /// Times the editor is re-opened after a parse error before giving up.
 const MAX_ATTEMPTS: usize = 5;
-/// statfs magic of tmpfs.
-const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let path = ctx.single_file("edit")?.to_path_buf();
@@ -202,7 +200,7 @@ fn apply(
                 let session = w.session(ctx)?;
                 let (blob, arn) = session
                     .block_on(session.kms.encrypt(&key, value.expose(), &context))
-                    .map_err(|e| kms_error(&path, &key, "Encrypt", e))?;
+                    .map_err(|e| kms_error_for(&path, Some(name), &key, "Encrypt", e))?;
                 w.editor
                     .set_kms(name, &B64.encode(blob), Some(&arn), &context, file)?;
             }
@@ -300,7 +298,8 @@ fn tmpfs_dir() -> Option<PathBuf> {
         .into_iter()
         .chain([PathBuf::from("/dev/shm")]);
     candidates.into_iter().find(|p| {
-        nix::sys::statfs::statfs(p.as_path()).is_ok_and(|s| s.filesystem_type().0 as i64 == TMPFS_MAGIC)
+        nix::sys::statfs::statfs(p.as_path())
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
     })
 }
 
@@ -312,7 +311,11 @@ extern "C" fn on_terminate(sig: nix::libc::c_int) {
     }
     if let Some((file, dir)) = SCRATCH.get() {
         let _ = nix::unistd::unlink(file.as_c_str());
-        let _ = nix::unistd::unlinkat(nix::fcntl::AT_FDCWD, dir.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir);
+        let _ = nix::unistd::unlinkat(
+            nix::fcntl::AT_FDCWD,
+            dir.as_c_str(),
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        );
     }
     // SAFETY: _exit is async-signal-safe and ends the process without unwinding.
     unsafe { nix::libc::_exit(128 + sig) }

@@ -146,7 +146,16 @@ pub fn parse_context(pairs: &[String]) -> Result<std::collections::BTreeMap<Stri
 
 /// A failed KMS call of a writing command, with the hint for its code.
 pub fn kms_error(path: &Path, key: &str, op: &str, e: crate::kms::KmsError) -> Error {
-    let err = Error::kms(format!("{}: KMS {op} with key {key} failed: {e}", path.display()));
+    kms_error_for(path, None, key, op, e)
+}
+
+/// The same, for a call about one variable.
+pub fn kms_error_for(path: &Path, name: Option<&str>, key: &str, op: &str, e: crate::kms::KmsError) -> Error {
+    let name = name.map(|n| format!(" {n}:")).unwrap_or_default();
+    let err = Error::kms(format!(
+        "{}:{name} KMS {op} with key {key} failed: {e}",
+        path.display()
+    ));
     match e.hint() {
         Some(h) => err.with_hint(h),
         None => err,

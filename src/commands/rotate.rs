@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::RotateArgs;
-use crate::commands::{Ctx, Writer, kms_error};
+use crate::commands::{Ctx, Writer, kms_error, kms_error_for};
 use crate::document::Value;
 use crate::envelope::DataKey;
 use crate::error::{Error, Result};
@@ -73,8 +73,8 @@ pub fn run(ctx: &Ctx, args: RotateArgs) -> Result<()> {
                         Err(e) => Err(e),
                     }
                 };
-                let (nblob, arn) = result
-                    .map_err(|k| kms_error(path, dest, "ReEncrypt", k).context(format!("{}", e.name)))?;
+                let (nblob, arn) =
+                    result.map_err(|k| kms_error_for(path, Some(&e.name), dest, "ReEncrypt", k))?;
                 w.editor
                     .set_kms(&e.name, &B64.encode(nblob), Some(&arn), context, e.file)?;
                 reencrypted.push(e.name.clone());

@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::SetArgs;
-use crate::commands::{Ctx, Writer, kms_error, parse_context};
+use crate::commands::{Ctx, Writer, kms_error_for, parse_context};
 use crate::document::{Document, VAR_CONTEXT_KEY, Value, check_name};
 use crate::error::{Error, Result};
 use crate::input::read_value;
@@ -76,7 +76,7 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
         let session = w.session(ctx)?;
         let (blob, arn) = session
             .block_on(session.kms.encrypt(&key, value.expose(), &context))
-            .map_err(|e| kms_error(path, &key, "Encrypt", e).context(&name))?;
+            .map_err(|e| kms_error_for(path, Some(&name), &key, "Encrypt", e))?;
         w.editor
             .set_kms(&name, &B64.encode(blob), Some(&arn), &context, file)?;
         "a direct KMS ciphertext"
@@ -155,8 +155,7 @@ fn store_ciphertext(
             .block_on(session.kms.decrypt(args.key.as_deref(), &blob, &context))
             .map_err(|e| {
                 let key = args.key.as_deref().unwrap_or("(the key named in the ciphertext)");
-                kms_error(&path, key, "Decrypt", e)
-                    .context(name)
+                kms_error_for(&path, Some(name), key, "Decrypt", e)
                     .with_hint("pass the --context and --key it was encrypted with, or --no-verify")
             })?;
         if !file && plain.expose().contains(&0) {
