@@ -114,6 +114,7 @@ impl Environment {
     pub fn apply(&mut self, files: &[OpenedFile], policy: Policy) -> Result<Vec<String>> {
         let inherited = self.index.len();
         let mut set_by_file: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         for f in files {
             for v in &f.values {
                 let name = v.name.as_bytes();
@@ -121,7 +122,7 @@ impl Environment {
                 // An inherited value (not one set by an earlier file) wins under --no-override.
                 if policy.no_override
                     && existing.is_some_and(|i| i < inherited)
-                    && !set_by_file.contains(&v.name)
+                    && !seen.contains(&v.name)
                 {
                     continue;
                 }
@@ -135,7 +136,7 @@ impl Environment {
                     Some(i) => self.vars[i] = EnvString::new(name, &value),
                     None => self.push(name, &value),
                 }
-                if !set_by_file.contains(&v.name) {
+                if seen.insert(v.name.clone()) {
                     set_by_file.push(v.name.clone());
                 }
             }

@@ -683,6 +683,11 @@ impl Kmsenv {
         self
     }
 
+    /// Sends KMS calls to `url` (`AWS_ENDPOINT_URL_KMS`), e.g. a [`Proxy`]'s endpoint.
+    pub fn endpoint(self, url: &str) -> Kmsenv {
+        self.env("AWS_ENDPOINT_URL_KMS", url)
+    }
+
     pub fn current_dir(mut self, dir: &Path) -> Kmsenv {
         self.command.current_dir(dir);
         self
@@ -1060,4 +1065,193 @@ pub fn os(bytes: &[u8]) -> OsString {
 /// Base64 (standard, padded).
 pub fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
+}
+
+// ---------------------------------------------------------------------------
+// Proxy: the fault-injecting KMS proxy (tests/support/kms_fault_proxy.py)
+
+/// How long the proxy may take to print its `listening on` line.
+const PROXY_START_LIMIT: Duration = Duration::from_secs(20);
+
+/// A `kms_fault_proxy.py` in front of this test binary's moto_server, on its own
+/// loopback port. Each test starts its own, so rules never leak between tests that
+/// run in parallel. Killed on drop; it also exits by itself when the test binary does.
+pub struct Proxy {
+    pub port: u16,
+    child: Child,
+}
+
+impl Proxy {
+    /// Starts a proxy forwarding to the shared moto_server and waits (bounded) for it
+    /// to accept connections.
+    pub fn start() -> Proxy {
+        Proxy::start_with(&[])
+    }
+
+    /// Like [`Proxy::start`], with extra command-line options
+    /// (`--latency-ms N`, `--quota-rps R`, `--quota-burst B`).
+    pub fn start_with(options: &[&str]) -> Proxy {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/kms_fault_proxy.py");
+        let mut child = match Command::new("python3")
+            .arg(&script)
+            .arg("--upstream")
+            .arg(moto().endpoint())
+            .args(options)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                panic!(
+                    "python3 not found: the fault-injecting KMS proxy needs Python 3.11 (standard library only)"
+                )
+            }
+            Err(e) => panic!("cannot start {}: {e}", script.display()),
+        };
+        let stdout = child.stdout.take().expect("proxy stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let result = io::BufRead::read_line(&mut io::BufReader::new(stdout), &mut line).map(|_| line);
+            let _ = tx.send(result);
+        });
+        let line = match rx.recv_timeout(PROXY_START_LIMIT) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("reading the proxy's first line: {e}");
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not print `listening on` within {} s",
+                    script.display(),
+                    PROXY_START_LIMIT.as_secs()
+                );
+            }
+        };
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|address| address.rsplit(':').next())
+            .and_then(|port| port.parse::<u16>().ok());
+        match port {
+            Some(port) => Proxy { port, child },
+            None => {
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the proxy did not start: first line {line:?}, exit status {status:?}");
+            }
+        }
+    }
+
+    /// The URL to give kmsenv as `AWS_ENDPOINT_URL_KMS`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One control request; panics unless the proxy answers 200.
+    fn control(&self, method: &str, path: &str, body: &str) -> String {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\n\
+             Host: 127.0.0.1:{port}\r\n\
+             Content-Type: application/json\r\n\
+             Content-Length: {len}\r\n\
+             Connection: close\r\n\r\n{body}",
+            port = self.port,
+            len = body.len(),
+        );
+        let (status, answer) = http(self.port, request.as_bytes())
+            .unwrap_or_else(|e| panic!("proxy control {method} {path} failed: {e}"));
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert_eq!(status, 200, "proxy control {method} {path} {body}: {answer}");
+        answer
+    }
+
+    /// Replaces the rule list: `json` is the array, e.g.
+    /// `[{"op": "Decrypt", "times": 2, "action": "error", "code": "ThrottlingException"}]`.
+    pub fn rules(&self, json: &str) {
+        self.control("POST", "/_proxy/rules", &format!("{{\"rules\": {json}}}"));
+    }
+
+    /// `{"latency_ms": N, "quota_rps": R, "quota_burst": B}` (any subset).
+    pub fn config(&self, json: &str) {
+        self.control("POST", "/_proxy/config", json);
+    }
+
+    /// Zero the counts and clear the rules.
+    pub fn reset(&self) {
+        self.control("POST", "/_proxy/reset", "");
+    }
+
+    /// The counts as JSON: `{"total": n, "ops": {…}, "regions": {…}, "throttled": n, …}`.
+    pub fn counts(&self) -> String {
+        self.control("GET", "/_proxy/counts", "")
+    }
+
+    /// Requests of one KMS operation (`Decrypt`, `GenerateDataKey`, …) seen so far.
+    pub fn count_op(&self, op: &str) -> u64 {
+        json_count(&self.counts(), "ops", op)
+    }
+
+    /// Requests signed for one region seen so far.
+    pub fn count_region(&self, region: &str) -> u64 {
+        json_count(&self.counts(), "regions", region)
+    }
+
+    /// Every request the proxy received (control requests excepted).
+    pub fn total(&self) -> u64 {
+        json_top_number(&self.counts(), "total")
+    }
+
+    /// Requests answered with `ThrottlingException` by the quota.
+    pub fn throttled(&self) -> u64 {
+        json_top_number(&self.counts(), "throttled")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The integer after `"key":` at the start of `text` (after whitespace), if any.
+fn number_after_key(text: &str, key: &str) -> Option<u64> {
+    let quoted = json_string(key);
+    let at = text.find(&quoted)?;
+    let rest = text[at + quoted.len()..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// `section.key` of the proxy's counts (0 when absent).
+fn json_count(json: &str, section: &str, key: &str) -> u64 {
+    let quoted = json_string(section);
+    let at = json
+        .find(&quoted)
+        .unwrap_or_else(|| panic!("no {section} in proxy counts: {json}"));
+    let rest = &json[at + quoted.len()..];
+    let open = rest
+        .find('{')
+        .unwrap_or_else(|| panic!("no {section} object in: {json}"));
+    let close = rest[open..]
+        .find('}')
+        .unwrap_or_else(|| panic!("unterminated {section} in: {json}"))
+        + open;
+    number_after_key(&rest[open..=close], key).unwrap_or(0)
+}
+
+/// A top-level number of the proxy's counts.
+fn json_top_number(json: &str, key: &str) -> u64 {
+    number_after_key(json, key).unwrap_or_else(|| panic!("no {key} in proxy counts: {json}"))
 }
