@@ -120,10 +120,7 @@ impl Environment {
                 let name = v.name.as_bytes();
                 let existing = self.index.get(name).copied();
                 // An inherited value (not one set by an earlier file) wins under --no-override.
-                if policy.no_override
-                    && existing.is_some_and(|i| i < inherited)
-                    && !seen.contains(&v.name)
-                {
+                if policy.no_override && existing.is_some_and(|i| i < inherited) && !seen.contains(&v.name) {
                     continue;
                 }
                 let value: Zeroizing<Vec<u8>> = if v.file {

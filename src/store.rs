@@ -297,4 +297,22 @@ mod tests {
             "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"3\"  # trailing\nA = \"2\"\nC = \"4\"\n"
         );
     }
+
+    #[test]
+    fn an_added_key_goes_after_the_last_key_before_env() {
+        let text = "[kmsenv]\nversion = 1\n\n[[kmsenv.keys]]\narn = \"a\"\ndata_key = \"AQID\"\n\n[env]\nX = \"1\"\n";
+        let doc = Document::parse(Path::new("x.toml"), text.into()).unwrap();
+        let mut ed = Editor::new(&doc).unwrap();
+        ed.add_key("b", "BAUG").unwrap();
+        let out = ed.finish().unwrap();
+        assert_eq!(
+            out.keys.iter().map(|k| k.arn.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let (b, env) = (
+            out.text.find("arn = \"b\"").unwrap(),
+            out.text.find("[env]").unwrap(),
+        );
+        assert!(b < env, "{}", out.text);
+    }
 }
