@@ -4,13 +4,23 @@ CARGO  ?= cargo
 PIP    ?= python3 -m pip
 BIN    := target/debug/kmsenv
 
-.PHONY: build release test lint tools demo clean
+MUSL   := x86_64-unknown-linux-musl
+STATIC := target/$(MUSL)/release/kmsenv
+
+.PHONY: build release static test lint tools demo bench clean
 
 build:
 	$(CARGO) build
 
 release:
 	$(CARGO) build --release
+
+## Fully static, stripped binary (musl); installs the target and musl-tools if missing.
+static:
+	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+	@command -v musl-gcc >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq musl-tools; }
+	$(CARGO) build --release --target $(MUSL)
+	@ls -l $(STATIC) | awk '{print "$(STATIC): " $$5 " bytes"}'
 
 ## Test tools: moto_server (the KMS the tests talk to) and the AWS CLI (one test
 ## pastes its output into a file, as users do). Installed only when missing.

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_config::identity::IdentityCache;
@@ -18,8 +18,16 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kms::Client;
+use aws_sdk_kms::config::interceptors::FinalizerInterceptorContextRef;
+use aws_sdk_kms::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_kms::error::BoxError;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::operation::decrypt::DecryptError;
+use aws_sdk_kms::operation::encrypt::EncryptError;
+use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
+use aws_sdk_kms::operation::re_encrypt::ReEncryptError;
 use aws_sdk_kms::primitives::Blob;
+use aws_smithy_runtime_api::client::interceptors::context::Error as AttemptError;
 
 use crate::secret::Secret;
 
@@ -106,12 +114,14 @@ pub trait KeyService {
         plaintext: &[u8],
         ctx: &Context,
     ) -> impl Future<Output = Result<(Vec<u8>, String), KmsError>>;
-    /// Decrypt `blob`, pinning `key` when known.
+    /// Decrypt `blob`, pinning `key` when known, giving up at `by` if it comes
+    /// before the run's deadline (a key's share of the time, in failover).
     fn decrypt(
         &self,
         key: Option<&str>,
         blob: &[u8],
         ctx: &Context,
+        by: Option<Instant>,
     ) -> impl Future<Output = Result<Secret, KmsError>>;
     /// Re-encrypt `blob` from its key and context to `dest_key` with the same
     /// context, without the plaintext leaving KMS; returns the blob and the ARN.
@@ -218,17 +228,83 @@ impl AwsKms {
         Ok(client.clone())
     }
 
-    /// Run one call under the deadline; a call still waiting then is a TimeoutError.
-    async fn timed<T>(&self, fut: impl Future<Output = Result<T, KmsError>>) -> Result<T, KmsError> {
-        let deadline = tokio::time::Instant::from_std(self.deadline);
-        match tokio::time::timeout_at(deadline, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(KmsError::new(
+    /// Run one call under the deadline (or `by`, if sooner). `call` gets a
+    /// [`LastAttempt`] to attach to its request, so that when the deadline cuts
+    /// retries short we report what KMS last said, not just "timeout".
+    async fn timed<T, F, Fut>(&self, by: Option<Instant>, call: F) -> Result<T, KmsError>
+    where
+        F: FnOnce(LastAttempt) -> Fut,
+        Fut: Future<Output = Result<T, KmsError>>,
+    {
+        let last = LastAttempt::default();
+        let deadline = by.map_or(self.deadline, |b| b.min(self.deadline));
+        match tokio::time::timeout_at(deadline.into(), call(last.clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(last.explain(e)),
+            Err(_) => Err(last.explain(KmsError::new(
                 "TimeoutError",
                 "no answer before the deadline (--timeout)",
-            )),
+            ))),
         }
     }
+}
+
+/// Remembers why the last attempt of one call failed, as the SDK retries it.
+#[derive(Debug, Clone, Default)]
+struct LastAttempt(Arc<Mutex<Option<KmsError>>>);
+
+impl LastAttempt {
+    /// A timeout after failed attempts is reported as the attempts' failure.
+    fn explain(&self, err: KmsError) -> KmsError {
+        if err.code != "TimeoutError" {
+            return err;
+        }
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(last) if last.code != "TimeoutError" => KmsError::new(
+                last.code,
+                format!(
+                    "{} (still failing when the deadline cut retries short; see --timeout)",
+                    last.message
+                ),
+            ),
+            _ => err,
+        }
+    }
+}
+
+impl Intercept for LastAttempt {
+    fn name(&self) -> &'static str {
+        "kmsenv::LastAttempt"
+    }
+
+    fn read_after_attempt(
+        &self,
+        ctx: &FinalizerInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(Err(e)) = ctx.output_or_error() {
+            let summary = match e.as_operation_error() {
+                Some(op) => code_of::<DecryptError>(op)
+                    .or_else(|| code_of::<EncryptError>(op))
+                    .or_else(|| code_of::<GenerateDataKeyError>(op))
+                    .or_else(|| code_of::<ReEncryptError>(op))
+                    .unwrap_or_else(|| KmsError::new("UnknownError", op.to_string())),
+                None if e.is_timeout_error() => KmsError::new("TimeoutError", "attempt timed out"),
+                None => KmsError::new("ConnectionError", causes(e).pop().unwrap_or_default()),
+            };
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
+        }
+        Ok(())
+    }
+}
+
+fn code_of<T>(op: &AttemptError) -> Option<KmsError>
+where
+    T: ProvideErrorMetadata + std::error::Error + fmt::Debug + Send + Sync + 'static,
+{
+    let e = op.downcast_ref::<T>()?;
+    Some(KmsError::new(e.code()?, e.message().unwrap_or_default()))
 }
 
 fn with_context<B>(mut b: B, ctx: &Context, add: impl Fn(B, String, String) -> B) -> B {
@@ -290,9 +366,11 @@ fn causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
 impl KeyService for AwsKms {
     async fn generate_data_key(&self, key: &str, ctx: &Context) -> Result<GeneratedKey, KmsError> {
         let client = self.client(key)?;
-        self.timed(async {
+        self.timed(None, |last| async move {
             let req = client.generate_data_key().key_id(key).number_of_bytes(32);
             let out = with_context(req, ctx, |b, k, v| b.encryption_context(k, v))
+                .customize()
+                .interceptor(last)
                 .send()
                 .await
                 .map_err(|e| classify(&e))?;
@@ -321,9 +399,11 @@ impl KeyService for AwsKms {
         ctx: &Context,
     ) -> Result<(Vec<u8>, String), KmsError> {
         let client = self.client(key)?;
-        self.timed(async {
+        self.timed(None, |last| async move {
             let req = client.encrypt().key_id(key).plaintext(Blob::new(plaintext));
             let out = with_context(req, ctx, |b, k, v| b.encryption_context(k, v))
+                .customize()
+                .interceptor(last)
                 .send()
                 .await
                 .map_err(|e| classify(&e))?;
@@ -336,15 +416,23 @@ impl KeyService for AwsKms {
         .await
     }
 
-    async fn decrypt(&self, key: Option<&str>, blob: &[u8], ctx: &Context) -> Result<Secret, KmsError> {
-        // Without a key the region is the configured one: any key id works for the lookup.
+    async fn decrypt(
+        &self,
+        key: Option<&str>,
+        blob: &[u8],
+        ctx: &Context,
+        by: Option<Instant>,
+    ) -> Result<Secret, KmsError> {
+        // Without a key the region is the configured one.
         let client = self.client(key.unwrap_or(""))?;
-        self.timed(async {
+        self.timed(by, |last| async move {
             let mut req = client.decrypt().ciphertext_blob(Blob::new(blob));
             if let Some(k) = key {
                 req = req.key_id(k);
             }
             let out = with_context(req, ctx, |b, k, v| b.encryption_context(k, v))
+                .customize()
+                .interceptor(last)
                 .send()
                 .await
                 .map_err(|e| classify(&e))?;
@@ -363,7 +451,7 @@ impl KeyService for AwsKms {
         dest_key: &str,
     ) -> Result<(Vec<u8>, String), KmsError> {
         let client = self.client(dest_key)?;
-        self.timed(async {
+        self.timed(None, |last| async move {
             let mut req = client
                 .re_encrypt()
                 .ciphertext_blob(Blob::new(blob))
@@ -373,6 +461,8 @@ impl KeyService for AwsKms {
             }
             let req = with_context(req, ctx, |b, k, v| b.source_encryption_context(k, v));
             let out = with_context(req, ctx, |b, k, v| b.destination_encryption_context(k, v))
+                .customize()
+                .interceptor(last)
                 .send()
                 .await
                 .map_err(|e| classify(&e))?;
@@ -477,7 +567,13 @@ pub mod fake {
             Ok((blob, key.to_string()))
         }
 
-        async fn decrypt(&self, key: Option<&str>, blob: &[u8], ctx: &Context) -> Result<Secret, KmsError> {
+        async fn decrypt(
+            &self,
+            key: Option<&str>,
+            blob: &[u8],
+            ctx: &Context,
+            _: Option<Instant>,
+        ) -> Result<Secret, KmsError> {
             self.calls.set(self.calls.get() + 1);
             let key = key.unwrap_or_default();
             if self.denied.iter().any(|d| d == key) {
@@ -497,7 +593,7 @@ pub mod fake {
             ctx: &Context,
             dest_key: &str,
         ) -> Result<(Vec<u8>, String), KmsError> {
-            let plain = self.decrypt(source_key, blob, ctx).await?;
+            let plain = self.decrypt(source_key, blob, ctx, None).await?;
             self.encrypt(dest_key, plain.expose(), ctx).await
         }
     }

@@ -136,8 +136,10 @@ pub async fn unwrap_data_key<K: KeyService>(
     for (i, key) in doc.keys.iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
         let share = left / (doc.keys.len() - i) as u32;
-        let attempt = kms.decrypt(Some(&key.arn), &key.data_key, &ctx);
-        let result = match tokio::time::timeout(share.max(Duration::from_millis(1)), attempt).await {
+        let attempt = kms.decrypt(Some(&key.arn), &key.data_key, &ctx, Some(Instant::now() + share));
+        // The service enforces the share itself (and says what it last saw);
+        // this outer limit only guards against one that does not.
+        let result = match tokio::time::timeout(share + Duration::from_millis(100), attempt).await {
             Ok(r) => r,
             Err(_) => Err(KmsError::new(
                 "TimeoutError",
@@ -190,7 +192,7 @@ async fn decrypt_directs<K: KeyService>(
         .filter(|e| sel.wants(&e.name))
         .filter_map(|e| match &e.value {
             Value::Kms { blob, key, context } => Some(async move {
-                let r = kms.decrypt(key.as_deref(), blob, context).await;
+                let r = kms.decrypt(key.as_deref(), blob, context, None).await;
                 (e, key, context, r)
             }),
             _ => None,

@@ -68,7 +68,7 @@ pub fn run(ctx: &Ctx, args: RotateArgs) -> Result<()> {
                     session.block_on(kms.re_encrypt(blob, key.as_deref(), context, dest))
                 } else {
                     // ReEncrypt works within one region; across regions go through memory.
-                    match session.block_on(kms.decrypt(key.as_deref(), blob, context)) {
+                    match session.block_on(kms.decrypt(key.as_deref(), blob, context, None)) {
                         Ok(plain) => session.block_on(kms.encrypt(dest, plain.expose(), context)),
                         Err(e) => Err(e),
                     }

@@ -152,7 +152,7 @@ fn store_ciphertext(
     if !args.no_verify {
         let session = w.session(ctx)?;
         let plain = session
-            .block_on(session.kms.decrypt(args.key.as_deref(), &blob, &context))
+            .block_on(session.kms.decrypt(args.key.as_deref(), &blob, &context, None))
             .map_err(|e| {
                 let key = args.key.as_deref().unwrap_or("(the key named in the ciphertext)");
                 kms_error_for(&path, Some(name), key, "Decrypt", e)

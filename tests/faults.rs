@@ -1,0 +1,715 @@
+//! KMS misbehaving: throttling, 5xx, hangs, resets, refused connections, the
+//! modelled KMS errors, a failing region, missing credentials — through the
+//! fault-injecting proxy (tests/support/kms_fault_proxy.py) in front of moto.
+//!
+//! Files are always made through kmsenv pointed at moto directly; only the run
+//! under test goes through the proxy. Every failing case asserts exit 125, a first
+//! stderr line that names the file and the AWS code or key, that the command did
+//! not run, and an upper bound on the time taken (bounds, never exact times).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const WEST: &str = "us-west-2";
+
+/// Codes KMS returns that moto does not model; none of them is retryable.
+const MODELLED_ERRORS: [&str; 4] = [
+    "DisabledException",
+    "KMSInvalidStateException",
+    "IncorrectKeyException",
+    "AccessDeniedException",
+];
+
+/// A run and how long it took.
+struct Timed {
+    out: Output,
+    took: Duration,
+}
+
+/// `kmsenv [OPTIONS…] -f FILE exec -- sh -c 'touch MARKER'` with KMS at `endpoint`.
+fn exec_via(sandbox: &Sandbox, endpoint: &str, file: &Path, options: &[&str]) -> Timed {
+    let run = sandbox
+        .kmsenv()
+        .endpoint(endpoint)
+        .args(options)
+        .file(file)
+        .args(["exec", "--"])
+        .args(sandbox.touch_marker_command());
+    let start = Instant::now();
+    let out = run.run();
+    Timed {
+        out,
+        took: start.elapsed(),
+    }
+}
+
+impl Timed {
+    /// Asserts the run took less than `limit` seconds.
+    #[track_caller]
+    fn within(self, limit: f64) -> Timed {
+        assert!(
+            self.took < Duration::from_secs_f64(limit),
+            "`{}` took {:?}, more than the {limit} s bound\n--- stderr ---\n{}",
+            self.out.what,
+            self.took,
+            self.out.stderr
+        );
+        self
+    }
+
+    /// Asserts the run took at least `floor` seconds (proves the fault was in the path).
+    #[track_caller]
+    fn at_least(self, floor: f64) -> Timed {
+        assert!(
+            self.took >= Duration::from_secs_f64(floor),
+            "`{}` took only {:?}, less than {floor} s: the injected delay was not waited for\n--- stderr ---\n{}",
+            self.out.what,
+            self.took,
+            self.out.stderr
+        );
+        self
+    }
+
+    /// Asserts fail-closed: exit 125, a first stderr line `kmsenv: …` naming the file
+    /// and every needle, and the marker command not run.
+    #[track_caller]
+    fn fails_closed(self, sandbox: &Sandbox, file: &Path, needles: &[&str]) -> Timed {
+        let out = self.out.kmsenv_error(&[]);
+        let first = out.stderr.lines().next().unwrap_or("").to_string();
+        let path = file.display().to_string();
+        for needle in std::iter::once(path.as_str()).chain(needles.iter().copied()) {
+            assert!(
+                first.contains(needle),
+                "the first stderr line should name {needle:?}\n--- stderr ---\n{}",
+                out.stderr
+            );
+        }
+        sandbox.assert_command_did_not_run();
+        Timed { out, ..self }
+    }
+
+    /// Asserts success: exit 0 and the marker command ran (the marker is then removed).
+    #[track_caller]
+    fn runs_the_command(self, sandbox: &Sandbox) -> Timed {
+        let out = self.out.ok();
+        assert!(sandbox.marker().exists(), "the command should have run");
+        std::fs::remove_file(sandbox.marker()).expect("remove marker");
+        Timed { out, ..self }
+    }
+}
+
+/// A rule list of one rule as JSON.
+fn rule(op: Option<&str>, region: Option<&str>, times: Option<u32>, action: &str) -> String {
+    let op = op.map_or("null".to_string(), json_string);
+    let region = region.map_or("null".to_string(), json_string);
+    let times = times.map_or("null".to_string(), |t| t.to_string());
+    format!("{{\"op\": {op}, \"region\": {region}, \"times\": {times}, {action}}}")
+}
+
+/// `"action": "error", "code": CODE`.
+fn error_action(code: &str) -> String {
+    format!("\"action\": \"error\", \"code\": {}", json_string(code))
+}
+
+/// A file under a new us-east-1 key holding one sealed value: (path, key ARN).
+fn sealed_file(sandbox: &Sandbox) -> (PathBuf, String) {
+    let (file, key) = sandbox.new_file("kmsenv.toml");
+    sandbox.set(&file, "DATABASE_URL", b"postgres://app:s3cret@db/app");
+    (file, key)
+}
+
+/// The proxy forwards faithfully: the file runs the command through it.
+#[track_caller]
+fn assert_runs_through(sandbox: &Sandbox, proxy: &Proxy, file: &Path) {
+    exec_via(sandbox, &proxy.endpoint(), file, &[]).runs_the_command(sandbox);
+    proxy.reset();
+}
+
+// ---------------------------------------------------------------------------
+// Throttling
+
+#[test]
+fn throttled_twice_then_answered_exec_succeeds() {
+    let sandbox = Sandbox::new();
+    let (file, _) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(
+            Some("Decrypt"),
+            None,
+            Some(2),
+            &error_action("ThrottlingException")
+        )
+    ));
+    exec_via(&sandbox, &proxy.endpoint(), &file, &[])
+        .runs_the_command(&sandbox)
+        .within(20.0);
+    assert_eq!(
+        proxy.count_op("Decrypt"),
+        3,
+        "two throttled attempts and one answered: {}",
+        proxy.counts()
+    );
+}
+
+#[test]
+fn throttled_forever_fails_after_retries_naming_throttling() {
+    let sandbox = Sandbox::new();
+    let (file, key) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(Some("Decrypt"), None, None, &error_action("ThrottlingException"))
+    ));
+    // 4 attempts with at most 1 + 2 + 4 s of jittered backoff: well inside 30 s.
+    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "30"])
+        .fails_closed(&sandbox, &file, &["ThrottlingException", &key])
+        .within(20.0);
+    assert_eq!(
+        proxy.count_op("Decrypt"),
+        4,
+        "standard retry mode makes 4 attempts: {}",
+        proxy.counts()
+    );
+}
+
+/// Throttled answers that each take a second: the deadline always comes while the
+/// SDK is still retrying. KMS answered every attempt with ThrottlingException, so
+/// that is what the user must be told, not "no answer".
+#[test]
+fn throttled_until_the_deadline_fails_in_time_naming_throttling() {
+    let sandbox = Sandbox::new();
+    let (file, key) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(
+            Some("Decrypt"),
+            None,
+            None,
+            &format!("{}, \"ms\": 1000", error_action("ThrottlingException"))
+        )
+    ));
+    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "5"])
+        .fails_closed(&sandbox, &file, &["ThrottlingException", &key])
+        .within(9.0);
+    assert!(proxy.count_op("Decrypt") >= 2, "{}", proxy.counts());
+}
+
+// ---------------------------------------------------------------------------
+// Transport faults
+
+#[test]
+fn endpoint_that_never_answers_fails_within_the_timeout() {
+    let sandbox = Sandbox::new();
+    let (file, key) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    proxy.rules(&format!("[{}]", rule(None, None, None, "\"action\": \"hang\"")));
+    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "2"])
+        .fails_closed(&sandbox, &file, &["TimeoutError", &key])
+        .within(6.0)
+        .at_least(1.0);
+    assert!(proxy.count_op("Decrypt") >= 1, "{}", proxy.counts());
+}
+
+#[test]
+fn slow_answers_inside_the_deadline_are_waited_for() {
+    let sandbox = Sandbox::new();
+    let (file, _) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    proxy.config("{\"latency_ms\": 700}");
+    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "10"])
+        .runs_the_command(&sandbox)
+        .at_least(0.7)
+        .within(10.0);
+    assert_eq!(proxy.count_op("Decrypt"), 1, "{}", proxy.counts());
+}
+
+#[test]
+fn slow_answers_beyond_the_deadline_fail_within_it() {
+    let sandbox = Sandbox::new();
+    let (file, key) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(
+            Some("Decrypt"),
+            None,
+            None,
+            "\"action\": \"latency\", \"ms\": 8000"
+        )
+    ));
+    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "2"])
+        .fails_closed(&sandbox, &file, &["TimeoutError", &key])
+        .within(6.0);
+}
+
+#[test]
+fn connection_reset_is_retried_then_fails() {
+    let sandbox = Sandbox::new();
+    let (file, key) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    proxy.rules(&format!("[{}]", rule(None, None, None, "\"action\": \"reset\"")));
+    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "30"])
+        .fails_closed(&sandbox, &file, &["ConnectionError", &key])
+        .within(20.0);
+    assert_eq!(
+        proxy.count_op("Decrypt"),
+        4,
+        "a reset is a transport error: retried up to 4 attempts: {}",
+        proxy.counts()
+    );
+}
+
+#[test]
+fn connection_reset_once_is_retried_and_succeeds() {
+    let sandbox = Sandbox::new();
+    let (file, _) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(None, None, Some(1), "\"action\": \"reset\"")
+    ));
+    exec_via(&sandbox, &proxy.endpoint(), &file, &[])
+        .runs_the_command(&sandbox)
+        .within(15.0);
+    assert_eq!(proxy.count_op("Decrypt"), 2, "{}", proxy.counts());
+}
+
+#[test]
+fn connection_refused_fails_quickly() {
+    let sandbox = Sandbox::new();
+    let (file, key) = sealed_file(&sandbox);
+    // Port 1 (tcpmux): privileged, and nothing on a test machine listens there. A
+    // port from free_port() could be taken meanwhile by another test's proxy.
+    let refused = std::net::TcpStream::connect(("127.0.0.1", 1)).map_err(|e| e.kind());
+    assert_eq!(
+        refused.err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "precondition: 127.0.0.1:1 must refuse connections"
+    );
+    // Transport errors are retried (4 attempts, at most 1 + 2 + 4 s of backoff).
+    exec_via(&sandbox, "http://127.0.0.1:1", &file, &["--timeout", "30"])
+        .fails_closed(&sandbox, &file, &["ConnectionError", "refused", &key])
+        .within(12.0);
+}
+
+// ---------------------------------------------------------------------------
+// 5xx
+
+#[test]
+fn service_unavailable_twice_then_answered_exec_succeeds() {
+    let sandbox = Sandbox::new();
+    let (file, _) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(
+            Some("Decrypt"),
+            None,
+            Some(2),
+            "\"action\": \"status\", \"status\": 503"
+        )
+    ));
+    exec_via(&sandbox, &proxy.endpoint(), &file, &[])
+        .runs_the_command(&sandbox)
+        .within(20.0);
+    assert_eq!(proxy.count_op("Decrypt"), 3, "{}", proxy.counts());
+}
+
+#[test]
+fn internal_failure_forever_fails_after_retries() {
+    let sandbox = Sandbox::new();
+    let (file, key) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(
+            Some("Decrypt"),
+            None,
+            None,
+            "\"action\": \"status\", \"status\": 500"
+        )
+    ));
+    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "30"])
+        .fails_closed(&sandbox, &file, &["InternalFailure", &key])
+        .within(20.0);
+    assert_eq!(proxy.count_op("Decrypt"), 4, "{}", proxy.counts());
+}
+
+// ---------------------------------------------------------------------------
+// The KMS errors moto does not model
+
+/// A file whose data key is wrapped by a us-west-2 key and which holds a direct
+/// `kms` value under a us-east-1 key, so a rule per region hits exactly one of them.
+struct TwoKinds {
+    sandbox: Sandbox,
+    file: PathBuf,
+    data_key_arn: String,
+    direct_arn: String,
+}
+
+impl TwoKinds {
+    fn new() -> TwoKinds {
+        let sandbox = Sandbox::new();
+        let data_key_arn = create_key(WEST);
+        let direct_arn = create_key(REGION);
+        let file = sandbox.init("kmsenv.toml", &[&data_key_arn]);
+        sandbox.set(&file, "SEALED_TOKEN", b"sealed-secret");
+        sandbox.set_with(
+            &file,
+            &["--kms", "--key", &direct_arn],
+            "DIRECT_TOKEN",
+            b"direct-secret",
+        );
+        TwoKinds {
+            sandbox,
+            file,
+            data_key_arn,
+            direct_arn,
+        }
+    }
+
+    #[track_caller]
+    fn check(&self, code: &str) {
+        let (sandbox, file) = (&self.sandbox, &self.file);
+        let proxy = Proxy::start();
+        assert_runs_through(sandbox, &proxy, file);
+
+        // The data key's Decrypt (us-west-2) fails.
+        proxy.rules(&format!(
+            "[{}]",
+            rule(Some("Decrypt"), Some(WEST), None, &error_action(code))
+        ));
+        exec_via(sandbox, &proxy.endpoint(), file, &["--timeout", "10"])
+            .fails_closed(sandbox, file, &[code, &self.data_key_arn])
+            .within(5.0);
+        assert_eq!(
+            proxy.count_region(WEST),
+            1,
+            "{code} is not retryable: {}",
+            proxy.counts()
+        );
+
+        // The direct value's Decrypt (us-east-1) fails: stderr names the variable.
+        proxy.reset();
+        proxy.rules(&format!(
+            "[{}]",
+            rule(Some("Decrypt"), Some(REGION), None, &error_action(code))
+        ));
+        exec_via(sandbox, &proxy.endpoint(), file, &["--timeout", "10"])
+            .fails_closed(sandbox, file, &["DIRECT_TOKEN", code, &self.direct_arn])
+            .within(5.0);
+        assert_eq!(
+            proxy.count_region(REGION),
+            1,
+            "{code} is not retryable: {}",
+            proxy.counts()
+        );
+    }
+}
+
+#[test]
+fn disabled_key_fails_closed_for_data_key_and_direct_value() {
+    TwoKinds::new().check(MODELLED_ERRORS[0]);
+}
+
+#[test]
+fn key_in_invalid_state_fails_closed_for_data_key_and_direct_value() {
+    TwoKinds::new().check(MODELLED_ERRORS[1]);
+}
+
+#[test]
+fn incorrect_key_fails_closed_for_data_key_and_direct_value() {
+    TwoKinds::new().check(MODELLED_ERRORS[2]);
+}
+
+#[test]
+fn access_denied_fails_closed_for_data_key_and_direct_value() {
+    TwoKinds::new().check(MODELLED_ERRORS[3]);
+}
+
+// ---------------------------------------------------------------------------
+// Two wrapping keys in two regions
+
+/// A file wrapped by a us-east-1 key, then a us-west-2 key.
+struct TwoRegions {
+    sandbox: Sandbox,
+    file: PathBuf,
+    east: String,
+    west: String,
+    proxy: Proxy,
+}
+
+impl TwoRegions {
+    fn new() -> TwoRegions {
+        let sandbox = Sandbox::new();
+        let east = create_key(REGION);
+        let west = create_key(WEST);
+        let file = sandbox.init("kmsenv.toml", &[&east, &west]);
+        sandbox.set(&file, "API_TOKEN", b"token-from-either-region");
+        let proxy = Proxy::start();
+        assert_runs_through(&sandbox, &proxy, &file);
+        TwoRegions {
+            sandbox,
+            file,
+            east,
+            west,
+            proxy,
+        }
+    }
+
+    fn exec(&self, options: &[&str]) -> Timed {
+        exec_via(&self.sandbox, &self.proxy.endpoint(), &self.file, options)
+    }
+
+    /// `-v` names the key that opened the file.
+    #[track_caller]
+    fn assert_opened_with(&self, out: &Output, arn: &str) {
+        let expected = format!("{}: data key opened with {arn}", self.file.display());
+        assert!(
+            out.stderr.lines().any(|l| l == format!("kmsenv: {expected}")),
+            "-v should say {expected:?}\n--- stderr ---\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn first_region_hanging_opens_through_the_second() {
+    let t = TwoRegions::new();
+    t.proxy.rules(&format!(
+        "[{}]",
+        rule(Some("Decrypt"), Some(REGION), None, "\"action\": \"hang\"")
+    ));
+    let run = t
+        .exec(&["-v", "--timeout", "6"])
+        .runs_the_command(&t.sandbox)
+        .within(10.0);
+    t.assert_opened_with(&run.out, &t.west);
+    assert!(t.proxy.count_region(REGION) >= 1, "{}", t.proxy.counts());
+    assert_eq!(t.proxy.count_region(WEST), 1, "{}", t.proxy.counts());
+}
+
+#[test]
+fn first_region_denying_opens_through_the_second() {
+    let t = TwoRegions::new();
+    t.proxy.rules(&format!(
+        "[{}]",
+        rule(
+            Some("Decrypt"),
+            Some(REGION),
+            None,
+            &error_action("AccessDeniedException")
+        )
+    ));
+    let run = t
+        .exec(&["-v", "--timeout", "10"])
+        .runs_the_command(&t.sandbox)
+        .within(8.0);
+    t.assert_opened_with(&run.out, &t.west);
+    assert_eq!(t.proxy.count_region(REGION), 1, "{}", t.proxy.counts());
+    assert_eq!(t.proxy.count_region(WEST), 1, "{}", t.proxy.counts());
+}
+
+#[test]
+fn healthy_first_region_opens_the_file_and_the_second_is_not_called() {
+    let t = TwoRegions::new();
+    let run = t.exec(&["-v"]).runs_the_command(&t.sandbox).within(8.0);
+    t.assert_opened_with(&run.out, &t.east);
+    assert_eq!(
+        t.proxy.count_region(WEST),
+        0,
+        "keys are tried in order and the first success stops: {}",
+        t.proxy.counts()
+    );
+}
+
+#[test]
+fn both_regions_failing_lists_both_keys_and_causes() {
+    let t = TwoRegions::new();
+    t.proxy.rules(&format!(
+        "[{}, {}]",
+        rule(
+            Some("Decrypt"),
+            Some(REGION),
+            None,
+            &error_action("DisabledException")
+        ),
+        rule(
+            Some("Decrypt"),
+            Some(WEST),
+            None,
+            &error_action("AccessDeniedException")
+        )
+    ));
+    t.exec(&["--timeout", "10"])
+        .fails_closed(
+            &t.sandbox,
+            &t.file,
+            &[&t.east, "DisabledException", &t.west, "AccessDeniedException"],
+        )
+        .within(8.0);
+}
+
+// ---------------------------------------------------------------------------
+// No credentials
+
+#[test]
+fn no_credentials_fails_fast_with_a_hint() {
+    let sandbox = Sandbox::new();
+    let (file, key) = sealed_file(&sandbox);
+    let proxy = Proxy::start();
+    let empty_home = TempDir::new();
+    let start = Instant::now();
+    let out = sandbox
+        .kmsenv_without_aws()
+        .env("HOME", empty_home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", empty_home.join("no-such-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            empty_home.join("no-such-credentials"),
+        )
+        .endpoint(&proxy.endpoint())
+        .file(&file)
+        .args(["exec", "--"])
+        .args(sandbox.touch_marker_command())
+        .run();
+    let run = Timed {
+        out,
+        took: start.elapsed(),
+    }
+    .fails_closed(&sandbox, &file, &[&key])
+    .within(5.0);
+    assert!(
+        run.out
+            .stderr
+            .lines()
+            .any(|l| l.starts_with("kmsenv: hint: ") && l.contains("credentials")),
+        "a hint line should mention credentials\n--- stderr ---\n{}",
+        run.out.stderr
+    );
+    assert_eq!(
+        proxy.total(),
+        0,
+        "no request may leave without credentials: {}",
+        proxy.counts()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// What a start-up costs in KMS calls
+
+/// `kmsenv exec -- env -0` through the proxy: the child's environment.
+fn env_via(sandbox: &Sandbox, proxy: &Proxy, file: &Path) -> BTreeMap<String, Vec<u8>> {
+    sandbox
+        .kmsenv()
+        .endpoint(&proxy.endpoint())
+        .file(file)
+        .args(["exec", "--", "env", "-0"])
+        .run()
+        .ok()
+        .env0()
+}
+
+#[test]
+fn envelope_file_of_twenty_sealed_values_costs_one_decrypt() {
+    let sandbox = Sandbox::new();
+    let (file, _) = sandbox.new_file("kmsenv.toml");
+    let dotenv: String = (1..=20).map(|i| format!("SECRET_{i:02}=value-{i}\n")).collect();
+    sandbox
+        .kmsenv()
+        .file(&file)
+        .arg("import")
+        .stdin(dotenv)
+        .run()
+        .ok();
+    let proxy = Proxy::start();
+    let env = env_via(&sandbox, &proxy, &file);
+    for i in 1..=20 {
+        assert_eq!(
+            env.get(&format!("SECRET_{i:02}")).map(Vec::as_slice),
+            Some(format!("value-{i}").as_bytes())
+        );
+    }
+    assert_eq!(proxy.count_op("Decrypt"), 1, "{}", proxy.counts());
+    assert_eq!(proxy.total(), 1, "no other KMS call: {}", proxy.counts());
+}
+
+/// Five direct values, as `aws kms encrypt` makes them, in a file without keys.
+fn direct_values_file(sandbox: &Sandbox) -> PathBuf {
+    let key = sandbox.key();
+    let entries: Vec<String> = (1..=5)
+        .map(|i| {
+            let name = format!("TOKEN_{i}");
+            let blob = encrypt(
+                REGION,
+                &key,
+                format!("token-{i}").as_bytes(),
+                &[("kmsenv:var", &name)],
+            );
+            format!(
+                "{name} = {{ kms = {}, key = {}, context = {{ \"kmsenv:var\" = {} }} }}",
+                toml_string(&blob),
+                toml_string(&key),
+                toml_string(&name)
+            )
+        })
+        .collect();
+    let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
+    let file = sandbox.path("direct.toml");
+    sandbox.write(&file, &keyless_file(&entries));
+    file
+}
+
+#[test]
+fn five_direct_values_cost_one_decrypt_each() {
+    let sandbox = Sandbox::new();
+    let file = direct_values_file(&sandbox);
+    let proxy = Proxy::start();
+    let env = env_via(&sandbox, &proxy, &file);
+    for i in 1..=5 {
+        assert_eq!(
+            env.get(&format!("TOKEN_{i}")).map(Vec::as_slice),
+            Some(format!("token-{i}").as_bytes())
+        );
+    }
+    assert_eq!(proxy.count_op("Decrypt"), 5, "{}", proxy.counts());
+    assert_eq!(proxy.total(), 5, "no other KMS call: {}", proxy.counts());
+}
+
+/// Under a request quota with room for one call, an envelope file opens; a file
+/// that needs one call per secret is throttled and fails closed.
+#[test]
+fn a_quota_that_stops_per_secret_calls_does_not_stop_an_envelope_file() {
+    let sandbox = Sandbox::new();
+    let (envelope, _) = sandbox.new_file("kmsenv.toml");
+    let dotenv: String = (1..=5).map(|i| format!("SECRET_{i}=value-{i}\n")).collect();
+    sandbox
+        .kmsenv()
+        .file(&envelope)
+        .arg("import")
+        .stdin(dotenv)
+        .run()
+        .ok();
+    let direct = direct_values_file(&sandbox);
+
+    let proxy = Proxy::start_with(&["--quota-rps", "0.001", "--quota-burst", "1"]);
+    exec_via(&sandbox, &proxy.endpoint(), &envelope, &[])
+        .runs_the_command(&sandbox)
+        .within(8.0);
+    assert_eq!(proxy.throttled(), 0, "{}", proxy.counts());
+
+    proxy.config("{\"quota_rps\": 0.001, \"quota_burst\": 1}");
+    exec_via(&sandbox, &proxy.endpoint(), &direct, &["--timeout", "30"])
+        .fails_closed(&sandbox, &direct, &["ThrottlingException"])
+        .within(20.0);
+    assert!(proxy.throttled() >= 4, "{}", proxy.counts());
+}

@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""A fault-injecting reverse proxy for the KMS JSON API (DESIGN §6).
+
+It sits on loopback between kmsenv and moto_server and adds what moto does not
+model: KMS error answers (ThrottlingException, DisabledException, …), 5xx
+answers, latency, a request quota, connections that hang or are reset, and a
+count of requests per KMS operation and per region.
+
+    python3 tests/support/kms_fault_proxy.py --upstream http://127.0.0.1:MOTO_PORT \
+        [--listen 127.0.0.1:0] [--latency-ms N] [--quota-rps R --quota-burst B]
+
+It prints exactly one line, `listening on 127.0.0.1:PORT`, once it accepts
+connections, then serves until killed, or until its parent process exits.
+
+Control API on the same port (never forwarded):
+
+    GET  /_proxy/counts   {"total": n, "ops": {"Decrypt": n}, "regions": {"us-east-1": n}, "throttled": n}
+    POST /_proxy/reset    zero the counts, clear the rules
+    POST /_proxy/rules    {"rules": [{"op": "Decrypt"|null, "region": "us-east-1"|null,
+                                      "times": K|null, "action": "error", "code": "…", "status": 400}, …]}
+    POST /_proxy/config   {"latency_ms": N, "quota_rps": R, "quota_burst": B}
+
+Actions: "error" (code, status=400), "status" (status: 500/503/…), "hang",
+"reset" (RST, no answer), "latency" (ms, then forward). Any other action may
+also carry "ms": a delay before the fault is delivered. The first rule that
+matches the request's operation and region and has `times` left wins; a rule
+with `times` null applies forever. Requests are counted when received, before
+any fault. Standard library only (Python 3.11).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+}
+
+CREDENTIAL_REGION = re.compile(r"Credential=[^/,\s]+/[^/,\s]+/([^/,\s]+)/")
+
+STATUS_ERROR_TYPES = {
+    500: "InternalFailure",
+    502: "BadGateway",
+    503: "ServiceUnavailableException",
+    504: "GatewayTimeout",
+}
+
+UPSTREAM_TIMEOUT = 60.0
+
+
+class State:
+    """Counts, rules and configuration, shared by every handler thread."""
+
+    def __init__(self, latency_ms: float, quota_rps: float | None, quota_burst: float | None):
+        self.lock = threading.Lock()
+        self.total = 0
+        self.ops: dict[str, int] = {}
+        self.regions: dict[str, int] = {}
+        self.throttled = 0
+        self.rules: list[dict] = []
+        self.latency_ms = float(latency_ms or 0)
+        self.quota_rps: float | None = None
+        self.quota_burst = 0.0
+        self.tokens = 0.0
+        self.refilled = time.monotonic()
+        self.set_quota(quota_rps, quota_burst)
+
+    # Callers hold self.lock.
+    def set_quota(self, rps, burst) -> None:
+        if rps is None or float(rps) <= 0:
+            self.quota_rps = None
+            return
+        self.quota_rps = float(rps)
+        self.quota_burst = max(1.0, float(burst if burst is not None else rps))
+        self.tokens = self.quota_burst
+        self.refilled = time.monotonic()
+
+    def count(self, op: str | None, region: str | None) -> None:
+        with self.lock:
+            self.total += 1
+            key = op or "(none)"
+            self.ops[key] = self.ops.get(key, 0) + 1
+            key = region or "(none)"
+            self.regions[key] = self.regions.get(key, 0) + 1
+
+    def take_token(self) -> bool:
+        """Token bucket: False (and counted as throttled) when over quota."""
+        with self.lock:
+            if self.quota_rps is None:
+                return True
+            now = time.monotonic()
+            self.tokens = min(self.quota_burst, self.tokens + (now - self.refilled) * self.quota_rps)
+            self.refilled = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return True
+            self.throttled += 1
+            return False
+
+    def match(self, op: str | None, region: str | None) -> dict | None:
+        with self.lock:
+            for rule in self.rules:
+                if rule.get("op") is not None and rule["op"] != op:
+                    continue
+                if rule.get("region") is not None and rule["region"] != region:
+                    continue
+                times = rule.get("times")
+                if times is not None and rule["_used"] >= times:
+                    continue
+                rule["_used"] += 1
+                return {k: v for k, v in rule.items() if not k.startswith("_")}
+            return None
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "total": self.total,
+                "ops": dict(self.ops),
+                "regions": dict(self.regions),
+                "throttled": self.throttled,
+                "latency_ms": self.latency_ms,
+                "quota_rps": self.quota_rps,
+                "rules": [
+                    {**{k: v for k, v in r.items() if not k.startswith("_")}, "used": r["_used"]}
+                    for r in self.rules
+                ],
+            }
+
+    def reset(self) -> None:
+        with self.lock:
+            self.total = 0
+            self.ops = {}
+            self.regions = {}
+            self.throttled = 0
+            self.rules = []
+
+    def set_rules(self, rules: list) -> None:
+        checked = []
+        for rule in rules:
+            if not isinstance(rule, dict):
+                raise ValueError(f"a rule must be an object: {rule!r}")
+            action = rule.get("action")
+            if action not in ("error", "status", "hang", "reset", "latency"):
+                raise ValueError(f"unknown action {action!r}")
+            if action == "error" and not isinstance(rule.get("code"), str):
+                raise ValueError("an error rule needs a string `code`")
+            if action == "status" and not isinstance(rule.get("status"), int):
+                raise ValueError("a status rule needs an integer `status`")
+            if action == "latency" and not isinstance(rule.get("ms"), (int, float)):
+                raise ValueError("a latency rule needs a number `ms`")
+            if rule.get("ms") is not None and not isinstance(rule.get("ms"), (int, float)):
+                raise ValueError("`ms` must be a number")
+            times = rule.get("times")
+            if times is not None and (not isinstance(times, int) or times < 0):
+                raise ValueError("`times` must be a non-negative integer or null")
+            checked.append({**rule, "_used": 0})
+        with self.lock:
+            self.rules = checked
+
+    def configure(self, config: dict) -> None:
+        with self.lock:
+            if "latency_ms" in config:
+                self.latency_ms = float(config["latency_ms"] or 0)
+            if "quota_rps" in config or "quota_burst" in config:
+                self.set_quota(config.get("quota_rps"), config.get("quota_burst"))
+
+
+class ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address, upstream: urllib.parse.SplitResult, state: State):
+        self.upstream = upstream
+        self.state = state
+        super().__init__(address, Handler)
+
+    def handle_error(self, request, client_address):
+        # A client that goes away (timeout, reset) is part of the game, not an error.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kms_fault_proxy"
+    sys_version = ""
+
+    server: ProxyServer
+
+    def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
+        pass
+
+    # Every method goes through one path.
+    def do_GET(self):
+        self.dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_GET
+
+    def read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = bytearray()
+            while True:
+                size_line = self.rfile.readline()
+                size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(body)
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def dispatch(self):
+        body = self.read_body()
+        if self.path.startswith("/_proxy/"):
+            self.control(body)
+            return
+        state = self.server.state
+        target = self.headers.get("X-Amz-Target") or ""
+        op = target.rsplit(".", 1)[-1] if target else None
+        match = CREDENTIAL_REGION.search(self.headers.get("Authorization") or "")
+        region = match.group(1) if match else None
+        state.count(op, region)
+
+        if not state.take_token():
+            self.kms_error(400, "ThrottlingException", "Rate exceeded (quota of kms_fault_proxy)")
+            return
+        rule = state.match(op, region)
+        extra_ms = 0.0
+        if rule is not None:
+            action = rule["action"]
+            if action != "latency" and rule.get("ms"):
+                # A fault that takes its time, as a real overloaded service does.
+                time.sleep(float(rule["ms"]) / 1000.0)
+            if action == "error":
+                self.kms_error(int(rule.get("status") or 400), rule["code"], "injected by kms_fault_proxy")
+                return
+            if action == "status":
+                status = int(rule["status"])
+                error_type = STATUS_ERROR_TYPES.get(status, "InternalFailure")
+                self.kms_error(status, error_type, "injected by kms_fault_proxy")
+                return
+            if action == "hang":
+                self.hang()
+                return
+            if action == "reset":
+                self.reset()
+                return
+            if action == "latency":
+                extra_ms = float(rule["ms"])
+        delay = (state.latency_ms + extra_ms) / 1000.0
+        if delay > 0:
+            time.sleep(delay)
+        self.forward(body)
+
+    # -- answers ------------------------------------------------------------
+
+    def send(self, status: int, headers: list[tuple[str, str]], body: bytes):
+        self.log_request(status)
+        self.send_response_only(status)
+        names = {name.lower() for name, _ in headers}
+        if "server" not in names:
+            self.send_header("Server", self.version_string())
+        if "date" not in names:
+            self.send_header("Date", self.date_time_string())
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()
+
+    def send_json(self, status: int, obj):
+        body = json.dumps(obj).encode()
+        self.send(status, [("Content-Type", "application/json")], body)
+
+    def kms_error(self, status: int, code: str, message: str):
+        body = json.dumps({"__type": code, "message": message}).encode()
+        self.send(
+            status,
+            [
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("x-amzn-ErrorType", code),
+                ("x-amzn-RequestId", "00000000-0000-0000-0000-kmsfaultproxy"),
+            ],
+            body,
+        )
+
+    def hang(self):
+        """Never answer: hold the connection until the client goes away."""
+        self.close_connection = True
+        sock = self.connection
+        try:
+            while True:
+                readable, _, _ = select.select([sock], [], [], 1.0)
+                if readable and not sock.recv(65536):
+                    return  # the client closed its side
+        except OSError:
+            return
+
+    def reset(self):
+        """Close the socket abruptly: RST, no answer, no FIN."""
+        self.close_connection = True
+        sock = self.connection
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # detach(): the socket object (and the rfile made from it) no longer owns
+            # the descriptor, so nothing can shutdown(SHUT_WR) it, which would send a
+            # FIN first. Closing it with linger 0 sends the RST.
+            os.close(sock.detach())
+        except OSError:
+            pass
+
+    def forward(self, body: bytes):
+        upstream = self.server.upstream
+        try:
+            conn = http.client.HTTPConnection(upstream.hostname, upstream.port or 80, timeout=UPSTREAM_TIMEOUT)
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() in HOP_BY_HOP or name.lower() == "content-length":
+                    continue
+                conn.putheader(name, value)
+            conn.putheader("Content-Length", str(len(body)))
+            conn.putheader("Connection", "close")
+            conn.endheaders(body)
+            response = conn.getresponse()
+            answer = response.read()
+            headers = [
+                (name, value)
+                for name, value in response.getheaders()
+                if name.lower() not in HOP_BY_HOP and name.lower() != "content-length"
+            ]
+            status = response.status
+            conn.close()
+        except (OSError, http.client.HTTPException) as exc:
+            self.kms_error(502, "BadGateway", f"kms_fault_proxy: upstream failed: {exc}")
+            return
+        self.send(status, headers, answer)
+
+    # -- control API ----------------------------------------------------------
+
+    def control(self, body: bytes):
+        state = self.server.state
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/_proxy/counts" and self.command == "GET":
+                self.send_json(200, state.snapshot())
+                return
+            if path == "/_proxy/reset" and self.command == "POST":
+                state.reset()
+                self.send_json(200, {"ok": True})
+                return
+            if path == "/_proxy/rules" and self.command == "POST":
+                parsed = json.loads(body or b"{}")
+                rules = parsed.get("rules") if isinstance(parsed, dict) else None
+                if not isinstance(rules, list):
+                    raise ValueError('expected {"rules": [...]}')
+                state.set_rules(rules)
+                self.send_json(200, {"ok": True, "rules": len(rules)})
+                return
+            if path == "/_proxy/config" and self.command == "POST":
+                parsed = json.loads(body or b"{}")
+                if not isinstance(parsed, dict):
+                    raise ValueError("expected a JSON object")
+                state.configure(parsed)
+                self.send_json(200, {"ok": True})
+                return
+        except (ValueError, TypeError, KeyError) as exc:
+            self.send_json(400, {"error": str(exc)})
+            return
+        self.send_json(404, {"error": f"no control endpoint {self.command} {path}"})
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"--listen HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+def watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(0.2)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Fault-injecting reverse proxy for the KMS JSON API.")
+    parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:5000 (moto_server)")
+    parser.add_argument("--listen", default="127.0.0.1:0", type=parse_listen, help="HOST:PORT (default 127.0.0.1:0)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added before forwarding every request")
+    parser.add_argument("--quota-rps", type=float, default=None, help="token bucket rate; beyond it ThrottlingException")
+    parser.add_argument("--quota-burst", type=float, default=None, help="token bucket size (default: the rate)")
+    args = parser.parse_args()
+
+    upstream = urllib.parse.urlsplit(args.upstream)
+    if upstream.scheme != "http" or not upstream.hostname:
+        parser.error("--upstream must be http://HOST:PORT")
+
+    threading.Thread(target=watch_parent, args=(os.getppid(),), name="parent watch", daemon=True).start()
+    state = State(args.latency_ms, args.quota_rps, args.quota_burst)
+    server = ProxyServer(args.listen, upstream, state)
+    host, port = server.server_address[:2]
+    print(f"listening on {host}:{port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
