@@ -112,6 +112,14 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Print an error as one line of cause and, if known, one line of hint.
+pub fn report(e: &Error) {
+    eprintln!("kmsenv: {}", e.message());
+    if let Some(h) = e.hint() {
+        eprintln!("kmsenv: hint: {h}");
+    }
+}
+
 /// An io::Error's cause without Rust's "(os error N)" noise.
 pub fn io_cause(err: &io::Error) -> String {
     let text = err.to_string();

@@ -4,42 +4,22 @@
 //! This file only wires things: parse the arguments, run the command, and turn
 //! an error into one line on stderr and an exit code (125 / 126 / 127, as env(1)).
 
-mod cli;
-mod commands;
-mod document;
-mod dotenv;
-mod envelope;
-mod error;
-mod exec;
-mod input;
-mod kms;
-mod resolve;
-mod secret;
-mod store;
-
 use clap::Parser;
 
-use crate::error::Error;
+use kmsenv::{cli, commands, error};
 
 fn main() {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            // Usage errors exit 125 like every other failure before exec (env(1)).
             let code = if e.use_stderr() { 125 } else { 0 };
             let _ = e.print();
             std::process::exit(code);
         }
     };
     if let Err(e) = commands::run(cli) {
-        report(&e);
+        error::report(&e);
         std::process::exit(e.exit_code());
-    }
-}
-
-/// Print an error as one line of cause and, if known, one line of hint.
-pub fn report(e: &Error) {
-    eprintln!("kmsenv: {}", e.message());
-    if let Some(h) = e.hint() {
-        eprintln!("kmsenv: hint: {h}");
     }
 }

@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
             }
             Err(e) => {
                 failures += 1;
-                crate::report(&e);
+                crate::error::report(&e);
             }
         }
     }

@@ -1,0 +1,15 @@
+//! kmsenv as a library: the modules behind the `kmsenv` binary, public so that
+//! the fuzz targets (and the binary) can reach them. Not a stable API.
+
+pub mod cli;
+pub mod commands;
+pub mod document;
+pub mod dotenv;
+pub mod envelope;
+pub mod error;
+pub mod exec;
+pub mod input;
+pub mod kms;
+pub mod resolve;
+pub mod secret;
+pub mod store;
