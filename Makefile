@@ -7,7 +7,10 @@ BIN    := target/debug/kmsenv
 MUSL   := x86_64-unknown-linux-musl
 STATIC := target/$(MUSL)/release/kmsenv
 
-.PHONY: build release static test lint tools demo bench clean
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := parse open dotenv
+
+.PHONY: build release static test lint tools demo bench fuzz clean
 
 build:
 	$(CARGO) build
@@ -41,6 +44,14 @@ test: tools lint
 ## Starts moto_server on loopback, creates a key, init/set/exec, stops it.
 demo: tools build
 	@scripts/demo.sh $(BIN)
+
+## Each fuzz target for FUZZ_SECONDS (default 60) with the installed nightly toolchain.
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+		(cd fuzz && cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean
