@@ -110,7 +110,16 @@ impl Document {
 
     /// Validate `text` as the content of `path`.
     pub fn parse(path: &Path, text: String) -> Result<Document> {
-        Parser { path, text: &text }.document().map(|mut doc| {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Parser {
+            path,
+            text: &text,
+            line_starts,
+        }
+        .document()
+        .map(|mut doc| {
             doc.text = text.clone();
             doc
         })
@@ -228,14 +237,19 @@ pub fn check_name(name: &str) -> Result<()> {
 struct Parser<'a> {
     path: &'a Path,
     text: &'a str,
+    /// Byte offset of the start of each line.
+    line_starts: Vec<usize>,
 }
 
 impl Parser<'_> {
+    /// Line and column of a byte offset; a binary search over the line starts,
+    /// so a file of 100 000 entries is not scanned once per entry.
     fn pos(&self, span: Option<Range<usize>>) -> Pos {
         let Some(span) = span else { return Pos::default() };
-        let before = &self.text[..span.start.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let offset = span.start.min(self.text.len());
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self.line_starts[line - 1];
+        let column = self.text.get(start..offset).map_or(0, |l| l.chars().count()) + 1;
         Pos { line, column }
     }
 

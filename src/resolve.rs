@@ -228,9 +228,10 @@ async fn decrypt_directs<K: KeyService>(
 fn finish(
     doc: &Document,
     dk: Option<(DataKey, String)>,
-    mut direct: Vec<(String, Secret)>,
+    direct: Vec<(String, Secret)>,
     sel: Selection<'_>,
 ) -> Result<OpenedFile> {
+    let mut direct: std::collections::HashMap<String, Secret> = direct.into_iter().collect();
     let path = doc.path.display();
     if let (Some((dk, _)), true) = (&dk, sel.verify_mac) {
         verify_mac(doc, dk)?;
@@ -250,8 +251,8 @@ fn finish(
                     Error::integrity(format!("{path}:{}: {}: {}", e.at, e.name, why.describe()))
                 })?
             }
-            Value::Kms { .. } => match direct.iter().position(|(n, _)| n == &e.name) {
-                Some(i) => direct.swap_remove(i).1,
+            Value::Kms { .. } => match direct.remove(e.name.as_str()) {
+                Some(secret) => secret,
                 None => continue,
             },
         };

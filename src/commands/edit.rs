@@ -144,7 +144,8 @@ fn run_editor(file: &Path) -> Result<()> {
         .unwrap_or_else(|| "vi".into());
     let mut child = std::process::Command::new("/bin/sh")
         .arg("-c")
-        .arg(format!("{} \"$1\"", editor.to_string_lossy()))
+        // `exec`: the shell becomes the editor, so the pid we signal is the editor's.
+        .arg(format!("exec {} \"$1\"", editor.to_string_lossy()))
         .arg("sh")
         .arg(file)
         .spawn()
