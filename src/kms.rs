@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_config::identity::IdentityCache;
@@ -19,7 +19,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kms::Client;
 use aws_sdk_kms::config::interceptors::FinalizerInterceptorContextRef;
-use aws_sdk_kms::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_kms::config::{ConfigBag, Intercept, RuntimeComponents, SharedHttpClient};
 use aws_sdk_kms::error::BoxError;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::operation::decrypt::DecryptError;
@@ -27,6 +27,7 @@ use aws_sdk_kms::operation::encrypt::EncryptError;
 use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
 use aws_sdk_kms::operation::re_encrypt::ReEncryptError;
 use aws_sdk_kms::primitives::Blob;
+use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpConnector};
 use aws_smithy_runtime_api::client::interceptors::context::Error as AttemptError;
 
 use crate::secret::Secret;
@@ -142,6 +143,41 @@ pub struct AwsOptions {
     pub endpoint_url: Option<String>,
 }
 
+/// The HTTPS client, built on first use. Building it loads the system's
+/// certificate store; a run against a local `http://` KMS with credentials from
+/// the environment never needs it, so it never pays for it.
+#[derive(Debug, Clone, Default)]
+struct LazyHttps(Arc<OnceLock<SharedHttpClient>>);
+
+impl HttpClient for LazyHttps {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0
+            .get_or_init(|| {
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https()
+            })
+            .http_connector(settings, components)
+    }
+}
+
+/// The KMS endpoint set for this run, if any: `--endpoint-url`, else the SDK's
+/// `AWS_ENDPOINT_URL_KMS`, else `AWS_ENDPOINT_URL`.
+fn kms_endpoint(opts: &AwsOptions) -> Option<String> {
+    opts.endpoint_url.clone().or_else(|| {
+        ["AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .find(|u| !u.is_empty())
+    })
+}
+
 /// The region named by a key ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`), if it is one.
 pub fn arn_region(key: &str) -> Option<&str> {
     let mut parts = key.splitn(6, ':');
@@ -155,6 +191,9 @@ pub fn arn_region(key: &str) -> Option<&str> {
 pub struct AwsKms {
     config: SdkConfig,
     endpoint_url: Option<String>,
+    /// For an `http://` KMS endpoint (a local KMS): a client without TLS, so no
+    /// certificate store is loaded for nothing.
+    plain_http: Option<SharedHttpClient>,
     clients: Mutex<HashMap<String, Client>>,
     deadline: Instant,
 }
@@ -167,11 +206,7 @@ impl AwsKms {
     /// IMDS for a region on machines that are not EC2.
     pub async fn load(opts: &AwsOptions, deadline: Instant, default_region: Option<String>) -> AwsKms {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
+        let http = LazyHttps::default();
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(remaining.min(Duration::from_secs(5)))
             .read_timeout(remaining.min(Duration::from_secs(10)))
@@ -202,6 +237,9 @@ impl AwsKms {
         AwsKms {
             config,
             endpoint_url: opts.endpoint_url.clone(),
+            plain_http: kms_endpoint(opts)
+                .filter(|u| u.starts_with("http://"))
+                .map(|_| aws_smithy_http_client::Builder::new().build_http()),
             clients: Mutex::new(HashMap::new()),
             deadline,
         }
@@ -211,9 +249,14 @@ impl AwsKms {
         let region = match arn_region(key) {
             Some(r) => r.to_string(),
             None => self.config.region().map(|r| r.to_string()).ok_or_else(|| {
+                let what = if key.is_empty() {
+                    "a value without `key`".to_string()
+                } else {
+                    format!("key {key}")
+                };
                 KmsError::new(
                     "NoRegion",
-                    format!("key {key} is not an ARN and no region is configured"),
+                    format!("{what} needs a region, and none is configured"),
                 )
             })?,
         };
@@ -222,6 +265,9 @@ impl AwsKms {
             let mut b = aws_sdk_kms::config::Builder::from(&self.config).region(Region::new(region));
             if let Some(url) = &self.endpoint_url {
                 b = b.endpoint_url(url);
+            }
+            if let Some(http) = &self.plain_http {
+                b = b.http_client(http.clone());
             }
             Client::from_conf(b.build())
         });
