@@ -190,7 +190,7 @@ pub struct Lock(#[allow(dead_code)] Flock<File>);
 /// Lock the folder of `path` against other kmsenv writers. Waits for the holder,
 /// which itself runs under its own `--timeout`.
 pub fn lock(path: &Path) -> Result<Lock> {
-    let dir = folder(path);
+    let dir = folder(&real_path(path));
     let f = File::open(&dir).map_err(|e| Error::io("open the folder of", path, &e))?;
     Flock::lock(f, FlockArg::LockExclusive)
         .map(Lock)
@@ -200,6 +200,16 @@ pub fn lock(path: &Path) -> Result<Lock> {
                 format!("{}: cannot lock its folder: {}", path.display(), e.desc()),
             )
         })
+}
+
+/// `path` with symlinks resolved, when it exists.
+fn real_path(path: &Path) -> PathBuf {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    }
 }
 
 fn folder(path: &Path) -> PathBuf {
@@ -220,6 +230,10 @@ pub enum Mode {
 
 /// Write `text` to `path` so that a crash leaves either the old or the new file.
 pub fn write_atomic(path: &Path, text: &str, mode: Mode) -> Result<()> {
+    // Through a symlink, replace its target: renaming over the link would turn a
+    // shared file into a private copy.
+    let target = real_path(path);
+    let path = target.as_path();
     let dir = folder(path);
     let old = std::fs::metadata(path).ok();
     let name = path
@@ -296,6 +310,21 @@ mod tests {
             out,
             "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"3\"  # trailing\nA = \"2\"\nC = \"4\"\n"
         );
+    }
+
+    #[test]
+    fn writing_through_a_symlink_replaces_its_target() {
+        let dir = std::env::temp_dir().join(format!("kmsenv-store-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let target = dir.join("real/k.toml");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.join("link.toml");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, "new", Mode::Replace).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
