@@ -156,15 +156,30 @@ impl HttpClient for LazyHttps {
         components: &RuntimeComponents,
     ) -> SharedHttpConnector {
         self.0
-            .get_or_init(|| {
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https()
-            })
+            .get_or_init(|| http_client(true))
             .http_connector(settings, components)
     }
+}
+
+/// An HTTP client that honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, with TLS
+/// (rustls on ring, system roots; `SSL_CERT_FILE` works) or without it.
+fn http_client(tls: bool) -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut b = aws_smithy_http_client::Connector::builder();
+        b.set_connector_settings(settings.cloned());
+        if let Some(c) = components {
+            b.set_sleep_impl(c.sleep_impl());
+        }
+        let b = b.proxy_config(aws_smithy_http_client::proxy::ProxyConfig::from_env());
+        if tls {
+            b.tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build()
+        } else {
+            b.build_http()
+        }
+    })
 }
 
 /// The KMS endpoint set for this run, if any: `--endpoint-url`, else the SDK's
@@ -239,7 +254,7 @@ impl AwsKms {
             endpoint_url: opts.endpoint_url.clone(),
             plain_http: kms_endpoint(opts)
                 .filter(|u| u.starts_with("http://"))
-                .map(|_| aws_smithy_http_client::Builder::new().build_http()),
+                .map(|_| http_client(false)),
             clients: Mutex::new(HashMap::new()),
             deadline,
         }
