@@ -193,20 +193,30 @@ fn read_text(path: &Path) -> Result<String> {
         )));
     }
     if meta.len() > MAX_FILE_BYTES {
-        return Err(Error::input(format!(
-            "{}: file is {} bytes; kmsenv files are limited to {} bytes",
-            path.display(),
-            meta.len(),
-            MAX_FILE_BYTES
-        )));
+        return Err(too_big(path));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, &e))?;
+    // Read at most one byte past the cap: a device or a growing file reports a
+    // size that means nothing.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_FILE_BYTES + 1), &mut bytes))
+        .map_err(|e| Error::io("read", path, &e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big(path));
+    }
     String::from_utf8(bytes).map_err(|_| {
         Error::input(format!(
             "{}: is not UTF-8 text (TOML files must be)",
             path.display()
         ))
     })
+}
+
+fn too_big(path: &Path) -> Error {
+    Error::input(format!(
+        "{}: larger than {MAX_FILE_BYTES} bytes; a kmsenv file is small",
+        path.display()
+    ))
 }
 
 /// Whether `name` may be an environment variable name in the file.

@@ -192,6 +192,7 @@ pub fn exec(argv: &[OsString], env: &Environment) -> Error {
         Err(_) => return Error::usage("command arguments cannot contain NUL bytes"),
     };
     let shown = cmd.to_string_lossy();
+    restore_signals();
     if cmd.is_empty() {
         return Error::new(Class::NotFound, "command not found: '' (empty command name)");
     }
@@ -229,6 +230,16 @@ pub fn exec(argv: &[OsString], env: &Environment) -> Error {
             ),
         ),
     }
+}
+
+/// Give the command the signal state a shell would: the Rust runtime ignores
+/// SIGPIPE, and an ignored signal stays ignored across execve (`yes | head`
+/// would then fail with EPIPE instead of dying quietly).
+fn restore_signals() {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+    // SAFETY: SIG_DFL installs no handler; nothing else runs concurrently here.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 fn not_executable(shown: &str, e: Errno) -> Error {

@@ -11,11 +11,16 @@ use kmsenv::{cli, commands, error};
 fn main() {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // Usage errors exit 125 like every other failure before exec (env(1)).
-            let code = if e.use_stderr() { 125 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            std::process::exit(code);
+            std::process::exit(0);
+        }
+        Err(e) => {
+            // Usage errors look like every other failure and exit 125 (env(1)).
+            let text = e.render().to_string();
+            eprint!("kmsenv: {}", text.strip_prefix("error: ").unwrap_or(&text));
+            std::process::exit(125);
         }
     };
     if let Err(e) = commands::run(cli) {

@@ -202,6 +202,19 @@ pub fn lock(path: &Path) -> Result<Lock> {
         })
 }
 
+fn sweep_stale(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.kmsenv-");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with(&prefix) && n.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// `path` with symlinks resolved, when it exists.
 fn real_path(path: &Path) -> PathBuf {
     match std::fs::symlink_metadata(path) {
@@ -244,6 +257,9 @@ pub fn write_atomic(path: &Path, text: &str, mode: Mode) -> Result<()> {
     crate::envelope::random_bytes(&mut suffix);
     let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
     let tmp = dir.join(format!(".{name}.kmsenv-{suffix}.tmp"));
+    // We hold the folder lock, so any temporary file of ours already there was
+    // left by a writer that was killed: remove it.
+    sweep_stale(&dir, &name);
 
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
