@@ -37,9 +37,10 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 ## fmt check, clippy, unit tests, and the integration tests against moto_server
-## (started by the tests themselves on a free loopback port).
-test: tools lint
-	$(CARGO) test --all-targets
+## (started by the tests themselves on a free loopback port). The static binary is
+## built first: tests/scratch_image.rs runs it in an empty root.
+test: tools lint static
+	KMSENV_STATIC_BIN=$(CURDIR)/$(STATIC) $(CARGO) test --all-targets
 
 ## Starts moto_server on loopback, creates a key, init/set/exec, stops it.
 demo: tools build
@@ -52,6 +53,20 @@ fuzz:
 		echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
 		(cd fuzz && cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048) || exit 1; \
 	done
+
+## Start-up benchmark (issue 3): kmsenv exec against peers, KMS = moto_server behind the
+## fault proxy, on loopback; writes bench/RESULTS.md. Installs hyperfine and GNU time
+## (apt), boto3 (pip) and dotenvx (npm, into bench/.node) only when missing.
+BENCH_NODE := bench/.node
+DOTENVX    := $(BENCH_NODE)/node_modules/.bin/dotenvx
+KMSENV_BIN ?= $(STATIC)
+
+bench: static tools
+	@{ command -v hyperfine >/dev/null 2>&1 && test -x /usr/bin/time; } \
+		|| { apt-get update -qq && apt-get install -y -qq hyperfine time; }
+	@python3 -c 'import boto3' 2>/dev/null || $(PIP) install --quiet boto3
+	@test -x $(DOTENVX) || npm install --silent --no-audit --no-fund --prefix $(BENCH_NODE) @dotenvx/dotenvx
+	KMSENV_BIN=$(KMSENV_BIN) DOTENVX=$(DOTENVX) python3 bench/run.py
 
 clean:
 	$(CARGO) clean

@@ -141,13 +141,18 @@ pub struct AwsOptions {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+    /// `-v`: say which TLS roots are used.
+    pub verbose: bool,
 }
 
 /// The HTTPS client, built on first use. Building it loads the system's
 /// certificate store; a run against a local `http://` KMS with credentials from
 /// the environment never needs it, so it never pays for it.
 #[derive(Debug, Clone, Default)]
-struct LazyHttps(Arc<OnceLock<SharedHttpClient>>);
+struct LazyHttps {
+    client: Arc<OnceLock<SharedHttpClient>>,
+    verbose: bool,
+}
 
 impl HttpClient for LazyHttps {
     fn http_connector(
@@ -155,15 +160,22 @@ impl HttpClient for LazyHttps {
         settings: &HttpConnectorSettings,
         components: &RuntimeComponents,
     ) -> SharedHttpConnector {
-        self.0
-            .get_or_init(|| http_client(true))
+        self.client
+            .get_or_init(|| http_client(true, self.verbose))
             .http_connector(settings, components)
     }
 }
 
 /// An HTTP client that honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, with TLS
 /// (rustls on ring, system roots; `SSL_CERT_FILE` works) or without it.
-fn http_client(tls: bool) -> SharedHttpClient {
+fn http_client(tls: bool, verbose: bool) -> SharedHttpClient {
+    let roots = crate::tls::roots();
+    if tls && roots == crate::tls::Roots::Embedded && verbose {
+        eprintln!(
+            "kmsenv: TLS: no system certificate store found; using the {} embedded Mozilla roots",
+            crate::tls::embedded_count()
+        );
+    }
     aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
         let mut b = aws_smithy_http_client::Connector::builder();
         b.set_connector_settings(settings.cloned());
@@ -175,6 +187,7 @@ fn http_client(tls: bool) -> SharedHttpClient {
             b.tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
+            .tls_context(crate::tls::context(roots))
             .build()
         } else {
             b.build_http()
@@ -221,7 +234,10 @@ impl AwsKms {
     /// IMDS for a region on machines that are not EC2.
     pub async fn load(opts: &AwsOptions, deadline: Instant, default_region: Option<String>) -> AwsKms {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let http = LazyHttps::default();
+        let http = LazyHttps {
+            verbose: opts.verbose,
+            ..LazyHttps::default()
+        };
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(remaining.min(Duration::from_secs(5)))
             .read_timeout(remaining.min(Duration::from_secs(10)))
@@ -254,7 +270,7 @@ impl AwsKms {
             endpoint_url: opts.endpoint_url.clone(),
             plain_http: kms_endpoint(opts)
                 .filter(|u| u.starts_with("http://"))
-                .map(|_| http_client(false)),
+                .map(|_| http_client(false, opts.verbose)),
             clients: Mutex::new(HashMap::new()),
             deadline,
         }

@@ -13,3 +13,4 @@ pub mod kms;
 pub mod resolve;
 pub mod secret;
 pub mod store;
+pub mod tls;

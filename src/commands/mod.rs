@@ -61,6 +61,7 @@ impl Ctx {
                 region: g.region.clone(),
                 profile: g.profile.clone(),
                 endpoint_url,
+                verbose: g.verbose,
             },
             deadline,
             verbose: g.verbose,

@@ -7,14 +7,19 @@ answers, latency, a request quota, connections that hang or are reset, and a
 count of requests per KMS operation and per region.
 
     python3 tests/support/kms_fault_proxy.py --upstream http://127.0.0.1:MOTO_PORT \
-        [--listen 127.0.0.1:0] [--latency-ms N] [--quota-rps R --quota-burst B]
+        [--listen 127.0.0.1:0] [--latency-ms N] [--quota-rps R --quota-burst B] \
+        [--tls-cert server.pem --tls-key server.key]
 
 It prints exactly one line, `listening on 127.0.0.1:PORT`, once it accepts
 connections, then serves until killed, or until its parent process exits.
 
 Control API on the same port (never forwarded):
 
-    GET  /_proxy/counts   {"total": n, "ops": {"Decrypt": n}, "regions": {"us-east-1": n}, "throttled": n}
+    GET  /_proxy/counts   {"total": n, "ops": {"Decrypt": n}, "regions": {"us-east-1": n}, "throttled": n,
+                           "akids": {"AKID": n}, "tokens": {"TOKEN": n}, "tls": n}
+    GET  /_proxy/requests [{"op": "Decrypt", "region": "us-east-1", "akid": "AKID", "token": "TOKEN",
+                            "tls": "yes"|"no", "status": "200", "issued_akid": "…", "issued_token": "…",
+                            "form.Action": "…", …}, …]   every request, in order; all values strings
     POST /_proxy/reset    zero the counts, clear the rules
     POST /_proxy/rules    {"rules": [{"op": "Decrypt"|null, "region": "us-east-1"|null,
                                       "times": K|null, "action": "error", "code": "…", "status": 400}, …]}
@@ -26,6 +31,20 @@ also carry "ms": a delay before the fault is delivered. The first rule that
 matches the request's operation and region and has `times` left wins; a rule
 with `times` null applies forever. Requests are counted when received, before
 any fault. Standard library only (Python 3.11).
+
+Who signed: each request's access key id (`Credential=AKID/…` of the SigV4
+`Authorization` header; "(none)" when unsigned) and its `X-Amz-Security-Token`
+("(none)" when absent) are counted in "akids" and "tokens" and logged in
+/_proxy/requests. The operation is the `X-Amz-Target` suffix (KMS JSON), else
+the `Action` of a query-protocol request (STS: form body or query string), whose
+form parameters are logged as "form.NAME". When an answer carries credentials
+(STS `<AccessKeyId>`/`<SessionToken>`), they are logged as "issued_akid" and
+"issued_token", so a test can check that later requests use exactly them.
+
+TLS: with --tls-cert/--tls-key, a connection whose first byte is a TLS
+handshake record is served over TLS with that certificate; any other is served
+as plain HTTP (so the control API stays reachable with a plain client).
+"tls" counts the requests that came over TLS.
 """
 
 from __future__ import annotations
@@ -37,6 +56,7 @@ import os
 import re
 import select
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -58,6 +78,10 @@ HOP_BY_HOP = {
 }
 
 CREDENTIAL_REGION = re.compile(r"Credential=[^/,\s]+/[^/,\s]+/([^/,\s]+)/")
+CREDENTIAL_AKID = re.compile(r"Credential=([^/,\s]+)/")
+ISSUED_AKID = re.compile(rb"<AccessKeyId>([^<]*)</AccessKeyId>")
+ISSUED_TOKEN = re.compile(rb"<SessionToken>([^<]*)</SessionToken>")
+NONE = "(none)"
 
 STATUS_ERROR_TYPES = {
     500: "InternalFailure",
@@ -78,6 +102,10 @@ class State:
         self.ops: dict[str, int] = {}
         self.regions: dict[str, int] = {}
         self.throttled = 0
+        self.akids: dict[str, int] = {}
+        self.session_tokens: dict[str, int] = {}
+        self.tls = 0
+        self.requests: list[dict] = []
         self.rules: list[dict] = []
         self.latency_ms = float(latency_ms or 0)
         self.quota_rps: float | None = None
@@ -96,13 +124,25 @@ class State:
         self.tokens = self.quota_burst
         self.refilled = time.monotonic()
 
-    def count(self, op: str | None, region: str | None) -> None:
+    def count(self, op: str | None, region: str | None, entry: dict | None = None) -> None:
         with self.lock:
             self.total += 1
             key = op or "(none)"
             self.ops[key] = self.ops.get(key, 0) + 1
             key = region or "(none)"
             self.regions[key] = self.regions.get(key, 0) + 1
+            if entry is not None:
+                self.akids[entry["akid"]] = self.akids.get(entry["akid"], 0) + 1
+                token = entry["token"]
+                self.session_tokens[token] = self.session_tokens.get(token, 0) + 1
+                if entry["tls"] == "yes":
+                    self.tls += 1
+                self.requests.append(entry)
+
+    def update(self, entry: dict, **fields: str) -> None:
+        """Adds to a logged request what became known later (its answer)."""
+        with self.lock:
+            entry.update(fields)
 
     def take_token(self) -> bool:
         """Token bucket: False (and counted as throttled) when over quota."""
@@ -139,6 +179,9 @@ class State:
                 "ops": dict(self.ops),
                 "regions": dict(self.regions),
                 "throttled": self.throttled,
+                "akids": dict(self.akids),
+                "tokens": dict(self.session_tokens),
+                "tls": self.tls,
                 "latency_ms": self.latency_ms,
                 "quota_rps": self.quota_rps,
                 "rules": [
@@ -147,12 +190,20 @@ class State:
                 ],
             }
 
+    def request_log(self) -> list[dict]:
+        with self.lock:
+            return [dict(entry) for entry in self.requests]
+
     def reset(self) -> None:
         with self.lock:
             self.total = 0
             self.ops = {}
             self.regions = {}
             self.throttled = 0
+            self.akids = {}
+            self.session_tokens = {}
+            self.tls = 0
+            self.requests = []
             self.rules = []
 
     def set_rules(self, rules: list) -> None:
@@ -191,9 +242,16 @@ class ProxyServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, upstream: urllib.parse.SplitResult, state: State):
+    def __init__(
+        self,
+        address,
+        upstream: urllib.parse.SplitResult,
+        state: State,
+        tls: ssl.SSLContext | None = None,
+    ):
         self.upstream = upstream
         self.state = state
+        self.tls = tls
         super().__init__(address, Handler)
 
     def handle_error(self, request, client_address):
@@ -206,10 +264,37 @@ class ProxyServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Answers go out in two writes (headers, body): with Nagle on, a client that
+    # keeps its connection alive would wait for a delayed ACK (~40 ms) on every
+    # request after its first. Real KMS adds no such delay.
+    disable_nagle_algorithm = True
     server_version = "kms_fault_proxy"
     sys_version = ""
 
     server: ProxyServer
+    over_tls = False
+
+    def setup(self):
+        # With a certificate, sniff the first byte: 0x16 starts a TLS handshake.
+        # Done here, in the connection's own thread, so that a client that fails
+        # the handshake (an unknown CA, say) never stalls the accept loop.
+        if self.server.tls is not None:
+            try:
+                first = self.request.recv(1, socket.MSG_PEEK)
+            except OSError:
+                first = b""
+            if first == b"\x16":
+                self.request = self.server.tls.wrap_socket(self.request, server_side=True)
+                self.over_tls = True
+        super().setup()
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            if self.over_tls:
+                # The plain socket was detached by wrap_socket; close the TLS one.
+                self.request.close()
 
     def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
         pass
@@ -236,6 +321,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def dispatch(self):
+        self.entry = None
         body = self.read_body()
         if self.path.startswith("/_proxy/"):
             self.control(body)
@@ -243,9 +329,26 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         target = self.headers.get("X-Amz-Target") or ""
         op = target.rsplit(".", 1)[-1] if target else None
-        match = CREDENTIAL_REGION.search(self.headers.get("Authorization") or "")
+        authorization = self.headers.get("Authorization") or ""
+        match = CREDENTIAL_REGION.search(authorization)
         region = match.group(1) if match else None
-        state.count(op, region)
+        match = CREDENTIAL_AKID.search(authorization)
+        entry = {
+            "method": self.command,
+            "path": self.path,
+            "akid": match.group(1) if match else NONE,
+            "token": self.headers.get("X-Amz-Security-Token") or NONE,
+            "tls": "yes" if self.over_tls else "no",
+        }
+        form = self.query_form(body)
+        if op is None:
+            op = form.get("Action")
+        for name, value in form.items():
+            entry["form." + name] = value
+        entry["op"] = op or NONE
+        entry["region"] = region or NONE
+        self.entry = entry
+        state.count(op, region, entry)
 
         if not state.take_token():
             self.kms_error(400, "ThrottlingException", "Rate exceeded (quota of kms_fault_proxy)")
@@ -278,10 +381,32 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(delay)
         self.forward(body)
 
+    def query_form(self, body: bytes) -> dict[str, str]:
+        """The parameters of a query-protocol request (STS): form body, else query string."""
+        content_type = (self.headers.get("Content-Type") or "").lower()
+        text = ""
+        if "application/x-www-form-urlencoded" in content_type:
+            text = body.decode("utf-8", "replace")
+        elif "?" in self.path:
+            text = self.path.split("?", 1)[1]
+        if "Action=" not in text:
+            return {}
+        return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
+
     # -- answers ------------------------------------------------------------
 
     def send(self, status: int, headers: list[tuple[str, str]], body: bytes):
         self.log_request(status)
+        entry = getattr(self, "entry", None)
+        if entry is not None:
+            fields = {"status": str(status)}
+            issued = ISSUED_AKID.search(body)
+            if issued:
+                fields["issued_akid"] = issued.group(1).decode("utf-8", "replace")
+            issued = ISSUED_TOKEN.search(body)
+            if issued:
+                fields["issued_token"] = issued.group(1).decode("utf-8", "replace")
+            self.server.state.update(entry, **fields)
         self.send_response_only(status)
         names = {name.lower() for name, _ in headers}
         if "server" not in names:
@@ -374,6 +499,9 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/_proxy/counts" and self.command == "GET":
                 self.send_json(200, state.snapshot())
                 return
+            if path == "/_proxy/requests" and self.command == "GET":
+                self.send_json(200, state.request_log())
+                return
             if path == "/_proxy/reset" and self.command == "POST":
                 state.reset()
                 self.send_json(200, {"ok": True})
@@ -420,7 +548,11 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added before forwarding every request")
     parser.add_argument("--quota-rps", type=float, default=None, help="token bucket rate; beyond it ThrottlingException")
     parser.add_argument("--quota-burst", type=float, default=None, help="token bucket size (default: the rate)")
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate (chain): also serve TLS on the port")
+    parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     args = parser.parse_args()
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
 
     upstream = urllib.parse.urlsplit(args.upstream)
     if upstream.scheme != "http" or not upstream.hostname:
@@ -428,7 +560,11 @@ def main() -> int:
 
     threading.Thread(target=watch_parent, args=(os.getppid(),), name="parent watch", daemon=True).start()
     state = State(args.latency_ms, args.quota_rps, args.quota_burst)
-    server = ProxyServer(args.listen, upstream, state)
+    tls = None
+    if args.tls_cert is not None:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    server = ProxyServer(args.listen, upstream, state, tls)
     host, port = server.server_address[:2]
     print(f"listening on {host}:{port}", flush=True)
     try:

@@ -1,0 +1,1173 @@
+#!/usr/bin/env python3
+"""kmsenv benchmark (`make bench`): start-up time, peak memory and KMS calls of
+`kmsenv exec`, against peers doing the same job, and a fleet start storm.
+
+Everything runs on this machine, on loopback: moto_server is the KMS, and the
+project's fault proxy (tests/support/kms_fault_proxy.py) sits in front of it to
+add latency, enforce a request quota and count calls. Files are made with kmsenv
+itself. Results go to bench/RESULTS.md (and stdout); raw hyperfine JSON and logs
+to bench/results/.
+
+    python3 bench/run.py                 # the full run (what `make bench` does)
+    python3 bench/run.py --quick         # few runs, small N: for developing the bench
+
+Environment: KMSENV_BIN (binary to measure; default: the static musl build),
+DOTENVX (dotenvx command; default bench/.node/node_modules/.bin/dotenvx).
+Needs hyperfine, GNU time (/usr/bin/time), moto_server on PATH, boto3, the AWS CLI
+and node; `make bench` installs what is missing. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import ctypes
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import secrets
+import select
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PEERS = BENCH / "peers"
+PROXY = ROOT / "tests" / "support" / "kms_fault_proxy.py"
+STATIC_BIN = ROOT / "target" / "x86_64-unknown-linux-musl" / "release" / "kmsenv"
+DEFAULT_DOTENVX = BENCH / ".node" / "node_modules" / ".bin" / "dotenvx"
+REGION = "us-east-1"
+CONTEXT = ("app", "bench")
+MIB = 1024 * 1024
+
+# A peer whose single run is slower than this gets fewer runs (see Plan).
+SLOW_RUN_S = 3.0
+VERY_SLOW_RUN_S = 8.0
+GLACIAL_RUN_S = 20.0
+# kmsenv runs slower than this (direct files with many values) get runs_fast_slow runs.
+FAST_SLOW_RUN_S = 0.25
+
+
+@dataclass
+class Plan:
+    """How much to measure. The full plan is what `make bench` runs."""
+
+    ns: list[int]
+    direct_ns: list[int]
+    latency_envelope_ns: list[int]
+    latency_direct_ns: list[int]
+    boto3_latency_ns: list[int]
+    awscli_ns: list[int]
+    fnox_ns: list[int]
+    warmup: int = 3
+    runs_fast: int = 30  # kmsenv and `true`
+    runs_fast_slow: int = 10  # kmsenv runs slower than FAST_SLOW_RUN_S
+    runs_peer: int = 10  # peers, when one run is under SLOW_RUN_S
+    warmup_slow: int = 1  # peers slower than SLOW_RUN_S
+    runs_slow: int = 5
+    runs_very_slow: int = 3  # peers slower than VERY_SLOW_RUN_S
+    warmup_glacial: int = 0  # peers slower than GLACIAL_RUN_S
+    runs_glacial: int = 2
+    # Peak RSS: the check run (under GNU time) plus this many runs of the command.
+    rss_runs_fast: int = 5
+    rss_runs_peer: int = 2
+    rss_runs_slow: int = 1
+    rss_runs_very_slow: int = 0
+    floor_samples: int = 30
+    storm_procs: int = 500
+    storm_concurrency: int = 50
+    storm_direct_values: int = 20
+    # Below what moto + the proxy can serve on this machine (~180-250 Decrypt/s, measured
+    # in the "local KMS" table), so that, as with real KMS, the quota is the limit.
+    storm_quota_rps: float = 100
+    storm_quota_burst: float = 100
+    storm_timeout_s: int = 30
+    latency_ms: float = 20
+
+
+FULL = Plan(
+    ns=[1, 10, 100, 1000],
+    direct_ns=[1, 10, 50, 100],
+    latency_envelope_ns=[1, 10, 100, 1000],
+    latency_direct_ns=[1, 10, 50, 100],
+    boto3_latency_ns=[1, 10, 50],
+    awscli_ns=[1, 10],
+    fnox_ns=[1, 10, 100],
+)
+
+QUICK = Plan(
+    ns=[1, 10, 100],
+    direct_ns=[1, 10, 50],
+    latency_envelope_ns=[1, 100],
+    latency_direct_ns=[1, 50],
+    boto3_latency_ns=[1],
+    awscli_ns=[1],
+    fnox_ns=[1],
+    warmup=1,
+    runs_fast=5,
+    runs_peer=3,
+    runs_slow=2,
+    runs_very_slow=2,
+    runs_glacial=1,
+    rss_runs_fast=2,
+    rss_runs_peer=1,
+    rss_runs_slow=0,
+    floor_samples=10,
+    storm_procs=100,
+    storm_concurrency=20,
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# Services: moto_server and the fault proxy, killed at exit whatever happens.
+
+_services: list[subprocess.Popen] = []
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGKILL this child if the bench dies without cleaning up."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort; stop_services() is the main path
+        pass
+
+
+def start_service(args: list[str], log_path: Path, stdout=None) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout if stdout is not None else open(log_path, "wb"),
+        stderr=open(log_path, "ab") if stdout is not None else subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+        start_new_session=True,
+    )
+    _services.append(proc)
+    return proc
+
+
+def stop_services() -> None:
+    while _services:
+        proc = _services.pop()
+        if proc.poll() is not None:
+            continue
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the group is ours alone
+        except ProcessLookupError:
+            continue
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_call(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None,
+              timeout: float = 30.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def start_moto(work: Path) -> int:
+    moto = shutil.which("moto_server")
+    if not moto:
+        raise BenchError("moto_server not found on PATH (make tools installs moto[server])")
+    last = ""
+    for attempt in range(3):
+        port = free_port()
+        proc = start_service([moto, "-H", "127.0.0.1", "-p", str(port)], work / f"moto-{attempt}.log")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                last = f"moto_server exited ({proc.returncode}) on port {port}"
+                break
+            try:
+                if http_call(port, "GET", "/", timeout=2)[0] == 200:
+                    return port
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            last = f"moto_server did not answer on 127.0.0.1:{port} within 30 s"
+    raise BenchError(last)
+
+
+def start_proxy(work: Path, moto_port: int) -> int:
+    proc = start_service(
+        [sys.executable, str(PROXY), "--upstream", f"http://127.0.0.1:{moto_port}", "--listen", "127.0.0.1:0"],
+        work / "proxy.log",
+        stdout=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 15
+    line = b""
+    while time.monotonic() < deadline and not line.endswith(b"\n"):
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 256)
+            if not chunk:
+                break
+            line += chunk
+    match = re.match(rb"listening on 127\.0\.0\.1:(\d+)", line)
+    if not match:
+        raise BenchError(f"the fault proxy did not start: {line!r} (see {work / 'proxy.log'})")
+    return int(match.group(1))
+
+
+class Proxy:
+    def __init__(self, port: int):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def _json(self, method: str, path: str, obj=None) -> dict:
+        body = json.dumps(obj).encode() if obj is not None else b""
+        status, answer = http_call(self.port, method, path, body, {"Content-Type": "application/json"})
+        if status != 200:
+            raise BenchError(f"proxy {method} {path}: {status} {answer[:200]!r}")
+        return json.loads(answer)
+
+    def reset(self) -> None:
+        self._json("POST", "/_proxy/reset")
+
+    def counts(self) -> dict:
+        return self._json("GET", "/_proxy/counts")
+
+    def config(self, **config) -> None:
+        self._json("POST", "/_proxy/config", config)
+
+
+class Moto:
+    """A few KMS JSON calls straight to moto (not through the proxy: not counted)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def call(self, operation: str, body: dict) -> dict:
+        status, answer = http_call(
+            self.port,
+            "POST",
+            "/",
+            json.dumps(body).encode(),
+            {
+                "Content-Type": "application/x-amz-json-1.1",
+                "X-Amz-Target": f"TrentService.{operation}",
+                # moto takes the region from the credential scope and checks no signature.
+                "Authorization": f"AWS4-HMAC-SHA256 Credential=bench/20260101/{REGION}/kms/aws4_request, "
+                "SignedHeaders=host, Signature=00",
+            },
+        )
+        if status != 200:
+            raise BenchError(f"KMS {operation}: {status} {answer[:300]!r}")
+        return json.loads(answer)
+
+    def create_key(self) -> str:
+        return self.call("CreateKey", {"Description": "kmsenv bench"})["KeyMetadata"]["Arn"]
+
+    def encrypt(self, key: str, plaintext: bytes, context: dict) -> str:
+        body = {"KeyId": key, "Plaintext": base64.b64encode(plaintext).decode(), "EncryptionContext": context}
+        return self.call("Encrypt", body)["CiphertextBlob"]
+
+
+# ---------------------------------------------------------------------------
+# Running things
+
+
+def run(args: list[str], env: dict, *, stdin: bytes | None = None, cwd: Path | None = None,
+        timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        args, input=stdin, env=env, cwd=cwd, capture_output=True, timeout=timeout,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
+    if check and proc.returncode != 0:
+        raise BenchError(
+            f"{shlex.join(map(str, args))} exited {proc.returncode}: "
+            f"{proc.stderr.decode(errors='replace').strip()[-800:]}"
+        )
+    return proc
+
+
+def output_of(args: list[str], env: dict | None = None) -> str:
+    try:
+        proc = subprocess.run(args, capture_output=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({exc.__class__.__name__})"
+    text = (proc.stdout or proc.stderr).decode(errors="replace").strip()
+    return text.splitlines()[0] if text else "unavailable"
+
+
+def resolve_shim(name: str) -> str | None:
+    """The real program behind a pyenv shim (the shim adds ~0.1 s of bash per call)."""
+    path = shutil.which(name)
+    if path and "/.pyenv/shims/" in path and shutil.which("pyenv"):
+        real = subprocess.run(["pyenv", "which", name], capture_output=True, text=True)
+        if real.returncode == 0 and real.stdout.strip():
+            return real.stdout.strip()
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Measurements
+
+
+@dataclass
+class Row:
+    group: str  # "base" | "latency"
+    tool: str  # "true" | "kmsenv" | "boto3" | "awscli" | "dotenvx" | "fnox"
+    kind: str  # "-" | "plain" | "envelope" | "direct" | "local keys"
+    n: int | None
+    label: str
+    command: list[str] = field(default_factory=list)
+    median_ms: float | None = None
+    cpu_ms: float | None = None  # mean user + system CPU time per run
+    min_ms: float | None = None
+    max_ms: float | None = None
+    warmup: int = 0
+    runs: int = 0
+    rss_kib: list[int] = field(default_factory=list)
+    kms_calls: int | None = None  # one run, from the proxy's counts
+    kms_decrypts: int | None = None
+    kms_during_timing: int | None = None
+    verified: str = ""
+    error: str | None = None
+
+    @property
+    def rss_max_mib(self) -> float | None:
+        return max(self.rss_kib) / 1024 if self.rss_kib else None
+
+
+class Bench:
+    def __init__(self, plan: Plan, work: Path, out_dir: Path, kmsenv: Path, dotenvx: str | None):
+        self.plan = plan
+        self.work = work
+        self.out_dir = out_dir
+        self.kmsenv = kmsenv
+        self.dotenvx = dotenvx
+        self.rows: list[Row] = []
+        self.notes: list[str] = []
+        self.storms: list[dict] = []
+        self.floors: dict[str, dict] = {}
+        self.generation: dict = {}
+        self.values: list[tuple[str, str]] = []
+        self.hyperfine = shutil.which("hyperfine")
+        self.gnu_time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+        if not self.hyperfine:
+            raise BenchError("hyperfine not found (make bench installs it with apt-get)")
+        if not self.gnu_time:
+            raise BenchError("/usr/bin/time (GNU time) not found (make bench installs it with apt-get)")
+
+    # -- setup -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.moto = Moto(start_moto(self.work))
+        self.proxy = Proxy(start_proxy(self.work, self.moto.port))
+        log(f"moto_server on {self.moto.url}, fault proxy on {self.proxy.url}")
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KMSENV_", "DOTENV_"))}
+        base.update(
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_REGION=REGION,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_EC2_METADATA_DISABLED="true",
+            AWS_CONFIG_FILE=str(self.work / "no-aws-config"),
+            AWS_SHARED_CREDENTIALS_FILE=str(self.work / "no-aws-credentials"),
+            AWS_PAGER="",
+        )
+        aws = resolve_shim("aws")
+        if aws:
+            base["AWS_CLI"] = aws
+        # Everything measured goes through the proxy; files are made against moto directly.
+        self.env = {**base, "AWS_ENDPOINT_URL_KMS": self.proxy.url}
+        self.make_env = {**base, "AWS_ENDPOINT_URL_KMS": self.moto.url}
+        self.key = self.moto.create_key()
+        log(f"KMS key {self.key}")
+
+    def kms(self, *args: str, file: Path, stdin: bytes | None = None) -> None:
+        run([str(self.kmsenv), "-q", "-f", str(file), *args], self.make_env, stdin=stdin)
+
+    def make_files(self) -> None:
+        p = self.plan
+        max_n = max(p.ns + p.direct_ns + [p.storm_direct_values])
+        self.values = [(f"BENCH_VAR_{i:04d}", secrets.token_urlsafe(24)) for i in range(max_n)]
+        self.files: dict[tuple[str, int], Path] = {}
+        started = time.monotonic()
+
+        for n in sorted(set(p.ns)):
+            dotenv = self.work / f"values-{n}.env"
+            dotenv.write_text("".join(f"{k}={v}\n" for k, v in self.values[:n]))
+            plain = self.work / f"plain-{n}.toml"
+            plain.write_text("[kmsenv]\nversion = 1\n")
+            self.kms("import", "--plain", str(dotenv), file=plain)
+            self.files["plain", n] = plain
+            envelope = self.work / f"envelope-{n}.toml"
+            self.kms("init", "--key", self.key, "--context", "=".join(CONTEXT), file=envelope)
+            self.kms("import", str(dotenv), file=envelope)
+            self.files["envelope", n] = envelope
+        log(f"plain and envelope files (kmsenv init/import) for N={p.ns} in {time.monotonic() - started:.1f} s")
+
+        # Direct values: two ways to make them; time both on the same N, use the faster.
+        probe_n = 10
+        started = time.monotonic()
+        via_set = self.work / f"direct-{probe_n}-via-set.toml"
+        via_set.write_text("[kmsenv]\nversion = 1\n")
+        for name, value in self.values[:probe_n]:
+            self.kms("set", "--kms", "--key", self.key, name, file=via_set, stdin=value.encode())
+        t_set = time.monotonic() - started
+        started = time.monotonic()
+        via_encrypt = self.write_direct(probe_n, self.work / f"direct-{probe_n}-via-encrypt.toml")
+        t_encrypt = time.monotonic() - started
+        run([str(self.kmsenv), "-q", "-f", str(via_set), "check"], self.make_env)
+        run([str(self.kmsenv), "-q", "-f", str(via_encrypt), "check"], self.make_env)
+        faster = "encrypt" if t_encrypt <= t_set else "set"
+        self.generation = {
+            "probe_n": probe_n,
+            "set_s": t_set,
+            "encrypt_s": t_encrypt,
+            "used": faster,
+        }
+        log(f"direct values, N={probe_n}: `kmsenv set --kms` per value {t_set:.2f} s, "
+            f"KMS Encrypt + writing the TOML {t_encrypt:.2f} s: using {faster}")
+
+        started = time.monotonic()
+        direct_ns = sorted(set(p.direct_ns) | set(n for n in p.ns if n <= 100) | {p.storm_direct_values}
+                           | set(p.latency_direct_ns) | set(p.boto3_latency_ns) | set(p.awscli_ns)
+                           | set(p.ns))  # the boto3 peer reads direct files at every N
+        for n in direct_ns:
+            path = self.work / f"direct-{n}.toml"
+            if faster == "encrypt":
+                self.write_direct(n, path)
+            else:
+                path.write_text("[kmsenv]\nversion = 1\n")
+                for name, value in self.values[:n]:
+                    self.kms("set", "--kms", "--key", self.key, name, file=path, stdin=value.encode())
+            self.files["direct", n] = path
+        self.generation["direct_ns"] = direct_ns
+        self.generation["direct_all_s"] = time.monotonic() - started
+        log(f"direct files for N={direct_ns} in {self.generation['direct_all_s']:.1f} s")
+
+        for n in sorted(set(p.awscli_ns)):
+            # The awscli loop reads NAME<TAB>KEY<TAB>CIPHERTEXT lines: the direct file's values.
+            with open(self.files["direct", n], "rb") as f:
+                entries = tomllib.load(f)["env"]
+            tsv = self.work / f"direct-{n}.tsv"
+            tsv.write_text("".join(f"{name}\t{e['key']}\t{e['kms']}\n" for name, e in entries.items()))
+            self.files["awscli", n] = tsv
+
+        if self.dotenvx:
+            started = time.monotonic()
+            for n in sorted(set(p.ns)):
+                folder = self.work / f"dotenvx-{n}"
+                folder.mkdir()
+                shutil.copy(self.work / f"values-{n}.env", folder / ".env")
+                encrypt_started = time.monotonic()
+                run([self.dotenvx, "encrypt", "-f", ".env"], self.make_env, cwd=folder)
+                self.generation.setdefault("dotenvx_encrypt_s", {})[n] = time.monotonic() - encrypt_started
+                if "encrypted:" not in (folder / ".env").read_text() or not (folder / ".env.keys").exists():
+                    raise BenchError(f"dotenvx encrypt did not encrypt {folder / '.env'}")
+                self.files["dotenvx", n] = folder / ".env"
+            log(f"dotenvx files (dotenvx encrypt) for N={p.ns} in {time.monotonic() - started:.1f} s")
+
+    def write_direct(self, n: int, path: Path) -> Path:
+        blobs = [(name, self.moto.encrypt(self.key, value.encode(), {"kmsenv:var": name}))
+                 for name, value in self.values[:n]]
+        lines = ["[kmsenv]", "version = 1", "", "[env]"]
+        for name, blob in blobs:
+            lines.append(f'{name} = {{ kms = "{blob}", key = "{self.key}", context = {{ "kmsenv:var" = "{name}" }} }}')
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    # -- one measurement ---------------------------------------------------
+
+    def check_env(self, row: Row, output: bytes) -> str:
+        """The command's `env` output holds the N expected values."""
+        if row.n is None or row.kind in ("-",):
+            return "n/a"
+        got = {}
+        for line in output.decode(errors="replace").splitlines():
+            name, sep, value = line.partition("=")
+            if sep:
+                got[name] = value
+        wrong = [name for name, value in self.values[: row.n] if got.get(name) != value]
+        if wrong:
+            raise BenchError(f"{row.label}: {len(wrong)} of {row.n} variables missing or wrong (first: {wrong[0]})")
+        return f"all {row.n} values ok"
+
+    def measure(self, row: Row, *, slow_peer: bool = False) -> Row:
+        p = self.plan
+        self.rows.append(row)
+        cmd = row.command
+        assert cmd[-1] == "true", cmd
+        probe = cmd if row.tool == "true" else [*cmd[:-1], "env"]
+        try:
+            # 1. One run with `env` instead of `true`: the values arrived, and the KMS
+            #    calls of one run (reset before, read after).
+            #    Under GNU time: its peak RSS is the first sample.
+            rss_file = self.work / "rss.txt"
+            self.proxy.reset()
+            started = time.monotonic()
+            proc = run([self.gnu_time, "-f", "%M", "-o", str(rss_file), *probe], self.env, timeout=900)
+            one_run = time.monotonic() - started
+            counts = self.proxy.counts()
+            row.kms_calls = counts["total"]
+            row.kms_decrypts = counts["ops"].get("Decrypt", 0)
+            row.verified = self.check_env(row, proc.stdout)
+            row.rss_kib.append(int(rss_file.read_text().strip().splitlines()[-1]))
+
+            # 2. hyperfine: median wall time. Slow peers get fewer runs.
+            if slow_peer and one_run > GLACIAL_RUN_S:
+                row.warmup, row.runs, rss_runs = p.warmup_glacial, p.runs_glacial, p.rss_runs_very_slow
+            elif slow_peer and one_run > VERY_SLOW_RUN_S:
+                row.warmup, row.runs, rss_runs = p.warmup_slow, p.runs_very_slow, p.rss_runs_very_slow
+            elif slow_peer and one_run > SLOW_RUN_S:
+                row.warmup, row.runs, rss_runs = p.warmup_slow, p.runs_slow, p.rss_runs_slow
+            elif row.tool in ("true", "kmsenv"):
+                runs = p.runs_fast if one_run < FAST_SLOW_RUN_S else p.runs_fast_slow
+                row.warmup, row.runs, rss_runs = p.warmup, runs, p.rss_runs_fast
+            else:
+                row.warmup, row.runs, rss_runs = p.warmup, p.runs_peer, p.rss_runs_peer
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{row.group}-{row.label}").strip("-").lower()
+            export = self.out_dir / f"{slug}.json"
+            self.proxy.reset()
+            run(
+                [self.hyperfine, "-N", "--warmup", str(row.warmup), "--runs", str(row.runs),
+                 "--style", "none", "--export-json", str(export), "--command-name", row.label,
+                 shlex.join(cmd)],
+                self.env,
+                timeout=1800,
+            )
+            row.kms_during_timing = self.proxy.counts()["total"]
+            result = json.loads(export.read_text())["results"][0]
+            row.median_ms = result["median"] * 1000
+            row.min_ms = result["min"] * 1000
+            row.max_ms = result["max"] * 1000
+            row.cpu_ms = (result["user"] + result["system"]) * 1000
+
+            # 3. Peak RSS, GNU time's %M (max RSS of the process, kept across execve:
+            #    kmsenv's own peak before it became `true`). Several runs, the max kept.
+            for _ in range(rss_runs):
+                run([self.gnu_time, "-f", "%M", "-o", str(rss_file), *cmd], self.env, timeout=900)
+                row.rss_kib.append(int(rss_file.read_text().strip().splitlines()[-1]))
+        except (BenchError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as exc:
+            row.error = str(exc)[:500]
+            log(f"FAILED {row.label}: {row.error}")
+            return row
+        log(
+            f"{row.group:7} {row.label:42} median {row.median_ms:8.2f} ms  "
+            f"(min {row.min_ms:.2f}, CPU {row.cpu_ms:.1f} ms, {row.warmup}+{row.runs} runs)  "
+            f"RSS max {row.rss_max_mib:6.2f} MiB  KMS calls/run {row.kms_calls}"
+        )
+        return row
+
+    # -- the local KMS alone ------------------------------------------------
+
+    def measure_kms_floor(self, group: str) -> None:
+        """What moto + the proxy cost without kmsenv: Decrypt calls from this process
+        (http.client, a fresh connection per call, as a starting process has)."""
+        p = self.plan
+        blob = self.moto.encrypt(self.key, b"floor", {"kmsenv:var": "FLOOR"})
+        body = json.dumps({"CiphertextBlob": blob, "KeyId": self.key,
+                           "EncryptionContext": {"kmsenv:var": "FLOOR"}}).encode()
+        headers = {
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": "TrentService.Decrypt",
+            "Authorization": f"AWS4-HMAC-SHA256 Credential=bench/20260101/{REGION}/kms/aws4_request, "
+            "SignedHeaders=host, Signature=00",
+        }
+
+        def one(port: int) -> float:
+            started = time.perf_counter()
+            status, answer = http_call(port, "POST", "/", body, headers)
+            if status != 200:
+                raise BenchError(f"Decrypt for the KMS floor: {status} {answer[:200]!r}")
+            return time.perf_counter() - started
+
+        def burst(port: int, count: int) -> float:
+            started = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
+                list(pool.map(lambda _: one(port), range(count)))
+            return time.perf_counter() - started
+
+        floor = {"group": group}
+        if group == "base":
+            floor["moto_single_ms"] = statistics.median(one(self.moto.port) for _ in range(p.floor_samples)) * 1000
+        floor["proxy_single_ms"] = statistics.median(one(self.proxy.port) for _ in range(p.floor_samples)) * 1000
+        floor["proxy_50_ms"] = statistics.median(burst(self.proxy.port, 50) for _ in range(5)) * 1000
+        if group == "base":
+            done = 0
+            stop = time.monotonic() + 3.0
+
+            def worker(_: int) -> int:
+                n = 0
+                while time.monotonic() < stop:
+                    one(self.proxy.port)
+                    n += 1
+                return n
+
+            started = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+                done = sum(pool.map(worker, range(50)))
+            floor["capacity_rps"] = done / (time.monotonic() - started)
+        self.floors[group] = floor
+        log(f"local KMS ({group}): " + ", ".join(f"{k} {v:.1f}" for k, v in floor.items() if k != "group"))
+
+    # -- the cases ---------------------------------------------------------
+
+    def kmsenv_cmd(self, file: Path, *extra: str) -> list[str]:
+        return [str(self.kmsenv), "-f", str(file), *extra, "exec", "--", "true"]
+
+    def measure_base(self) -> None:
+        p = self.plan
+        self.measure_kms_floor("base")
+        self.measure(Row("base", "true", "-", None, "true (floor)", ["true"]))
+        for n in p.ns:
+            self.measure(Row("base", "kmsenv", "plain", n, f"kmsenv plain N={n}", self.kmsenv_cmd(self.files["plain", n])))
+        for n in p.ns:
+            self.measure(Row("base", "kmsenv", "envelope", n, f"kmsenv envelope N={n}",
+                             self.kmsenv_cmd(self.files["envelope", n])))
+        for n in p.direct_ns:
+            self.measure(Row("base", "kmsenv", "direct", n, f"kmsenv direct N={n}",
+                             self.kmsenv_cmd(self.files["direct", n])))
+        self.measure_peers("base", p.ns, p.awscli_ns, p.ns)
+
+    def measure_peers(self, group: str, boto3_ns: list[int], awscli_ns: list[int], dotenvx_ns: list[int]) -> None:
+        for n in boto3_ns:
+            self.measure(Row(group, "boto3", "direct", n, f"boto3 entrypoint N={n}",
+                             [sys.executable, str(PEERS / "boto3_entrypoint.py"), str(self.files["direct", n]),
+                              "--", "true"]), slow_peer=True)
+        for n in awscli_ns:
+            self.measure(Row(group, "awscli", "direct", n, f"awscli loop N={n}",
+                             [str(PEERS / "awscli_loop.sh"), str(self.files["awscli", n]), "--", "true"]),
+                         slow_peer=True)
+        if self.dotenvx:
+            for n in dotenvx_ns:
+                self.measure(Row(group, "dotenvx", "local keys", n, f"dotenvx run N={n}",
+                                 [self.dotenvx, "run", "-f", str(self.files["dotenvx", n]), "--", "true"]),
+                             slow_peer=True)
+        self.measure_fnox(group)
+
+    def measure_fnox(self, group: str) -> None:
+        fnox = shutil.which("fnox")
+        if group != "base":
+            return
+        if not fnox:
+            self.notes.append("fnox: not installed (not on PATH), so not measured.")
+            log("fnox: not installed")
+            return
+        # fnox's aws-kms provider: one Encrypt per `fnox set`, one Decrypt per secret at exec.
+        for n in self.plan.fnox_ns:
+            folder = self.work / f"fnox-{n}"
+            folder.mkdir(exist_ok=True)
+            (folder / "fnox.toml").write_text(
+                f'[providers.kms]\ntype = "aws-kms"\nkey_id = "{self.key}"\nregion = "{REGION}"\n'
+            )
+            try:
+                for name, value in self.values[:n]:
+                    run([fnox, "set", name, value, "--provider", "kms"], self.env, cwd=folder)
+            except BenchError as exc:
+                self.notes.append(f"fnox: installed ({output_of([fnox, '--version'])}) but setup failed: {exc}")
+                log(f"fnox setup failed: {exc}")
+                return
+            row = Row(group, "fnox", "direct", n, f"fnox exec N={n}",
+                      [fnox, "--config", str(folder / "fnox.toml"), "exec", "--", "true"])
+            self.measure(row, slow_peer=True)
+
+    def measure_latency(self) -> None:
+        p = self.plan
+        self.proxy.config(latency_ms=p.latency_ms)
+        try:
+            self.measure_kms_floor("latency")
+            for n in p.latency_envelope_ns:
+                self.measure(Row("latency", "kmsenv", "envelope", n, f"kmsenv envelope N={n}",
+                                 self.kmsenv_cmd(self.files["envelope", n])))
+            for n in p.latency_direct_ns:
+                self.measure(Row("latency", "kmsenv", "direct", n, f"kmsenv direct N={n}",
+                                 self.kmsenv_cmd(self.files["direct", n])))
+            for n in p.boto3_latency_ns:
+                self.measure(Row("latency", "boto3", "direct", n, f"boto3 entrypoint N={n}",
+                                 [sys.executable, str(PEERS / "boto3_entrypoint.py"), str(self.files["direct", n]),
+                                  "--", "true"]), slow_peer=True)
+        finally:
+            self.proxy.config(latency_ms=0)
+
+    # -- storm -------------------------------------------------------------
+
+    def storm(self, kind: str, file: Path, values: int) -> None:
+        p = self.plan
+        cmd = [str(self.kmsenv), "--timeout", str(p.storm_timeout_s), "-f", str(file), "exec", "--", "true"]
+
+        def one(_: int) -> tuple[int, float, bytes]:
+            started = time.perf_counter()
+            try:
+                proc = subprocess.run(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, timeout=p.storm_timeout_s + 30)
+            except subprocess.TimeoutExpired:  # kmsenv's own deadline did not hold: killed, counted as failed
+                return -9, time.perf_counter() - started, b"killed by the bench: no exit within --timeout + 30 s"
+            return proc.returncode, time.perf_counter() - started, proc.stderr
+
+        self.proxy.reset()
+        self.proxy.config(quota_rps=p.storm_quota_rps, quota_burst=p.storm_quota_burst)
+        started = time.monotonic()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=p.storm_concurrency) as pool:
+                results = list(pool.map(one, range(p.storm_procs)))
+        finally:
+            wall = time.monotonic() - started
+            counts = self.proxy.counts()
+            self.proxy.config(quota_rps=None)
+        ok = sorted(t for rc, t, _ in results if rc == 0)
+        failed = [(rc, t, err) for rc, t, err in results if rc != 0]
+        codes: dict[int, int] = {}
+        for rc, _, _ in failed:
+            codes[rc] = codes.get(rc, 0) + 1
+        throttled_errors = sum(1 for _, _, err in failed if b"ThrottlingException" in err)
+        storm = {
+            "kind": kind,
+            "values": values,
+            "procs": p.storm_procs,
+            "concurrency": p.storm_concurrency,
+            "started": len(ok),
+            "failed": len(failed),
+            "failed_codes": codes,
+            "failed_throttling": throttled_errors,
+            "p50_ms": percentile(ok, 50) * 1000 if ok else None,
+            "p99_ms": percentile(ok, 99) * 1000 if ok else None,
+            "max_ms": ok[-1] * 1000 if ok else None,
+            "fail_p50_ms": percentile(sorted(t for _, t, _ in failed), 50) * 1000 if failed else None,
+            "wall_s": wall,
+            "kms_total": counts["total"],
+            "kms_decrypt": counts["ops"].get("Decrypt", 0),
+            "throttled": counts["throttled"],
+            "sample_error": next((err.decode(errors="replace").strip().splitlines()[0]
+                                  for _, _, err in failed if err.strip()), ""),
+        }
+        self.storms.append(storm)
+        log(
+            f"storm {kind}: {storm['started']}/{storm['procs']} exec'd, p50 {fmt(storm['p50_ms'])} ms, "
+            f"p99 {fmt(storm['p99_ms'])} ms, KMS calls {storm['kms_total']}, throttled {storm['throttled']}, "
+            f"{wall:.1f} s"
+        )
+
+    def measure_storms(self) -> None:
+        p = self.plan
+        self.storm("envelope", self.files["envelope", 100 if ("envelope", 100) in self.files else p.ns[0]],
+                   100 if ("envelope", 100) in self.files else p.ns[0])
+        self.storm("direct", self.files["direct", p.storm_direct_values], p.storm_direct_values)
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        raise ValueError("empty")
+    rank = max(1, min(len(sorted_values), -(-len(sorted_values) * pct // 100)))
+    return sorted_values[int(rank) - 1]
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / MIB:.1f} GiB"
+    except (OSError, ValueError):
+        pass
+    return {
+        "nproc": output_of(["nproc"]),
+        "cpu": cpu,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "memory": mem,
+    }
+
+
+def binary_info(path: Path) -> dict:
+    size = path.stat().st_size
+    described = output_of(["file", "-b", str(path)]) if shutil.which("file") else "unknown (no `file`)"
+    return {"path": path, "size": size, "mib": size / MIB, "file": described}
+
+
+def git_info() -> str:
+    head = output_of(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return head + (" (with uncommitted changes to tracked files)" if dirty else "")
+
+
+class Report:
+    def __init__(self, bench: Bench, started: datetime.datetime, elapsed_s: float, info: dict):
+        self.b = bench
+        self.started = started
+        self.elapsed_s = elapsed_s
+        self.info = info
+        self.targets: list[tuple[bool | None, str]] = []
+
+    def find(self, group: str, tool: str, kind: str, n: int | None) -> Row | None:
+        for row in self.b.rows:
+            if (row.group, row.tool, row.kind, row.n) == (group, tool, kind, n) and row.error is None:
+                return row
+        return None
+
+    def ratio(self, row: Row, kind: str) -> str:
+        ref = self.find(row.group, "kmsenv", kind, row.n)
+        if ref is None or row.median_ms is None or not ref.median_ms:
+            return "–"
+        return f"{row.median_ms / ref.median_ms:.2f}×"
+
+    def table(self, group: str) -> list[str]:
+        lines = [
+            "| command | N | median ms | min ms | CPU ms | × kmsenv envelope | × kmsenv direct | peak RSS MiB | KMS calls/run | runs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in self.b.rows:
+            if row.group != group:
+                continue
+            n = "–" if row.n is None else str(row.n)
+            if row.error:
+                lines.append(f"| {row.label} | {n} | failed: {row.error[:120]} | | | | | | | |")
+                continue
+            calls = "0" if row.kms_calls == 0 else f"{row.kms_calls} ({row.kms_decrypts} Decrypt)"
+            lines.append(
+                f"| {row.label} | {n} | {row.median_ms:.2f} | {row.min_ms:.2f} | {row.cpu_ms:.1f} | {self.ratio(row, 'envelope')} | "
+                f"{self.ratio(row, 'direct')} | {row.rss_max_mib:.2f} | {calls} | "
+                f"{row.warmup}+{row.runs}, RSS ×{len(row.rss_kib)} |"
+            )
+        return lines
+
+    def floor_table(self) -> list[str]:
+        floors = self.b.floors
+        if not floors:
+            return []
+        p = self.b.plan
+        base, lat = floors.get("base", {}), floors.get("latency", {})
+        lines = [
+            "",
+            "## The local KMS alone (no kmsenv)",
+            "",
+            "Decrypt calls made by the bench process itself (Python `http.client`, a fresh connection per call, "
+            f"as a starting process has; medians of {p.floor_samples} calls, of 5 bursts): the part of every "
+            "time below that is moto + the proxy, not the tool measured. Real KMS answers in a few ms "
+            "in-region; moto is a Python server sharing these 2 cores with everything else.",
+            "",
+            f"| | no added latency | {p.latency_ms:g} ms added |",
+            "|---|---:|---:|",
+            f"| one Decrypt, straight to moto | {fmt(base.get('moto_single_ms'), 2)} ms | |",
+            f"| one Decrypt, through the proxy | {fmt(base.get('proxy_single_ms'), 2)} ms | {fmt(lat.get('proxy_single_ms'), 2)} ms |",
+            f"| 50 concurrent Decrypts, through the proxy (wall) | {fmt(base.get('proxy_50_ms'), 1)} ms | {fmt(lat.get('proxy_50_ms'), 1)} ms |",
+            f"| sustained Decrypt rate, 50 concurrent clients, 3 s | {fmt(base.get('capacity_rps'), 0)} /s | |",
+        ]
+        return lines
+
+    def target(self, ok: bool | None, text: str) -> None:
+        self.targets.append((ok, text))
+
+    def check_targets(self) -> None:
+        b = self.b
+        env100 = self.find("base", "kmsenv", "envelope", 100)
+        if env100:
+            floor = b.floors.get("base", {}).get("proxy_single_ms")
+            self.target(env100.median_ms <= 10, f"envelope file, N=100, no added latency: median {env100.median_ms:.2f} ms (target ≤ 10 ms)"
+                        + (f"; one Decrypt alone on this local KMS: {floor:.2f} ms" if floor else ""))
+            boto = self.find("base", "boto3", "direct", 100)
+            if boto:
+                r = boto.median_ms / env100.median_ms
+                self.target(r >= 25, f"envelope N=100 vs boto3 entrypoint N=100: {boto.median_ms:.1f} ms / {env100.median_ms:.2f} ms = {r:.1f}× faster (target ≥ 25×)")
+            else:
+                self.target(None, "envelope N=100 vs boto3 entrypoint N=100: boto3 not measured")
+        else:
+            self.target(None, "envelope file, N=100: not measured")
+        env1 = self.find("base", "kmsenv", "envelope", 1)
+        env1000 = self.find("base", "kmsenv", "envelope", 1000)
+        if env1 and env1000:
+            r = env1000.median_ms / env1.median_ms
+            self.target(r <= 1.5, f"growth: envelope N=1000 / N=1 = {env1000.median_ms:.2f} / {env1.median_ms:.2f} ms = {r:.2f}× (target ≤ 1.5×)")
+        else:
+            self.target(None, "growth envelope N=1000 vs N=1: not measured")
+        floor = self.find("base", "true", "-", None)
+        for n in b.plan.ns:
+            plain = self.find("base", "kmsenv", "plain", n)
+            if plain and floor:
+                d = plain.median_ms - floor.median_ms
+                self.target(d <= 1.0, f"plain-only file N={n}: {plain.median_ms:.2f} ms − true {floor.median_ms:.2f} ms = {d:+.2f} ms (target ≤ 1 ms over `true`)")
+        lat = b.plan.latency_ms
+        for n in (1, 100):
+            row = self.find("latency", "kmsenv", "envelope", n)
+            if row:
+                floor = b.floors.get("latency", {}).get("proxy_single_ms")
+                self.target(row.median_ms <= 45, f"{lat:g} ms added latency, envelope N={n}: median {row.median_ms:.2f} ms (target ≤ 45 ms)"
+                            + (f"; one Decrypt alone: {floor:.2f} ms" if floor else ""))
+        row = self.find("latency", "kmsenv", "direct", 50)
+        if row:
+            floor = b.floors.get("latency", {}).get("proxy_50_ms")
+            self.target(row.median_ms <= 65, f"{lat:g} ms added latency, 50 direct values: median {row.median_ms:.2f} ms (target ≤ 65 ms)"
+                        + (f"; 50 concurrent Decrypts alone on this local KMS: {floor:.1f} ms" if floor else ""))
+        else:
+            self.target(None, "added latency, 50 direct values: not measured")
+        for row in b.rows:
+            if row.tool != "kmsenv" or row.error:
+                continue
+            if row.kind == "envelope":
+                runs = row.warmup + row.runs
+                ok = row.kms_calls == 1 and row.kms_decrypts == 1 and row.kms_during_timing == runs
+                self.target(ok, f"KMS calls, {row.group} envelope N={row.n}: {row.kms_calls} per run "
+                            f"({row.kms_decrypts} Decrypt); {row.kms_during_timing} during {runs} timed runs (target exactly 1 per file)")
+            elif row.kind == "direct":
+                runs = row.warmup + row.runs
+                ok = row.kms_calls == row.n and row.kms_decrypts == row.n and row.kms_during_timing == runs * row.n
+                self.target(ok, f"KMS calls, {row.group} direct N={row.n}: {row.kms_calls} per run "
+                            f"({row.kms_decrypts} Decrypt); {row.kms_during_timing} during {runs} timed runs (target exactly 1 per value)")
+            elif row.kind == "plain":
+                self.target(row.kms_calls == 0, f"KMS calls, plain-only N={row.n}: {row.kms_calls} (expected 0)")
+        for row in b.rows:
+            if row.tool == "kmsenv" and row.n == 1000 and not row.error:
+                self.target(row.rss_max_mib <= 12, f"peak RSS, {row.group} {row.kind} N=1000: {row.rss_max_mib:.2f} MiB (target ≤ 12 MiB)")
+
+    def render(self) -> str:
+        b = self.b
+        p = b.plan
+        info = self.info
+        binary = info["binary"]
+        m = info["machine"]
+        self.check_targets()
+        out = [
+            "# kmsenv benchmark results",
+            "",
+            f"Generated by `make bench` (`python3 bench/run.py{' --quick' if info['quick'] else ''}`) on "
+            f"{self.started.strftime('%Y-%m-%d %H:%M %Z').strip()}; the whole run took {self.elapsed_s / 60:.1f} min.",
+            "",
+            "## Machine and build",
+            "",
+            f"- machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}, {m['memory']} RAM, kernel {m['kernel']}",
+            f"- load average (1/5/15 min) at start {info['load_start']}, at end {info['load_end']} "
+            "(other work on the machine shows up as noise)",
+            f"- kmsenv: `{info['version']}`, commit {info['commit']}",
+            f"- binary: `{binary['path'].relative_to(ROOT) if binary['path'].is_relative_to(ROOT) else binary['path']}`, "
+            f"{binary['size']} bytes = {binary['mib']:.2f} MiB; `file`: {binary['file']}",
+            f"- tools: {info['tools']}",
+            "",
+            "## How it was measured",
+            "",
+            "- KMS is moto_server on a loopback port; every measured command talks to it through the project's "
+            "fault proxy (`tests/support/kms_fault_proxy.py`), which counts calls and adds latency or a quota "
+            "when told to. Same key, same names and values (32-character random strings) for every tool at a given N.",
+            "- The proxy runs with `TCP_NODELAY` on its connections: it writes an answer's headers and body "
+            "separately, and with Nagle's algorithm on, a client that reuses its connection (boto3, the AWS CLI) "
+            "would wait for a delayed ACK (~40 ms) on every request after its first. Real KMS adds no such delay.",
+            "- Files were made with kmsenv itself: plain-only files with `kmsenv import --plain` (no keys, so no "
+            "KMS and no MAC), envelope files with `kmsenv init --key … --context app=bench` + `kmsenv import` "
+            "(sealed values).",
+            f"- Direct `kms` values: for N={b.generation.get('probe_n')} both ways were timed: `kmsenv set --kms` "
+            f"once per value {b.generation.get('set_s', 0):.2f} s, KMS `Encrypt` (context `kmsenv:var`=NAME) "
+            f"+ writing the `{{ kms = …, key = …, context = … }}` entries {b.generation.get('encrypt_s', 0):.2f} s; "
+            f"the faster (`{b.generation.get('used')}`) made every direct file. kmsenv direct files are measured "
+            f"only up to N={max(p.direct_ns)} (N={', '.join(map(str, p.direct_ns))}), as the issue allows; the "
+            "boto3 peer reads the same kind of file at every N (its N=1000 file is made the same way).",
+            f"- Wall time: hyperfine `-N` (no shell), `--warmup {p.warmup}`, {p.runs_fast} runs for kmsenv and "
+            f"`true` ({p.runs_fast_slow} when one run takes over {FAST_SLOW_RUN_S:g} s), {p.runs_peer} for peers; "
+            f"a peer whose single run took over {SLOW_RUN_S:g} s gets `--warmup {p.warmup_slow}` and "
+            f"{p.runs_slow} runs, over {VERY_SLOW_RUN_S:g} s {p.runs_very_slow} runs, over {GLACIAL_RUN_S:g} s "
+            f"`--warmup {p.warmup_glacial}` and {p.runs_glacial} runs, to keep the bench under 15 minutes "
+            "(the `runs` column says warmup+runs). The table shows the "
+            "**median**; CPU ms is hyperfine's mean user + system time per run (less sensitive to other load "
+            "on the machine than wall time). Raw JSON is in `bench/results/`.",
+            "- Peak RSS: GNU `/usr/bin/time -f %M` of the check run below plus "
+            f"{p.rss_runs_fast} runs of the command for kmsenv, {p.rss_runs_peer} for peers ({p.rss_runs_slow} "
+            f"if slow, {p.rss_runs_very_slow} if very slow); **the maximum** is shown. The kernel keeps the high-water mark across `execve`, so for kmsenv it "
+            "is kmsenv's own peak before it became `true`; for the awscli loop it is the largest process of the "
+            "tree (one `aws`).",
+            "- KMS calls/run: proxy counts reset before and read after one run of the command with `env` in "
+            "place of `true`; that run's output is also checked to hold all N values. Counts are also read "
+            "across all the timed runs, and must equal runs × calls per run (see the targets).",
+            "- Ratios: this row's median / the median of kmsenv with the envelope (or direct) file at the same N "
+            "and the same latency. Above 1× means slower than kmsenv.",
+            f"- Peers: `bench/peers/boto3_entrypoint.py` (Python {platform.python_version()}, one boto3 client, "
+            "one Decrypt per variable, then `os.execvpe`); `bench/peers/awscli_loop.sh` (`aws kms decrypt` per "
+            f"variable, then `exec`; N ≤ {max(p.awscli_ns)}); `dotenvx run -f .env -- true` with its own local "
+            "keys (`dotenvx encrypt` of the same values; no KMS"
+            + (", which itself took " + ", ".join(f"{t:.1f} s for N={n}" for n, t in
+                                                   b.generation.get("dotenvx_encrypt_s", {}).items())
+               if b.generation.get("dotenvx_encrypt_s") else "")
+            + ").",
+        ]
+        for note in b.notes:
+            out.append(f"- {note}")
+        out += self.floor_table()
+        out += ["", "## No added latency", ""] + self.table("base")
+        out += ["", f"## {p.latency_ms:g} ms added to every KMS request by the proxy", ""] + self.table("latency")
+        out += [
+            "",
+            "## Fleet start storm",
+            "",
+            f"{p.storm_procs} × `kmsenv --timeout {p.storm_timeout_s} exec -- true`, at most "
+            f"{p.storm_concurrency} running at once (a new one starts as soon as one exits: this is a 2-core "
+            f"machine), while the proxy enforces a KMS-like request quota of {p.storm_quota_rps:g} requests/s "
+            f"(token bucket, burst {p.storm_quota_burst:g}) and answers `ThrottlingException` beyond it — "
+            "a scaled-down model of a KMS account quota, set below the sustained rate that moto + the proxy "
+            "can serve here (table above) so that, as with real KMS, the quota and not the server is the limit. "
+            "kmsenv retries throttling (standard mode, 4 attempts, backoff with jitter). Time to exec = from spawn to exit of "
+            "`kmsenv exec -- true` (includes kmsenv's retries with backoff; `true` itself takes ~1 ms), "
+            "percentiles over the processes that exec'd.",
+            "",
+            "| file | exec'd (exit 0) | failed | p50 ms | p99 ms | max ms | KMS calls | throttled | storm wall s | KMS req/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in b.storms:
+            failed = str(s["failed"])
+            if s["failed"]:
+                codes = ", ".join(f"exit {rc}: {c}" for rc, c in sorted(s["failed_codes"].items()))
+                failed += f" ({codes}; {s['failed_throttling']} name ThrottlingException)"
+            out.append(
+                f"| {s['kind']}, {s['values']} values | {s['started']}/{s['procs']} | {failed} | {fmt(s['p50_ms'])} | "
+                f"{fmt(s['p99_ms'])} | {fmt(s['max_ms'])} | {s['kms_total']} ({s['kms_decrypt']} Decrypt) | "
+                f"{s['throttled']} | {s['wall_s']:.1f} | {s['kms_total'] / s['wall_s']:.0f} |"
+            )
+        for s in b.storms:
+            if s["sample_error"]:
+                out.append(f"\nA failure ({s['kind']}): `{s['sample_error'][:300]}`")
+        out += ["", "## Targets (checked by the bench, not by tests)", ""]
+        for ok, text in self.targets:
+            mark = "PASS" if ok else ("MISS" if ok is False else "N/A ")
+            out.append(f"- **{mark}** {text}")
+        return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="few runs, small N (for developing the bench)")
+    parser.add_argument("--out", type=Path, help="report path (default bench/RESULTS.md; --quick: bench/results/RESULTS-quick.md)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    args = parser.parse_args()
+
+    plan = QUICK if args.quick else FULL
+    out_dir = BENCH / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.json"):
+        old.unlink()
+    report_path = args.out or (out_dir / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md")
+    kmsenv = Path(os.environ.get("KMSENV_BIN") or STATIC_BIN)
+    if not kmsenv.is_absolute():
+        kmsenv = ROOT / kmsenv
+    if not os.access(kmsenv, os.X_OK):
+        print(f"bench: {kmsenv} not found: run `make static` (or set KMSENV_BIN)", file=sys.stderr)
+        return 2
+    dotenvx = os.environ.get("DOTENVX") or (str(DEFAULT_DOTENVX) if os.access(DEFAULT_DOTENVX, os.X_OK) else shutil.which("dotenvx"))
+    if dotenvx and "/" in dotenvx and not os.path.isabs(dotenvx):
+        dotenvx = str(ROOT / dotenvx)  # it also runs with other working folders
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    started_at = datetime.datetime.now().astimezone()
+    t0 = time.monotonic()
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    work = Path(tempfile.mkdtemp(prefix="kmsenv-bench-"))
+    try:
+        bench = Bench(plan, work, out_dir, kmsenv, dotenvx)
+        if not dotenvx:
+            bench.notes.append("dotenvx: not found (make bench installs it into bench/.node), so not measured.")
+        log(f"measuring {kmsenv} ({'quick' if args.quick else 'full'} plan); work folder {work}")
+        bench.start()
+        bench.make_files()
+        section = time.monotonic()
+        bench.measure_base()
+        log(f"no-latency section took {time.monotonic() - section:.0f} s")
+        section = time.monotonic()
+        bench.measure_latency()
+        log(f"latency section took {time.monotonic() - section:.0f} s")
+        section = time.monotonic()
+        bench.measure_storms()
+        log(f"storm section took {time.monotonic() - section:.0f} s")
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop_services()
+        if args.keep:
+            print(f"bench: work folder kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    tools = []
+    tools.append(output_of(["hyperfine", "--version"]))
+    gnu_time = output_of(["dpkg-query", "-W", "-f", "${Version}", "time"]) if shutil.which("dpkg-query") else ""
+    tools.append(f"GNU time {gnu_time}".strip())
+    tools.append(output_of([sys.executable, "-c", "import boto3; print('boto3', boto3.__version__)"]))
+    tools.append(output_of([os.environ.get("AWS_CLI") or resolve_shim("aws") or "aws", "--version"]).split(" Linux")[0])
+    tools.append("node " + output_of(["node", "--version"]))
+    if dotenvx:
+        tools.append("dotenvx " + output_of([dotenvx, "--version"]))
+    tools.append(output_of(["python3", "-c", "import moto; print('moto', moto.__version__)"]))
+    info = {
+        "quick": args.quick,
+        "machine": machine_info(),
+        "load_start": load_start,
+        "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "version": output_of([str(kmsenv), "--version"]),
+        "commit": git_info(),
+        "binary": binary_info(kmsenv),
+        "tools": ", ".join(tools),
+    }
+    text = Report(bench, started_at, time.monotonic() - t0, info).render()
+    report_path.write_text(text)
+    print()
+    print(text)
+    log(f"wrote {report_path.relative_to(ROOT) if report_path.is_relative_to(ROOT) else report_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
