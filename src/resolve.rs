@@ -77,6 +77,7 @@ pub fn open(
     if !needs_kms(docs, sel) {
         return docs.iter().map(|d| finish(d, None, Vec::new(), sel)).collect();
     }
+    crate::tls::check_env().map_err(Error::usage)?;
     let region = first_arn_region(docs);
     block_on(async {
         let kms = AwsKms::load(aws, deadline, region).await;

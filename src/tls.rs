@@ -40,6 +40,36 @@ pub fn roots() -> Roots {
     }
 }
 
+/// Refuse a `SSL_CERT_FILE` / `SSL_CERT_DIR` that holds no certificate: trusting
+/// nothing would only fail later, less clearly (and trips an assertion in the
+/// HTTP client's debug builds).
+pub fn check_env() -> Result<(), String> {
+    fn has_cert(path: &Path) -> bool {
+        std::fs::read(path).is_ok_and(|b| b.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----"))
+    }
+    let file = std::env::var_os("SSL_CERT_FILE").filter(|s| !s.is_empty());
+    let dir = std::env::var_os("SSL_CERT_DIR").filter(|s| !s.is_empty());
+    if let Some(f) = &file {
+        if !has_cert(Path::new(f)) {
+            return Err(format!(
+                "SSL_CERT_FILE={}: no PEM certificate in it (or unreadable)",
+                Path::new(f).display()
+            ));
+        }
+    } else if let Some(d) = &dir {
+        let any = std::env::split_paths(d).any(|d| {
+            std::fs::read_dir(&d).is_ok_and(|entries| entries.flatten().any(|e| has_cert(&e.path())))
+        });
+        if !any {
+            return Err(format!(
+                "SSL_CERT_DIR={}: no PEM certificate in it (or unreadable)",
+                Path::new(d).display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The TLS context for `roots`.
 pub fn context(roots: Roots) -> TlsContext {
     let store = match roots {

@@ -101,6 +101,7 @@ impl Ctx {
 
     /// Start the AWS session for a command that calls KMS.
     pub fn session(&self, docs: &[Document]) -> Result<Session> {
+        crate::tls::check_env().map_err(Error::usage)?;
         Session::start(&self.aws, self.deadline, resolve::first_arn_region(docs))
             .map_err(|e| Error::new(Class::Io, format!("cannot start the async runtime: {e}")))
     }

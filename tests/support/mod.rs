@@ -1255,3 +1255,339 @@ fn json_count(json: &str, section: &str, key: &str) -> u64 {
 fn json_top_number(json: &str, key: &str) -> u64 {
     number_after_key(json, key).unwrap_or_else(|| panic!("no {key} in proxy counts: {json}"))
 }
+
+// ---------------------------------------------------------------------------
+// Who signed, credential stand-ins, forward proxy, TLS (tests/credentials.rs,
+// tests/networks.rs)
+
+impl Proxy {
+    /// Like [`Proxy::start`], also serving TLS with `cert`/`key` (PEM) on the same
+    /// port; the control API stays plain HTTP.
+    pub fn start_tls(cert: &Path, key: &Path) -> Proxy {
+        let cert = cert.to_str().expect("UTF-8 certificate path");
+        let key = key.to_str().expect("UTF-8 key path");
+        Proxy::start_with(&["--tls-cert", cert, "--tls-key", key])
+    }
+
+    /// `https://HOST:PORT`, for a proxy started with [`Proxy::start_tls`].
+    pub fn https_endpoint(&self, host: &str) -> String {
+        format!("https://{host}:{}", self.port)
+    }
+
+    /// Requests per SigV4 access key id (`"(none)"`: unsigned).
+    pub fn akids(&self) -> BTreeMap<String, u64> {
+        json_map(&self.counts(), "akids")
+    }
+
+    /// Requests per `X-Amz-Security-Token` (`"(none)"`: without one).
+    pub fn tokens(&self) -> BTreeMap<String, u64> {
+        json_map(&self.counts(), "tokens")
+    }
+
+    /// Requests that came over TLS.
+    pub fn count_tls(&self) -> u64 {
+        json_top_number(&self.counts(), "tls")
+    }
+
+    /// Every request, in order: `op`, `region`, `akid`, `token`, `tls`, `status`,
+    /// `issued_akid`/`issued_token` (credentials in the answer), `form.NAME`.
+    pub fn requests(&self) -> Vec<BTreeMap<String, String>> {
+        let json = self.control("GET", "/_proxy/requests", "");
+        parse_json_array_of_string_objects(&json)
+            .unwrap_or_else(|e| panic!("bad /_proxy/requests answer ({e}): {json}"))
+    }
+}
+
+/// The flat `{"name": number, …}` object under top-level key `section`.
+#[track_caller]
+pub fn json_map(json: &str, section: &str) -> BTreeMap<String, u64> {
+    let quoted = json_string(section);
+    let at = json
+        .find(&quoted)
+        .unwrap_or_else(|| panic!("no {section} in: {json}"));
+    let rest = json[at + quoted.len()..].trim_start();
+    let rest = rest
+        .strip_prefix(':')
+        .unwrap_or_else(|| panic!("no {section} object in: {json}"));
+    let mut p = JsonParser::new(rest.trim_start());
+    let mut out = BTreeMap::new();
+    let mut parse = || -> Result<(), String> {
+        p.expect(b'{')?;
+        p.skip_ws();
+        if p.peek() == Some(b'}') {
+            return Ok(());
+        }
+        loop {
+            p.skip_ws();
+            let key = p.string()?;
+            p.skip_ws();
+            p.expect(b':')?;
+            p.skip_ws();
+            let mut digits = String::new();
+            while let Some(b) = p.peek().filter(u8::is_ascii_digit) {
+                digits.push(b as char);
+                p.bump();
+            }
+            out.insert(key, digits.parse::<u64>().map_err(|e| e.to_string())?);
+            p.skip_ws();
+            match p.bump() {
+                Some(b',') => continue,
+                Some(b'}') => return Ok(()),
+                other => return Err(format!("expected , or }} but found {other:?}")),
+            }
+        }
+    };
+    parse().unwrap_or_else(|e| panic!("bad {section} object ({e}) in: {json}"));
+    out
+}
+
+/// Parses `[{"k": "v", …}, …]` (every value a string).
+pub fn parse_json_array_of_string_objects(text: &str) -> Result<Vec<BTreeMap<String, String>>, String> {
+    let mut p = JsonParser::new(text);
+    let mut out = Vec::new();
+    p.skip_ws();
+    p.expect(b'[')?;
+    p.skip_ws();
+    if p.peek() == Some(b']') {
+        return Ok(out);
+    }
+    loop {
+        p.skip_ws();
+        p.expect(b'{')?;
+        let mut object = BTreeMap::new();
+        p.skip_ws();
+        if p.peek() == Some(b'}') {
+            p.bump();
+        } else {
+            loop {
+                p.skip_ws();
+                let key = p.string()?;
+                p.skip_ws();
+                p.expect(b':')?;
+                p.skip_ws();
+                object.insert(key, p.string()?);
+                p.skip_ws();
+                match p.bump() {
+                    Some(b',') => continue,
+                    Some(b'}') => break,
+                    other => return Err(format!("expected , or }} but found {other:?}")),
+                }
+            }
+        }
+        out.push(object);
+        p.skip_ws();
+        match p.bump() {
+            Some(b',') => continue,
+            Some(b']') => return Ok(out),
+            other => return Err(format!("expected , or ] but found {other:?}")),
+        }
+    }
+}
+
+/// Starts `python3 tests/support/SCRIPT ARGS…` and waits (bounded) for its one
+/// `listening on HOST:PORT` line; returns the child and the port.
+fn spawn_listening(script: &str, args: &[&str]) -> (Child, u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(script);
+    let mut child = match Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            panic!(
+                "python3 not found: {} needs Python 3.11 (standard library only)",
+                script.display()
+            )
+        }
+        Err(e) => panic!("cannot start {}: {e}", script.display()),
+    };
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let result = io::BufRead::read_line(&mut io::BufReader::new(stdout), &mut line).map(|_| line);
+        let _ = tx.send(result);
+    });
+    let line = match rx.recv_timeout(PROXY_START_LIMIT) {
+        Ok(Ok(line)) => line,
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{} {args:?} did not print `listening on`: {other:?}",
+                script.display()
+            );
+        }
+    };
+    let port = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|address| address.rsplit(':').next())
+        .and_then(|port| port.parse::<u16>().ok());
+    match port {
+        Some(port) => (child, port),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{} did not start: first line {line:?}", script.display());
+        }
+    }
+}
+
+/// One of `tests/support/aws_standins.py`'s stand-ins on a loopback port: `imds`,
+/// `container`, `sso` or `forward-proxy`. Killed on drop; it also exits by itself
+/// when the test binary does.
+pub struct StandIn {
+    pub port: u16,
+    child: Child,
+}
+
+impl StandIn {
+    /// `aws_standins.py MODE OPTIONS…` (see the script for the options).
+    pub fn start(mode: &str, options: &[&str]) -> StandIn {
+        let mut args = vec![mode];
+        args.extend_from_slice(options);
+        let (child, port) = spawn_listening("aws_standins.py", &args);
+        StandIn { port, child }
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The requests it received, one line each, oldest first.
+    pub fn log(&self) -> Vec<String> {
+        let request = format!(
+            "GET /_standin/log HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        let (status, body) = http(self.port, request.as_bytes())
+            .unwrap_or_else(|e| panic!("stand-in log on port {} failed: {e}", self.port));
+        assert_eq!(status, 200, "stand-in log: {}", String::from_utf8_lossy(&body));
+        String::from_utf8_lossy(&body)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A throwaway CA and a server certificate it signed, for `localhost` and
+/// `127.0.0.1`, made with the `openssl` CLI.
+pub struct TestCa {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// Makes a [`TestCa`] in `dir`; `None` (with a note on stderr) when the `openssl`
+/// CLI is not installed.
+pub fn make_test_ca(dir: &Path) -> Option<TestCa> {
+    if Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("note: the openssl CLI is not installed; TLS test skipped");
+        return None;
+    }
+    let ca = TestCa {
+        ca_cert: dir.join("test-ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+    };
+    let ca_key = dir.join("test-ca.key");
+    let csr = dir.join("server.csr");
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints = critical, CA:FALSE\n\
+         keyUsage = critical, digitalSignature, keyEncipherment\n\
+         extendedKeyUsage = serverAuth\n\
+         subjectAltName = DNS:localhost, IP:127.0.0.1\n",
+    )
+    .expect("write server.ext");
+    let openssl = |args: &[&OsStr]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |text: &'static str| OsStr::new(text);
+    openssl(&[
+        s("req"),
+        s("-x509"),
+        s("-newkey"),
+        s("ec"),
+        s("-pkeyopt"),
+        s("ec_paramgen_curve:prime256v1"),
+        s("-nodes"),
+        s("-days"),
+        s("2"),
+        s("-subj"),
+        s("/CN=kmsenv test CA"),
+        s("-addext"),
+        s("basicConstraints=critical,CA:TRUE"),
+        s("-addext"),
+        s("keyUsage=critical,keyCertSign,cRLSign"),
+        s("-keyout"),
+        ca_key.as_os_str(),
+        s("-out"),
+        ca.ca_cert.as_os_str(),
+    ]);
+    openssl(&[
+        s("req"),
+        s("-new"),
+        s("-newkey"),
+        s("ec"),
+        s("-pkeyopt"),
+        s("ec_paramgen_curve:prime256v1"),
+        s("-nodes"),
+        s("-subj"),
+        s("/CN=localhost"),
+        s("-keyout"),
+        ca.server_key.as_os_str(),
+        s("-out"),
+        csr.as_os_str(),
+    ]);
+    openssl(&[
+        s("x509"),
+        s("-req"),
+        s("-in"),
+        csr.as_os_str(),
+        s("-CA"),
+        ca.ca_cert.as_os_str(),
+        s("-CAkey"),
+        ca_key.as_os_str(),
+        s("-set_serial"),
+        s("2"),
+        s("-days"),
+        s("2"),
+        s("-extfile"),
+        ext.as_os_str(),
+        s("-out"),
+        ca.server_cert.as_os_str(),
+    ]);
+    Some(ca)
+}
