@@ -41,6 +41,7 @@ lint:
 ## built first: tests/scratch_image.rs runs it in an empty root.
 test: tools lint static
 	KMSENV_STATIC_BIN=$(CURDIR)/$(STATIC) $(CARGO) test --all-targets
+	@scripts/verify-systemd.sh $(STATIC)
 
 ## Starts moto_server on loopback, creates a key, init/set/exec, stops it.
 demo: tools build
