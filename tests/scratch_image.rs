@@ -150,6 +150,9 @@ fn ssl_cert_file_wins_over_the_embedded_roots() {
     let (file, _) = sandbox.new_file("kmsenv.toml");
     sandbox.set(&file, "TOKEN", b"t");
     let root = scratch_root(&sandbox, &file);
+    // A CA bundle of our own inside the root, named by SSL_CERT_FILE.
+    std::fs::copy("/etc/ssl/certs/ca-certificates.crt", root.join("ca.pem"))
+        .expect("copy the system CA bundle");
     let mut env = aws_env(&format!("https://127.0.0.1:{}", free_port()));
     env.push(("SSL_CERT_FILE", "/ca.pem".into()));
     let out = in_root(
