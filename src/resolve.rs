@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use crate::document::{Document, Value};
+use crate::document::{Document, Entry, Value};
 use crate::envelope::DataKey;
 use crate::error::{Class, Error, Result};
 use crate::kms::{AwsKms, AwsOptions, KeyService, KmsError, arn_region, block_on};
@@ -248,9 +248,7 @@ fn finish(
                         e.name
                     )));
                 };
-                dk.open(&e.name, text).map_err(|why| {
-                    Error::integrity(format!("{path}:{}: {}: {}", e.at, e.name, why.describe()))
-                })?
+                open_sealed(doc, dk, e, text)?
             }
             Value::Kms { .. } => match direct.remove(e.name.as_str()) {
                 Some(secret) => secret,
@@ -274,6 +272,19 @@ fn finish(
         path: doc.path.clone(),
         opened_by: dk.map(|(_, arn)| arn),
         values,
+    })
+}
+
+/// Open one sealed entry of `doc`; the error names the file, line, column and name.
+pub fn open_sealed(doc: &Document, dk: &DataKey, e: &Entry, text: &str) -> Result<Secret> {
+    dk.open(&e.name, text).map_err(|why| {
+        Error::integrity(format!(
+            "{}:{}: {}: {}",
+            doc.path.display(),
+            e.at,
+            e.name,
+            why.describe()
+        ))
     })
 }
 

@@ -62,15 +62,8 @@ fn fix_mac(ctx: &Ctx) -> Result<()> {
     // Every sealed value must open under this file's data key and name.
     for e in &w.doc.entries {
         if let Value::Sealed(text) = &e.value {
-            dk.open(&e.name, text).map_err(|why| {
-                Error::integrity(format!(
-                    "{}:{}: {}: {}",
-                    path.display(),
-                    e.at,
-                    e.name,
-                    why.describe()
-                ))
-                .with_hint("re-set this value with `kmsenv set`, then run --fix-mac again")
+            resolve::open_sealed(&w.doc, dk, e, text).map_err(|err| {
+                err.with_hint("re-set this value with `kmsenv set`, then run --fix-mac again")
             })?;
         }
     }

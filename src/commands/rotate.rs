@@ -10,6 +10,7 @@ use crate::document::Value;
 use crate::envelope::DataKey;
 use crate::error::{Error, Result};
 use crate::kms::{KeyService, arn_region};
+use crate::resolve;
 
 pub fn run(ctx: &Ctx, args: RotateArgs) -> Result<()> {
     let path = ctx.single_file("rotate")?;
@@ -48,15 +49,7 @@ pub fn run(ctx: &Ctx, args: RotateArgs) -> Result<()> {
     for e in &doc.entries {
         match &e.value {
             Value::Sealed(text) => {
-                let plain = old.open(&e.name, text).map_err(|why| {
-                    Error::integrity(format!(
-                        "{}:{}: {}: {}",
-                        path.display(),
-                        e.at,
-                        e.name,
-                        why.describe()
-                    ))
-                })?;
+                let plain = resolve::open_sealed(&doc, &old, e, text)?;
                 w.editor
                     .set_sealed(&e.name, &new.seal(&e.name, plain.expose()), e.file)?;
                 resealed += 1;
