@@ -209,11 +209,9 @@ fn exec_as_pid1_becomes_the_target_which_gets_term_and_sets_the_exit_code() {
         Some(&1),
         "the target should be PID 1 inside: NSpid {pids:?}"
     );
-    assert_eq!(
-        signal_mask(target, "SigBlk:"),
-        0,
-        "kmsenv left signals blocked in the target"
-    );
+    // (Signal masks are checked on a target that does not fork: a shell blocks
+    // signals for a moment around each command it starts, so sampling its
+    // SigBlk here would race; see the_target_inherits_no_ignored_or_blocked_signal_from_kmsenv.)
 
     kill(Pid::from_raw(target as i32), Signal::SIGTERM).expect("kill -TERM the target");
     let (status, stderr) = wait_exit(unshare);
