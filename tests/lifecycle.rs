@@ -578,49 +578,6 @@ fn init_with_two_keys_makes_a_file_that_opens_through_either() {
 // ---------------------------------------------------------------------------
 // set --ciphertext
 
-/// `aws kms encrypt --query CiphertextBlob --output text` against moto: the base64
-/// blob, as a contributor would copy it.
-fn aws_kms_encrypt(sandbox: &Sandbox, key: &str, plaintext: &[u8], context: Option<&str>) -> String {
-    let plaintext_file = sandbox.path("plaintext.bin");
-    std::fs::write(&plaintext_file, plaintext).expect("write plaintext");
-    let mut command = Command::new("aws");
-    command
-        .args(["--endpoint-url", &moto().endpoint(), "--region", REGION])
-        .args(["kms", "encrypt", "--key-id", key, "--plaintext"])
-        .arg(format!("fileb://{}", plaintext_file.display()))
-        .args(["--query", "CiphertextBlob", "--output", "text"]);
-    if let Some(context) = context {
-        command.args(["--encryption-context", context]);
-    }
-    command
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION)
-        .env("AWS_DEFAULT_REGION", REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", sandbox.path("no-aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", sandbox.path("no-aws-credentials"))
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_DEFAULT_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN");
-    let output = match command.output() {
-        Ok(output) => output,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("aws CLI not found on PATH: install awscli to run this test")
-        }
-        Err(e) => panic!("cannot run aws: {e}"),
-    };
-    assert!(
-        output.status.success(),
-        "aws kms encrypt failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let blob = String::from_utf8(output.stdout).expect("aws prints text");
-    let blob = blob.trim().to_string();
-    assert!(!blob.is_empty(), "aws printed no ciphertext");
-    blob
-}
-
 fn set_ciphertext(sandbox: &Sandbox, file: &Path, flags: &[&str], name: &str, stdin: &[u8]) -> Output {
     sandbox
         .kmsenv()
