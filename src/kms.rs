@@ -21,7 +21,7 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_kms::config::{ConfigBag, Intercept, RuntimeComponents, SharedHttpClient};
 use aws_sdk_kms::error::BoxError;
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::operation::decrypt::DecryptError;
 use aws_sdk_kms::operation::encrypt::EncryptError;
 use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
@@ -397,9 +397,6 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: fmt::Debug + 'static,
 {
-    if std::env::var_os("KMSENV_DEBUG_SDK").is_some() {
-        eprintln!("kmsenv: debug: {}", DisplayErrorContext(err));
-    }
     if let Some(code) = err.code() {
         return KmsError::new(code, err.message().unwrap_or_default());
     }
@@ -420,7 +417,9 @@ where
         SdkError::TimeoutError(_) => KmsError::new("TimeoutError", "no answer within the time limit"),
         SdkError::DispatchFailure(d) if d.is_timeout() => KmsError::new("TimeoutError", cause),
         SdkError::DispatchFailure(_) => KmsError::new("ConnectionError", cause),
-        SdkError::ResponseError(r) => KmsError::new("InvalidResponse", format!("{cause} ({:?})", r.raw())),
+        // Never the raw answer: the body of one we could not read may be a
+        // Decrypt result, and it must not reach a message.
+        SdkError::ResponseError(_) => KmsError::new("InvalidResponse", cause),
         _ => KmsError::new("UnknownError", cause),
     }
 }
