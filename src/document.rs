@@ -113,16 +113,14 @@ impl Document {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
-        Parser {
+        let mut doc = Parser {
             path,
             text: &text,
             line_starts,
         }
-        .document()
-        .map(|mut doc| {
-            doc.text = text.clone();
-            doc
-        })
+        .document()?;
+        doc.text = text;
+        Ok(doc)
     }
 
     pub fn entry(&self, name: &str) -> Option<&Entry> {
