@@ -108,6 +108,12 @@ impl Document {
         Document::parse(path, text)
     }
 
+    /// Validate `bytes`, read from elsewhere (S3), as the content of `path`.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Document> {
+        let text = decode(path, bytes)?;
+        Document::parse(path, text)
+    }
+
     /// Validate `text` as the content of `path`.
     pub fn parse(path: &Path, text: String) -> Result<Document> {
         let line_starts = std::iter::once(0)
@@ -199,6 +205,12 @@ fn read_text(path: &Path) -> Result<String> {
     std::fs::File::open(path)
         .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_FILE_BYTES + 1), &mut bytes))
         .map_err(|e| Error::io("read", path, &e))?;
+    decode(path, bytes)
+}
+
+/// The text of a file read as bytes (from disk or S3), refused when over
+/// [`MAX_FILE_BYTES`] or not UTF-8.
+fn decode(path: &Path, bytes: Vec<u8>) -> Result<String> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(too_big(path));
     }

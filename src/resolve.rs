@@ -13,8 +13,8 @@ use futures_util::future::join_all;
 
 use crate::document::{Document, Entry, Value};
 use crate::envelope::DataKey;
-use crate::error::{Class, Error, Result};
-use crate::kms::{AwsKms, AwsOptions, KeyService, KmsError, arn_region, block_on};
+use crate::error::{Error, Result};
+use crate::kms::{AwsError, KeyService, arn_region};
 use crate::secret::Secret;
 
 /// One decrypted variable.
@@ -67,23 +67,9 @@ pub fn needs_kms(docs: &[Document], sel: Selection<'_>) -> bool {
     })
 }
 
-/// Open `docs` against AWS KMS (or without it, when nothing needs it).
-pub fn open(
-    docs: &[Document],
-    sel: Selection<'_>,
-    aws: &AwsOptions,
-    deadline: Instant,
-) -> Result<Vec<OpenedFile>> {
-    if !needs_kms(docs, sel) {
-        return docs.iter().map(|d| finish(d, None, Vec::new(), sel)).collect();
-    }
-    crate::tls::check_env().map_err(Error::usage)?;
-    let region = first_arn_region(docs);
-    block_on(async {
-        let kms = AwsKms::load(aws, deadline, region).await;
-        open_with(&kms, docs, sel, deadline).await
-    })
-    .map_err(|e| Error::new(Class::Io, format!("cannot start the async runtime: {e}")))?
+/// Open `docs` when [`needs_kms`] says no KMS call is needed.
+pub fn open_local(docs: &[Document], sel: Selection<'_>) -> Result<Vec<OpenedFile>> {
+    docs.iter().map(|d| finish(d, None, Vec::new(), sel)).collect()
 }
 
 /// The region of the first key ARN in `docs`, used when none is configured.
@@ -133,7 +119,7 @@ pub async fn unwrap_data_key<K: KeyService>(
 ) -> Result<(DataKey, String)> {
     let ctx = doc.data_key_context();
     let mut causes = Vec::new();
-    let mut last: Option<KmsError> = None;
+    let mut last: Option<AwsError> = None;
     for (i, key) in doc.keys.iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
         let share = left / (doc.keys.len() - i) as u32;
@@ -142,7 +128,7 @@ pub async fn unwrap_data_key<K: KeyService>(
         // this outer limit only guards against one that does not.
         let result = match tokio::time::timeout(share + Duration::from_millis(100), attempt).await {
             Ok(r) => r,
-            Err(_) => Err(KmsError::new(
+            Err(_) => Err(AwsError::new(
                 "TimeoutError",
                 "no answer within this key's share of --timeout",
             )),
@@ -151,7 +137,7 @@ pub async fn unwrap_data_key<K: KeyService>(
             Ok(plain) => match DataKey::from_plaintext(&plain) {
                 Some(dk) => return Ok((dk, key.arn.clone())),
                 None => {
-                    let e = KmsError::new(
+                    let e = AwsError::new(
                         "InvalidDataKey",
                         format!("KMS returned {} bytes, not a 32-byte data key", plain.len()),
                     );
@@ -175,7 +161,7 @@ pub async fn unwrap_data_key<K: KeyService>(
         doc.path.display(),
         causes.join("; ")
     ));
-    if let Some(h) = last.as_ref().and_then(KmsError::hint) {
+    if let Some(h) = last.as_ref().and_then(AwsError::hint) {
         err = err.with_hint(h);
     }
     Err(err)

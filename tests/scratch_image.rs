@@ -13,21 +13,6 @@ use std::process::Command;
 
 use support::*;
 
-/// The shipped binary: fully static, so it runs where nothing else exists.
-fn static_kmsenv() -> PathBuf {
-    let path = std::env::var_os("KMSENV_STATIC_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-musl/release/kmsenv")
-        });
-    assert!(
-        path.exists(),
-        "{} is missing: run `make static` (make test does)",
-        path.display()
-    );
-    path
-}
-
 /// An empty root holding only /kmsenv, /printenv (a static program that prints
 /// its environment, NUL-separated) and /kmsenv.toml.
 fn scratch_root(sandbox: &Sandbox, file: &Path) -> PathBuf {

@@ -15,7 +15,7 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
     let docs = ctx.load_all()?;
     let mut failures = 0;
     for doc in &docs {
-        match resolve::open(std::slice::from_ref(doc), Selection::ALL, &ctx.aws, ctx.deadline) {
+        match ctx.open(std::slice::from_ref(doc), Selection::ALL) {
             Ok(files) => {
                 let path = doc.path.display();
                 if !doc.has_keys() {

@@ -8,9 +8,9 @@ use crate::commands::Ctx;
 use crate::document::check_name;
 use crate::error::{Error, Result};
 use crate::exec::{self, Environment, Policy};
-use crate::resolve::{self, Selection};
+use crate::resolve::Selection;
 
-pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<()> {
+pub fn run(ctx: &mut Ctx, args: ExecArgs) -> Result<()> {
     // Keep decrypted values out of core dumps and ptrace by other users while we
     // hold them; execve makes the target dumpable again.
     let _ = nix::sys::prctl::set_dumpable(false);
@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<()> {
         only: only.as_ref(),
         verify_mac: true,
     };
-    let files = resolve::open(&docs, sel, &ctx.aws, ctx.deadline)?;
+    let files = ctx.open(&docs, sel)?;
 
     let policy = Policy {
         pristine: args.pristine,
@@ -56,6 +56,7 @@ pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<()> {
     }
     ctx.info(format!("setting {}", names.join(" ")));
     drop(files);
+    ctx.end_session();
 
     Err(exec::exec(&args.command, &env))
 }

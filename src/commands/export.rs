@@ -6,12 +6,12 @@ use crate::cli::{ExportArgs, Format};
 use crate::commands::Ctx;
 use crate::dotenv;
 use crate::error::{Class, Error, Result};
-use crate::resolve::{self, Selection};
+use crate::resolve::Selection;
 use crate::secret::Secret;
 
 pub fn run(ctx: &Ctx, args: ExportArgs) -> Result<()> {
     let docs = ctx.load_all()?;
-    let files = resolve::open(&docs, Selection::ALL, &ctx.aws, ctx.deadline)?;
+    let files = ctx.open(&docs, Selection::ALL)?;
     // Later files win; each name once, in order of first appearance.
     let mut merged: Vec<(&str, &Secret)> = Vec::new();
     for v in files.iter().flat_map(|f| f.values.iter()) {

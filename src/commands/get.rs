@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use crate::cli::GetArgs;
 use crate::commands::Ctx;
 use crate::error::{Error, Result};
-use crate::resolve::{self, Selection};
+use crate::resolve::Selection;
 
 pub fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
     let docs = ctx.load_all()?;
@@ -20,14 +20,12 @@ pub fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
         )));
     };
     let only: BTreeSet<String> = [args.name.clone()].into();
-    let opened = resolve::open(
+    let opened = ctx.open(
         std::slice::from_ref(doc),
         Selection {
             only: Some(&only),
             verify_mac: true,
         },
-        &ctx.aws,
-        ctx.deadline,
     )?;
     let Some(value) = opened
         .iter()

@@ -14,6 +14,7 @@ mod rotate;
 mod set;
 mod unset;
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,17 +23,20 @@ use crate::document::Document;
 use crate::envelope::DataKey;
 use crate::error::{Class, Error, Result};
 use crate::kms::{AwsOptions, Session};
-use crate::resolve;
+use crate::resolve::{self, OpenedFile, Selection};
+use crate::s3;
 use crate::store::{self, Editor, Lock, Mode};
 
 /// Everything a command needs from the global options.
-#[derive(Debug)]
 pub struct Ctx {
     pub files: Vec<PathBuf>,
     pub aws: AwsOptions,
     pub deadline: Instant,
     pub verbose: bool,
     pub quiet: bool,
+    /// The AWS session of a reading command: started on first need (an S3
+    /// file, a KMS call), then shared, so credentials are resolved once.
+    session: OnceCell<Session>,
 }
 
 impl Ctx {
@@ -48,9 +52,7 @@ impl Ctx {
             g.files.clone()
         } else {
             match std::env::var_os("KMSENV_FILE") {
-                Some(list) if !list.is_empty() => std::env::split_paths(&list)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .collect(),
+                Some(list) if !list.is_empty() => s3::split_file_list(&list),
                 _ => vec![PathBuf::from("kmsenv.toml")],
             }
         };
@@ -66,17 +68,77 @@ impl Ctx {
             deadline,
             verbose: g.verbose,
             quiet: g.quiet,
+            session: OnceCell::new(),
         })
     }
 
-    /// Parse and validate every file before anything else happens.
+    /// Parse and validate every file before anything else happens: local files
+    /// first (no network for a typo), then the `s3://` ones, fetched at once.
     pub fn load_all(&self) -> Result<Vec<Document>> {
-        self.files.iter().map(|p| Document::load(p)).collect()
+        let mut docs: Vec<Option<Document>> = Vec::with_capacity(self.files.len());
+        let mut remote = Vec::new();
+        for p in &self.files {
+            if s3::is_url(p) {
+                remote.push((docs.len(), p, s3::parse(p)?));
+                docs.push(None);
+            } else {
+                docs.push(Some(Document::load(p)?));
+            }
+        }
+        if !remote.is_empty() {
+            if !s3::ENABLED {
+                return Err(Error::usage(format!(
+                    "{}: this kmsenv was built without S3 support",
+                    remote[0].1.display()
+                ))
+                .with_hint(
+                    "use a build with the `s3` cargo feature (`make static-full`), or `aws s3 cp` the file",
+                ));
+            }
+            let session = self.shared_session(&[])?;
+            let aws = session.kms.aws();
+            let fetched = session.block_on(futures_util::future::join_all(
+                remote.iter().map(|(_, _, url)| s3::fetch(aws, url)),
+            ));
+            for ((i, path, _), got) in remote.into_iter().zip(fetched) {
+                let bytes = got.map_err(|e| aws_error(&format!("{}:", path.display()), "S3 GetObject", e))?;
+                docs[i] = Some(Document::from_bytes(path, bytes)?);
+            }
+        }
+        Ok(docs.into_iter().flatten().collect())
     }
 
-    /// The one file a writing command works on.
+    /// Open `docs`, calling KMS only when something needs it.
+    pub fn open(&self, docs: &[Document], sel: Selection<'_>) -> Result<Vec<OpenedFile>> {
+        if !resolve::needs_kms(docs, sel) {
+            return resolve::open_local(docs, sel);
+        }
+        let session = self.shared_session(docs)?;
+        session.kms.set_fallback_region(resolve::first_arn_region(docs));
+        session.block_on(resolve::open_with(&session.kms, docs, sel, self.deadline))
+    }
+
+    /// Stop the shared session (its runtime, its connections) before exec.
+    pub fn end_session(&mut self) {
+        drop(self.session.take());
+    }
+
+    fn shared_session(&self, docs: &[Document]) -> Result<&Session> {
+        if let Some(s) = self.session.get() {
+            return Ok(s);
+        }
+        let started = self.session(docs)?;
+        Ok(self.session.get_or_init(|| started))
+    }
+
+    /// The one file a writing command works on (local: S3 files are read-only).
     pub fn single_file(&self, command: &str) -> Result<&Path> {
         match self.files.as_slice() {
+            [one] if s3::is_url(one) => Err(Error::usage(format!(
+                "`{command}` writes a local file, and {} is in S3",
+                one.display()
+            ))
+            .with_hint("change a local copy, then upload it: `aws s3 cp kmsenv.toml s3://BUCKET/KEY`")),
             [one] => Ok(one),
             _ => Err(Error::usage(format!(
                 "`{command}` writes one file, but {} were given; pass exactly one -f PATH",
@@ -99,7 +161,7 @@ impl Ctx {
         }
     }
 
-    /// Start the AWS session for a command that calls KMS.
+    /// Start an AWS session of its own, for a command that calls KMS.
     pub fn session(&self, docs: &[Document]) -> Result<Session> {
         crate::tls::check_env().map_err(Error::usage)?;
         Session::start(&self.aws, self.deadline, resolve::first_arn_region(docs))
@@ -109,9 +171,9 @@ impl Ctx {
 
 /// Run the parsed command line. Returns only when there is nothing to exec.
 pub fn run(cli: Cli) -> Result<()> {
-    let ctx = Ctx::new(&cli.global)?;
+    let mut ctx = Ctx::new(&cli.global)?;
     match cli.command {
-        Command::Exec(a) => exec::run(&ctx, a),
+        Command::Exec(a) => exec::run(&mut ctx, a),
         Command::Init(a) => init::run(&ctx, a),
         Command::Set(a) => set::run(&ctx, a),
         Command::Unset(a) => unset::run(&ctx, a),
@@ -147,17 +209,23 @@ pub fn parse_context(pairs: &[String]) -> Result<std::collections::BTreeMap<Stri
 }
 
 /// A failed KMS call of a writing command, with the hint for its code.
-pub fn kms_error(path: &Path, key: &str, op: &str, e: crate::kms::KmsError) -> Error {
+pub fn kms_error(path: &Path, key: &str, op: &str, e: crate::kms::AwsError) -> Error {
     kms_error_for(path, None, key, op, e)
 }
 
 /// The same, for a call about one variable.
-pub fn kms_error_for(path: &Path, name: Option<&str>, key: &str, op: &str, e: crate::kms::KmsError) -> Error {
+pub fn kms_error_for(path: &Path, name: Option<&str>, key: &str, op: &str, e: crate::kms::AwsError) -> Error {
     let name = name.map(|n| format!(" {n}:")).unwrap_or_default();
-    let err = Error::kms(format!(
-        "{}:{name} KMS {op} with key {key} failed: {e}",
-        path.display()
-    ));
+    aws_error(
+        &format!("{}:{name}", path.display()),
+        &format!("KMS {op} with key {key}"),
+        e,
+    )
+}
+
+/// `PLACE: CALL failed: CODE: message`, with the hint for the code.
+fn aws_error(place: &str, call: &str, e: crate::kms::AwsError) -> Error {
+    let err = Error::kms(format!("{place} {call} failed: {e}"));
     match e.hint() {
         Some(h) => err.with_hint(h),
         None => err,

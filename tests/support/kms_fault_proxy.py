@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A fault-injecting reverse proxy for the KMS JSON API (DESIGN §6).
+"""A fault-injecting reverse proxy for the KMS JSON API (DESIGN §6), also
+carrying the STS and S3 requests of a run.
 
 It sits on loopback between kmsenv and moto_server and adds what moto does not
 model: KMS error answers (ThrottlingException, DisabledException, …), 5xx
@@ -26,7 +27,8 @@ Control API on the same port (never forwarded):
     POST /_proxy/config   {"latency_ms": N, "quota_rps": R, "quota_burst": B}
 
 Actions: "error" (code, status=400), "status" (status: 500/503/…), "hang",
-"reset" (RST, no answer), "latency" (ms, then forward). Any other action may
+"reset" (RST, no answer), "latency" (ms, then forward), "answer" (any reply:
+status, headers {name: value}, body text — e.g. an S3 XML error or redirect). Any other action may
 also carry "ms": a delay before the fault is delivered. The first rule that
 matches the request's operation and region and has `times` left wins; a rule
 with `times` null applies forever. Requests are counted when received, before
@@ -37,7 +39,8 @@ Who signed: each request's access key id (`Credential=AKID/…` of the SigV4
 ("(none)" when absent) are counted in "akids" and "tokens" and logged in
 /_proxy/requests. The operation is the `X-Amz-Target` suffix (KMS JSON), else
 the `Action` of a query-protocol request (STS: form body or query string), whose
-form parameters are logged as "form.NAME". When an answer carries credentials
+form parameters are logged as "form.NAME", else "s3:METHOD" for a request
+signed for S3 (e.g. "s3:GET" for GetObject). When an answer carries credentials
 (STS `<AccessKeyId>`/`<SessionToken>`), they are logged as "issued_akid" and
 "issued_token", so a test can check that later requests use exactly them.
 
@@ -79,6 +82,7 @@ HOP_BY_HOP = {
 
 CREDENTIAL_REGION = re.compile(r"Credential=[^/,\s]+/[^/,\s]+/([^/,\s]+)/")
 CREDENTIAL_AKID = re.compile(r"Credential=([^/,\s]+)/")
+CREDENTIAL_SERVICE = re.compile(r"Credential=[^/,\s]+/[^/,\s]+/[^/,\s]+/([^/,\s]+)/")
 ISSUED_AKID = re.compile(rb"<AccessKeyId>([^<]*)</AccessKeyId>")
 ISSUED_TOKEN = re.compile(rb"<SessionToken>([^<]*)</SessionToken>")
 NONE = "(none)"
@@ -212,12 +216,14 @@ class State:
             if not isinstance(rule, dict):
                 raise ValueError(f"a rule must be an object: {rule!r}")
             action = rule.get("action")
-            if action not in ("error", "status", "hang", "reset", "latency"):
+            if action not in ("error", "status", "hang", "reset", "latency", "answer"):
                 raise ValueError(f"unknown action {action!r}")
             if action == "error" and not isinstance(rule.get("code"), str):
                 raise ValueError("an error rule needs a string `code`")
             if action == "status" and not isinstance(rule.get("status"), int):
                 raise ValueError("a status rule needs an integer `status`")
+            if action == "answer" and not isinstance(rule.get("headers") or {}, dict):
+                raise ValueError("an answer rule's `headers` must be an object")
             if action == "latency" and not isinstance(rule.get("ms"), (int, float)):
                 raise ValueError("a latency rule needs a number `ms`")
             if rule.get("ms") is not None and not isinstance(rule.get("ms"), (int, float)):
@@ -343,6 +349,9 @@ class Handler(BaseHTTPRequestHandler):
         form = self.query_form(body)
         if op is None:
             op = form.get("Action")
+        service = CREDENTIAL_SERVICE.search(authorization)
+        if op is None and service and service.group(1) == "s3":
+            op = "s3:" + self.command
         for name, value in form.items():
             entry["form." + name] = value
         entry["op"] = op or NONE
@@ -367,6 +376,10 @@ class Handler(BaseHTTPRequestHandler):
                 status = int(rule["status"])
                 error_type = STATUS_ERROR_TYPES.get(status, "InternalFailure")
                 self.kms_error(status, error_type, "injected by kms_fault_proxy")
+                return
+            if action == "answer":
+                headers = list((rule.get("headers") or {}).items())
+                self.send(int(rule.get("status") or 200), headers, (rule.get("body") or "").encode())
                 return
             if action == "hang":
                 self.hang()

@@ -1592,23 +1592,29 @@ pub fn make_test_ca(dir: &Path) -> Option<TestCa> {
     Some(ca)
 }
 
-/// Runs `aws kms encrypt --query CiphertextBlob --output text` against moto and
-/// returns the blob, exactly as a contributor would copy it.
-pub fn aws_kms_encrypt(sandbox: &Sandbox, key: &str, plaintext: &[u8], context: Option<&str>) -> String {
-    let plaintext_file = sandbox.path("plaintext.bin");
-    std::fs::write(&plaintext_file, plaintext).expect("write plaintext");
+/// The shipped binary of `make static` (`KMSENV_STATIC_BIN`, which `make test`
+/// sets): fully static, so it runs where nothing else exists.
+pub fn static_kmsenv() -> PathBuf {
+    let path = std::env::var_os("KMSENV_STATIC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-musl/release/kmsenv")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run `make static` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// The AWS CLI against moto, with test credentials and config files pinned to
+/// the sandbox. It keeps the test's own environment otherwise (it may live in a
+/// Python virtualenv).
+pub fn aws_cli(sandbox: &Sandbox) -> Command {
     let mut command = Command::new("aws");
     command
         .args(["--endpoint-url", &moto().endpoint(), "--region", REGION])
-        .args(["kms", "encrypt", "--key-id", key, "--plaintext"])
-        .arg(format!("fileb://{}", plaintext_file.display()))
-        .args(["--query", "CiphertextBlob", "--output", "text"]);
-    if let Some(context) = context {
-        command.args(["--encryption-context", context]);
-    }
-    // The aws CLI keeps the test's own environment (it may live in a Python
-    // virtualenv), with credentials and config files pinned to the sandbox.
-    command
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", REGION)
@@ -1619,19 +1625,40 @@ pub fn aws_kms_encrypt(sandbox: &Sandbox, key: &str, plaintext: &[u8], context: 
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_DEFAULT_PROFILE")
         .env_remove("AWS_SESSION_TOKEN");
+    command
+}
+
+/// Runs an [`aws_cli`] command; panics (with its stderr) unless it succeeds.
+pub fn run_aws_cli(mut command: Command, what: &str) -> Vec<u8> {
     let output = match command.output() {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("aws CLI not found on PATH: install awscli to run this test")
+            panic!("aws CLI not found on PATH: install awscli to run this test (make tools does)")
         }
         Err(e) => panic!("cannot run aws: {e}"),
     };
     assert!(
         output.status.success(),
-        "aws kms encrypt failed: {}",
+        "aws {what} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let blob = String::from_utf8(output.stdout).expect("aws prints text");
+    output.stdout
+}
+
+/// Runs `aws kms encrypt --query CiphertextBlob --output text` against moto and
+/// returns the blob, exactly as a contributor would copy it.
+pub fn aws_kms_encrypt(sandbox: &Sandbox, key: &str, plaintext: &[u8], context: Option<&str>) -> String {
+    let plaintext_file = sandbox.path("plaintext.bin");
+    std::fs::write(&plaintext_file, plaintext).expect("write plaintext");
+    let mut command = aws_cli(sandbox);
+    command
+        .args(["kms", "encrypt", "--key-id", key, "--plaintext"])
+        .arg(format!("fileb://{}", plaintext_file.display()))
+        .args(["--query", "CiphertextBlob", "--output", "text"]);
+    if let Some(context) = context {
+        command.args(["--encryption-context", context]);
+    }
+    let blob = String::from_utf8(run_aws_cli(command, "kms encrypt")).expect("aws prints text");
     let blob = blob.trim().to_string();
     assert!(!blob.is_empty(), "aws printed no ciphertext");
     blob

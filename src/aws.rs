@@ -1,0 +1,392 @@
+//! What every AWS call of a run shares: one SDK configuration (credentials,
+//! region, retries, timeouts under the run's deadline), the HTTP clients, and
+//! errors reduced to their AWS error code. KMS (`kms.rs`) and S3 (`s3.rs`) build
+//! their clients from it.
+//!
+//! Errors keep the AWS error code, read from the error metadata because the SDK
+//! does not model every code as a variant.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_config::identity::IdentityCache;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_kms::config::interceptors::FinalizerInterceptorContextRef;
+use aws_sdk_kms::config::{ConfigBag, Intercept, RuntimeComponents, SharedHttpClient};
+use aws_sdk_kms::error::BoxError;
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::operation::decrypt::DecryptError;
+use aws_sdk_kms::operation::encrypt::EncryptError;
+use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
+use aws_sdk_kms::operation::re_encrypt::ReEncryptError;
+use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpConnector};
+use aws_smithy_runtime_api::client::interceptors::context::Error as AttemptError;
+
+/// A failed AWS call: the AWS error code (or our name for a transport failure)
+/// and AWS's message. Never holds plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsError {
+    pub code: String,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        AwsError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// What a user can do about this code.
+    pub fn hint(&self) -> Option<&'static str> {
+        Some(match self.code.as_str() {
+            "AccessDeniedException" => {
+                "the caller's role may not use this key with this encryption context: grant it in IAM or the key policy"
+            }
+            "InvalidCiphertextException" => {
+                "the ciphertext does not belong to this key and encryption context (copied from another file or variable?)"
+            }
+            "IncorrectKeyException" => {
+                "the ciphertext was encrypted under another KMS key than the one named"
+            }
+            "DisabledException" | "KMSInvalidStateException" => {
+                "the key is disabled or pending deletion: enable it in KMS, or use another wrapping key"
+            }
+            "NotFoundException" => "no such key in this account and region: check the ARN and --region",
+            "ThrottlingException" => {
+                "KMS request quota exceeded after retries: try again, or raise the quota"
+            }
+            "TimeoutError" => "no answer in time: check the network, the endpoint and --timeout",
+            "ConnectionError" => "cannot reach KMS: check the network, proxy settings and the endpoint URL",
+            "CredentialsError" => {
+                "no usable AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with a role"
+            }
+            "NoRegion" => "set --region or AWS_REGION, or use full key ARNs",
+            "NoSuchKey" => "no object at this key: check the s3://BUCKET/KEY URL",
+            "NoSuchBucket" => "no such bucket: check the s3://BUCKET/KEY URL",
+            "AccessDenied" => {
+                "the caller may not s3:GetObject this object (and, for an SSE-KMS object, kms:Decrypt its bucket key)"
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for AwsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            f.write_str(&self.code)
+        } else {
+            write!(f, "{}: {}", self.code, self.message)
+        }
+    }
+}
+
+/// Settings from the command line that shape the AWS configuration.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// `-v`: say which TLS roots are used.
+    pub verbose: bool,
+}
+
+/// The HTTPS client, built on first use. Building it loads the system's
+/// certificate store; a run against a local `http://` KMS with credentials from
+/// the environment never needs it, so it never pays for it.
+#[derive(Debug, Clone, Default)]
+struct LazyHttps {
+    client: Arc<OnceLock<SharedHttpClient>>,
+    verbose: bool,
+}
+
+impl HttpClient for LazyHttps {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.client
+            .get_or_init(|| http_client(true, self.verbose))
+            .http_connector(settings, components)
+    }
+}
+
+/// An HTTP client that honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, with TLS
+/// (rustls on ring, system roots; `SSL_CERT_FILE` works) or without it.
+pub fn http_client(tls: bool, verbose: bool) -> SharedHttpClient {
+    let roots = crate::tls::roots();
+    if tls && roots == crate::tls::Roots::Embedded && verbose {
+        eprintln!(
+            "kmsenv: TLS: no system certificate store found; using the {} embedded Mozilla roots",
+            crate::tls::embedded_count()
+        );
+    }
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut b = aws_smithy_http_client::Connector::builder();
+        b.set_connector_settings(settings.cloned());
+        if let Some(c) = components {
+            b.set_sleep_impl(c.sleep_impl());
+        }
+        let b = b.proxy_config(aws_smithy_http_client::proxy::ProxyConfig::from_env());
+        if tls {
+            b.tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .tls_context(crate::tls::context(roots))
+            .build()
+        } else {
+            b.build_http()
+        }
+    })
+}
+
+/// The endpoint set in the environment for `service` (`KMS`, `S3`): the SDK's
+/// `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL`.
+pub fn env_endpoint(service: &str) -> Option<String> {
+    [
+        format!("AWS_ENDPOINT_URL_{service}"),
+        "AWS_ENDPOINT_URL".to_string(),
+    ]
+    .iter()
+    .filter_map(|v| std::env::var(v).ok())
+    .find(|u| !u.is_empty())
+}
+
+/// The loaded AWS configuration of one run, and its deadline.
+pub struct Aws {
+    config: SdkConfig,
+    /// The region the user configured (`--region`, `AWS_REGION`,
+    /// `AWS_DEFAULT_REGION`, the profile's `region`), if any.
+    user_region: Option<String>,
+    deadline: Instant,
+    verbose: bool,
+}
+
+impl Aws {
+    /// Load the AWS configuration (credentials are resolved lazily, on first call).
+    ///
+    /// The SDK's own region (for STS and other credential sources) is the
+    /// user's, else `fallback_region` (the files' first key ARN region), else
+    /// us-east-1. kmsenv never asks instance metadata for a region: off EC2 that
+    /// costs seconds of start-up, and a key ARN names its region anyway.
+    pub async fn load(opts: &AwsOptions, deadline: Instant, fallback_region: Option<String>) -> Aws {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let http = LazyHttps {
+            verbose: opts.verbose,
+            ..LazyHttps::default()
+        };
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(remaining.min(Duration::from_secs(5)))
+            .read_timeout(remaining.min(Duration::from_secs(10)))
+            .operation_attempt_timeout(remaining.min(Duration::from_secs(10)))
+            .operation_timeout(remaining)
+            .build();
+        let user_region = match &opts.region {
+            Some(r) => Some(r.clone()),
+            None => configured_region(opts.profile.as_deref()).await,
+        };
+        let region = user_region
+            .clone()
+            .or(fallback_region)
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(4))
+            .identity_cache(
+                IdentityCache::lazy()
+                    .load_timeout(remaining.min(Duration::from_secs(10)))
+                    .build(),
+            )
+            .region(Region::new(region));
+        if let Some(p) = &opts.profile {
+            loader = loader.profile_name(p);
+        }
+        Aws {
+            config: loader.load().await,
+            user_region,
+            deadline,
+            verbose: opts.verbose,
+        }
+    }
+
+    /// The shared SDK configuration that service clients are built from.
+    pub fn config(&self) -> &SdkConfig {
+        &self.config
+    }
+
+    /// The region the user configured, if any (not a fallback).
+    pub fn user_region(&self) -> Option<&str> {
+        self.user_region.as_deref()
+    }
+
+    /// A client without TLS when `endpoint` is `http://` (a local KMS or S3), so
+    /// no certificate store is loaded for nothing; `None` means the shared one.
+    pub fn plain_http_for(&self, endpoint: Option<&str>) -> Option<SharedHttpClient> {
+        endpoint
+            .filter(|u| u.starts_with("http://"))
+            .map(|_| http_client(false, self.verbose))
+    }
+
+    /// Run one call under the deadline (or `by`, if sooner). `call` gets a
+    /// [`LastAttempt`] to attach to its request, so that when the deadline cuts
+    /// retries short we report what AWS last said, not just "timeout".
+    pub async fn timed<T, F, Fut>(&self, by: Option<Instant>, call: F) -> Result<T, AwsError>
+    where
+        F: FnOnce(LastAttempt) -> Fut,
+        Fut: Future<Output = Result<T, AwsError>>,
+    {
+        let last = LastAttempt::default();
+        let deadline = by.map_or(self.deadline, |b| b.min(self.deadline));
+        match tokio::time::timeout_at(deadline.into(), call(last.clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(last.explain(e)),
+            Err(_) => Err(last.explain(AwsError::new(
+                "TimeoutError",
+                "no answer before the deadline (--timeout)",
+            ))),
+        }
+    }
+}
+
+/// The region from the environment or the profile (`--profile`, else
+/// `AWS_PROFILE`, else `default`): the SDK's chain without instance metadata.
+async fn configured_region(profile: Option<&str>) -> Option<String> {
+    let mut from_profile = aws_config::profile::ProfileFileRegionProvider::builder();
+    if let Some(p) = profile {
+        from_profile = from_profile.profile_name(p);
+    }
+    RegionProviderChain::first_try(aws_config::environment::EnvironmentVariableRegionProvider::new())
+        .or_else(from_profile.build())
+        .region()
+        .await
+        .map(|r| r.to_string())
+}
+
+/// Remembers why the last attempt of one call failed, as the SDK retries it.
+#[derive(Debug, Clone, Default)]
+pub struct LastAttempt(Arc<Mutex<Option<AwsError>>>);
+
+impl LastAttempt {
+    /// A timeout after failed attempts is reported as the attempts' failure.
+    pub fn explain(&self, err: AwsError) -> AwsError {
+        if err.code != "TimeoutError" {
+            return err;
+        }
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(last) if last.code != "TimeoutError" => AwsError::new(
+                last.code,
+                format!(
+                    "{} (still failing when the deadline cut retries short; see --timeout)",
+                    last.message
+                ),
+            ),
+            _ => err,
+        }
+    }
+}
+
+impl Intercept for LastAttempt {
+    fn name(&self) -> &'static str {
+        "kmsenv::LastAttempt"
+    }
+
+    fn read_after_attempt(
+        &self,
+        ctx: &FinalizerInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(Err(e)) = ctx.output_or_error() {
+            let summary = match e.as_operation_error() {
+                Some(op) => code_of::<DecryptError>(op)
+                    .or_else(|| code_of::<EncryptError>(op))
+                    .or_else(|| code_of::<GenerateDataKeyError>(op))
+                    .or_else(|| code_of::<ReEncryptError>(op))
+                    .or_else(|| crate::s3::code_of(op))
+                    .unwrap_or_else(|| AwsError::new("UnknownError", op.to_string())),
+                None if e.is_timeout_error() => AwsError::new("TimeoutError", "attempt timed out"),
+                None => AwsError::new("ConnectionError", causes(e).pop().unwrap_or_default()),
+            };
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
+        }
+        Ok(())
+    }
+}
+
+pub fn code_of<T>(op: &AttemptError) -> Option<AwsError>
+where
+    T: ProvideErrorMetadata + std::error::Error + fmt::Debug + Send + Sync + 'static,
+{
+    let e = op.downcast_ref::<T>()?;
+    Some(AwsError::new(e.code()?, e.message().unwrap_or_default()))
+}
+
+/// Turn an SDK error into the AWS error code and message.
+pub fn classify<E, R>(err: &SdkError<E, R>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug + 'static,
+{
+    if let Some(code) = err.code() {
+        return AwsError::new(code, err.message().unwrap_or_default());
+    }
+    let chain = causes(err);
+    let cause = chain.last().cloned().unwrap_or_default();
+    if chain
+        .iter()
+        .any(|c| c.to_ascii_lowercase().contains("credential"))
+    {
+        let cause = if chain.iter().any(|c| c.contains("no credentials found in chain")) {
+            "no credentials in the environment, profiles, web identity, container or instance metadata".into()
+        } else {
+            cause
+        };
+        return AwsError::new("CredentialsError", cause);
+    }
+    match err {
+        SdkError::TimeoutError(_) => AwsError::new("TimeoutError", "no answer within the time limit"),
+        SdkError::DispatchFailure(d) if d.is_timeout() => AwsError::new("TimeoutError", cause),
+        SdkError::DispatchFailure(_) => AwsError::new("ConnectionError", cause),
+        // Never the raw answer: the body of one we could not read may be a
+        // Decrypt result, and it must not reach a message.
+        SdkError::ResponseError(_) => AwsError::new("InvalidResponse", cause),
+        _ => AwsError::new("UnknownError", cause),
+    }
+}
+
+/// The first line of each error in the `source()` chain, without repeats.
+fn causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        let line = text.lines().next().unwrap_or_default().trim().to_string();
+        if !line.is_empty() && out.last() != Some(&line) {
+            out.push(line);
+        }
+        cur = e.source();
+    }
+    out
+}
+
+/// Run `fut` on a single-threaded runtime built for this one job. All AWS calls
+/// of a run are I/O-bound and issued concurrently, so one thread is enough.
+pub fn block_on<F: Future>(fut: F) -> std::io::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(fut);
+    // Do not wait for a DNS lookup stuck in the blocking pool: we are about to
+    // exec or exit, and the deadline has been kept.
+    rt.shutdown_background();
+    Ok(out)
+}
