@@ -6,11 +6,13 @@ BIN    := target/debug/kmsenv
 
 MUSL   := x86_64-unknown-linux-musl
 STATIC := target/$(MUSL)/release/kmsenv
+# With `-f s3://…` (cargo feature `s3`); its own target dir keeps both binaries.
+FULL   := target/full/$(MUSL)/release/kmsenv
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := parse open dotenv
 
-.PHONY: build release static test lint tools demo bench fuzz clean
+.PHONY: build release static static-full musl test lint tools demo bench fuzz clean
 
 build:
 	$(CARGO) build
@@ -19,11 +21,19 @@ release:
 	$(CARGO) build --release
 
 ## Fully static, stripped binary (musl); installs the target and musl-tools if missing.
-static:
-	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
-	@command -v musl-gcc >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq musl-tools; }
+## Without S3 support: the S3 SDK adds 1.28 MiB (see README, "Files in S3").
+static: musl
 	$(CARGO) build --release --target $(MUSL)
 	@ls -l $(STATIC) | awk '{print "$(STATIC): " $$5 " bytes"}'
+
+## The same with `-f s3://BUCKET/KEY` (cargo feature `s3`).
+static-full: musl
+	$(CARGO) build --release --target $(MUSL) --features s3 --target-dir target/full
+	@ls -l $(FULL) | awk '{print "$(FULL): " $$5 " bytes"}'
+
+musl:
+	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+	@command -v musl-gcc >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq musl-tools; }
 
 ## Test tools: moto_server (the KMS the tests talk to) and the AWS CLI (one test
 ## pastes its output into a file, as users do). Installed only when missing.
@@ -32,15 +42,18 @@ tools:
 		|| $(PIP) install --quiet 'moto[server]'
 	@command -v aws >/dev/null 2>&1 || $(PIP) install --quiet awscli
 
+## Clippy twice: the code without S3 and with it differ.
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features s3 -- -D warnings
 
 ## fmt check, clippy, unit tests, and the integration tests against moto_server
-## (started by the tests themselves on a free loopback port). The static binary is
-## built first: tests/scratch_image.rs runs it in an empty root.
+## (started by the tests themselves on a free loopback port), with S3 support on
+## (moto serves S3 too). The static binary is built first: tests/scratch_image.rs
+## runs it in an empty root, and tests/s3.rs checks that it refuses s3:// files.
 test: tools lint static
-	KMSENV_STATIC_BIN=$(CURDIR)/$(STATIC) $(CARGO) test --all-targets
+	KMSENV_STATIC_BIN=$(CURDIR)/$(STATIC) $(CARGO) test --all-targets --features s3
 	@scripts/verify-systemd.sh $(STATIC)
 
 ## Starts moto_server on loopback, creates a key, init/set/exec, stops it.

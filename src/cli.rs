@@ -34,7 +34,8 @@ pub struct Cli {
 /// Options shared by every command.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// File to read (repeatable; later files override earlier ones).
+    /// File to read (repeatable; later files override earlier ones): a path, or
+    /// s3://BUCKET/KEY in a build with S3 (read-only).
     /// Default: $KMSENV_FILE (a ':'-separated list), else ./kmsenv.toml
     #[arg(short = 'f', long = "file", global = true, value_name = "PATH")]
     pub files: Vec<PathBuf>,
@@ -71,6 +72,7 @@ pub enum Command {
   kmsenv exec -- ./server --port 8080
   kmsenv -f base.toml -f prod.toml exec --only DATABASE_URL -- psql
   ENTRYPOINT [\"/kmsenv\", \"exec\", \"-f\", \"/app/kmsenv.toml\", \"--\"]   (Dockerfile)
+  kmsenv -f s3://config-bucket/billing/kmsenv.toml exec -- ./server   (build with S3)
 
 The command replaces kmsenv (same PID, signals and exit code). If anything
 cannot be decrypted, nothing is run and kmsenv exits 125.")]

@@ -197,3 +197,37 @@ mod disabled {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn urls_name_a_bucket_and_a_whole_key() {
+        let url = parse(Path::new("s3://config/prod/app:v2.toml")).expect("valid");
+        assert_eq!(url.bucket, "config");
+        assert_eq!(url.key, "prod/app:v2.toml");
+        for bad in ["s3://", "s3://bucket", "s3://bucket/", "s3:///key", "s3://bucket/dir/"] {
+            assert!(parse(Path::new(bad)).is_err(), "{bad} should be refused");
+        }
+        assert!(is_url(Path::new("s3://b/k")));
+        assert!(!is_url(Path::new("./s3://b/k")));
+    }
+
+    #[test]
+    fn a_file_list_keeps_s3_urls_whole() {
+        let list = std::ffi::OsStr::new("base.toml:s3://b/prod.toml::/etc/app/local.toml:s3://c/x");
+        assert_eq!(
+            split_file_list(list),
+            ["base.toml", "s3://b/prod.toml", "/etc/app/local.toml", "s3://c/x"]
+                .map(PathBuf::from)
+                .to_vec()
+        );
+        // A relative file named `s3` is still a file.
+        assert_eq!(
+            split_file_list(std::ffi::OsStr::new("s3:app.toml")),
+            ["s3", "app.toml"].map(PathBuf::from).to_vec()
+        );
+    }
+}

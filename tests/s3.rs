@@ -10,52 +10,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
 
 use support::*;
-
-const NAME: &str = "API_TOKEN";
-const VALUE: &[u8] = b"fetched-from-s3-then-decrypted";
-
-/// A bucket of its own for each test (moto is shared by the test binary).
-fn new_bucket(sandbox: &Sandbox) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let bucket = format!(
-        "kmsenv-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut create = aws_cli(sandbox);
-    create.args(["s3api", "create-bucket", "--bucket", &bucket]);
-    run_aws_cli(create, "s3api create-bucket");
-    bucket
-}
-
-/// `aws s3 cp FILE s3://BUCKET/KEY`; returns the URL.
-fn upload(sandbox: &Sandbox, file: &Path, bucket: &str, key: &str) -> String {
-    let url = format!("s3://{bucket}/{key}");
-    let mut cp = aws_cli(sandbox);
-    cp.args(["s3", "cp", "--only-show-errors"]).arg(file).arg(&url);
-    run_aws_cli(cp, "s3 cp");
-    url
-}
-
-/// A sealed file made locally, uploaded, and the local copy removed, so only
-/// S3 can supply it.
-fn file_in_s3(sandbox: &Sandbox, bucket: &str) -> String {
-    let (file, _key) = sandbox.new_file("app.toml");
-    sandbox.set(&file, NAME, VALUE);
-    sandbox.set_with(&file, &["--plain"], "LOG_LEVEL=debug", b"");
-    let url = upload(sandbox, &file, bucket, "prod/app.toml");
-    std::fs::remove_file(&file).expect("remove the local copy");
-    url
-}
-
-/// kmsenv with S3 at `endpoint` (KMS stays on moto).
-fn with_s3(sandbox: &Sandbox, endpoint: &str) -> Kmsenv {
-    sandbox.kmsenv().env("AWS_ENDPOINT_URL_S3", endpoint)
-}
 
 fn url_path(url: &str) -> PathBuf {
     PathBuf::from(url)
@@ -64,6 +21,50 @@ fn url_path(url: &str) -> PathBuf {
 #[cfg(feature = "s3")]
 mod with_the_feature {
     use super::*;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const NAME: &str = "API_TOKEN";
+    const VALUE: &[u8] = b"fetched-from-s3-then-decrypted";
+
+    /// A bucket of its own for each test (moto is shared by the test binary).
+    fn new_bucket(sandbox: &Sandbox) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let bucket = format!(
+            "kmsenv-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut create = aws_cli(sandbox);
+        create.args(["s3api", "create-bucket", "--bucket", &bucket]);
+        run_aws_cli(create, "s3api create-bucket");
+        bucket
+    }
+
+    /// `aws s3 cp FILE s3://BUCKET/KEY`; returns the URL.
+    fn upload(sandbox: &Sandbox, file: &Path, bucket: &str, key: &str) -> String {
+        let url = format!("s3://{bucket}/{key}");
+        let mut cp = aws_cli(sandbox);
+        cp.args(["s3", "cp", "--only-show-errors"]).arg(file).arg(&url);
+        run_aws_cli(cp, "s3 cp");
+        url
+    }
+
+    /// A sealed file made locally, uploaded, and the local copy removed, so only
+    /// S3 can supply it.
+    fn file_in_s3(sandbox: &Sandbox, bucket: &str) -> String {
+        let (file, _key) = sandbox.new_file("app.toml");
+        sandbox.set(&file, NAME, VALUE);
+        sandbox.set_with(&file, &["--plain"], "LOG_LEVEL=debug", b"");
+        let url = upload(sandbox, &file, bucket, "prod/app.toml");
+        std::fs::remove_file(&file).expect("remove the local copy");
+        url
+    }
+
+    /// kmsenv with S3 at `endpoint` (KMS stays on moto).
+    fn with_s3(sandbox: &Sandbox, endpoint: &str) -> Kmsenv {
+        sandbox.kmsenv().env("AWS_ENDPOINT_URL_S3", endpoint)
+    }
 
     #[test]
     fn exec_runs_the_command_with_values_from_a_file_in_s3() {

@@ -102,6 +102,11 @@ impl Ctx {
             ));
             for ((i, path, _), got) in remote.into_iter().zip(fetched) {
                 let bytes = got.map_err(|e| aws_error(&format!("{}:", path.display()), "S3 GetObject", e))?;
+                self.info(format!(
+                    "{}: read from S3 ({} bytes)",
+                    path.display(),
+                    bytes.len()
+                ));
                 docs[i] = Some(Document::from_bytes(path, bytes)?);
             }
         }
