@@ -208,7 +208,13 @@ mod tests {
         let url = parse(Path::new("s3://config/prod/app:v2.toml")).expect("valid");
         assert_eq!(url.bucket, "config");
         assert_eq!(url.key, "prod/app:v2.toml");
-        for bad in ["s3://", "s3://bucket", "s3://bucket/", "s3:///key", "s3://bucket/dir/"] {
+        for bad in [
+            "s3://",
+            "s3://bucket",
+            "s3://bucket/",
+            "s3:///key",
+            "s3://bucket/dir/",
+        ] {
             assert!(parse(Path::new(bad)).is_err(), "{bad} should be refused");
         }
         assert!(is_url(Path::new("s3://b/k")));

@@ -341,23 +341,52 @@ mod with_the_feature {
     }
 
     #[test]
-    fn one_set_of_credentials_signs_the_s3_and_the_kms_requests() {
+    fn credentials_are_fetched_once_and_sign_both_the_s3_and_the_kms_request() {
         let sandbox = Sandbox::new();
         let bucket = new_bucket(&sandbox);
         let url = file_in_s3(&sandbox, &bucket);
+        let ecs = StandIn::start(
+            "container",
+            &[
+                "--akid",
+                "ASIAS3ANDKMS0001",
+                "--token",
+                "TOKEN-S3-KMS",
+                "--path",
+                "/creds",
+            ],
+        );
         let proxy = Proxy::start();
-        with_s3(&sandbox, &proxy.endpoint())
+        // No region and no keys in the environment: the task role's credentials,
+        // S3 asked in us-east-1, KMS in the region of the key ARN.
+        let env = sandbox
+            .kmsenv_without_aws()
+            .env("AWS_CONFIG_FILE", sandbox.path("no-aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", sandbox.path("no-aws-credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", ecs.url("/creds"))
+            .env("AWS_ENDPOINT_URL_S3", proxy.endpoint())
             .endpoint(&proxy.endpoint())
             .file(&url_path(&url))
-            .args(["exec", "--", "true"])
+            .args(["exec", "--", "env", "-0"])
             .run()
-            .ok();
-        assert_eq!(proxy.count_op("s3:GET"), 1, "{}", proxy.counts());
-        assert_eq!(proxy.count_op("Decrypt"), 1, "{}", proxy.counts());
-        assert_eq!(
-            json_map(&proxy.counts(), "akids"),
-            [("testing".to_string(), 2)].into()
-        );
+            .ok()
+            .env0();
+        assert_eq!(env.get(NAME).map(Vec::as_slice), Some(VALUE));
+        assert_eq!(ecs.log().len(), 1, "one credentials request: {:?}", ecs.log());
+        let signed: Vec<(String, String, String)> = proxy
+            .requests()
+            .into_iter()
+            .map(|r| (r["op"].clone(), r["akid"].clone(), r["token"].clone()))
+            .collect();
+        let by = |op: &str| {
+            (
+                op.to_string(),
+                "ASIAS3ANDKMS0001".to_string(),
+                "TOKEN-S3-KMS".to_string(),
+            )
+        };
+        assert_eq!(signed, [by("s3:GET"), by("Decrypt")]);
     }
 }
 
