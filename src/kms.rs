@@ -148,6 +148,12 @@ impl AwsKms {
     }
 }
 
+/// The ciphertext of an answer, which KMS always sends.
+fn ciphertext(blob: Option<Blob>, op: &str) -> Result<Vec<u8>, AwsError> {
+    blob.map(Blob::into_inner)
+        .ok_or_else(|| AwsError::new("InvalidResponse", format!("{op} returned no ciphertext")))
+}
+
 fn with_context<B>(mut b: B, ctx: &Context, add: impl Fn(B, String, String) -> B) -> B {
     for (k, v) in ctx {
         b = add(b, k.clone(), v.clone());
@@ -173,9 +179,7 @@ impl KeyService for AwsKms {
                     .ok_or_else(|| {
                         AwsError::new("InvalidResponse", "GenerateDataKey returned no plaintext")
                     })?;
-                let blob = out.ciphertext_blob.map(Blob::into_inner).ok_or_else(|| {
-                    AwsError::new("InvalidResponse", "GenerateDataKey returned no ciphertext")
-                })?;
+                let blob = ciphertext(out.ciphertext_blob, "GenerateDataKey")?;
                 let key_arn = out.key_id.unwrap_or_else(|| key.to_string());
                 Ok(GeneratedKey {
                     plaintext,
@@ -202,10 +206,7 @@ impl KeyService for AwsKms {
                     .send()
                     .await
                     .map_err(|e| classify(&e))?;
-                let blob = out
-                    .ciphertext_blob
-                    .map(Blob::into_inner)
-                    .ok_or_else(|| AwsError::new("InvalidResponse", "Encrypt returned no ciphertext"))?;
+                let blob = ciphertext(out.ciphertext_blob, "Encrypt")?;
                 Ok((blob, out.key_id.unwrap_or_else(|| key.to_string())))
             })
             .await
@@ -263,10 +264,7 @@ impl KeyService for AwsKms {
                     .send()
                     .await
                     .map_err(|e| classify(&e))?;
-                let blob = out
-                    .ciphertext_blob
-                    .map(Blob::into_inner)
-                    .ok_or_else(|| AwsError::new("InvalidResponse", "ReEncrypt returned no ciphertext"))?;
+                let blob = ciphertext(out.ciphertext_blob, "ReEncrypt")?;
                 Ok((blob, out.key_id.unwrap_or_else(|| dest_key.to_string())))
             })
             .await

@@ -66,11 +66,55 @@ mod with_the_feature {
         sandbox.kmsenv().env("AWS_ENDPOINT_URL_S3", endpoint)
     }
 
-    #[test]
-    fn exec_runs_the_command_with_values_from_a_file_in_s3() {
+    /// A sandbox and the URL of its sealed file in S3.
+    fn sandbox_with_file_in_s3() -> (Sandbox, String) {
         let sandbox = Sandbox::new();
         let bucket = new_bucket(&sandbox);
         let url = file_in_s3(&sandbox, &bucket);
+        (sandbox, url)
+    }
+
+    /// Makes the proxy answer GETs signed for `region` (any, if `None`) as S3
+    /// does when it refuses one: an XML error, and the bucket's region if given.
+    fn s3_answers(
+        proxy: &Proxy,
+        region: Option<&str>,
+        status: u16,
+        bucket_region: Option<&str>,
+        code: &str,
+        message: &str,
+    ) {
+        let region = region.map_or("null".to_string(), json_string);
+        let moved = bucket_region
+            .map(|r| format!(", \"x-amz-bucket-region\": {}", json_string(r)))
+            .unwrap_or_default();
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        );
+        proxy.rules(&format!(
+            r#"[{{"op": "s3:GET", "region": {region}, "action": "answer", "status": {status},
+                 "headers": {{"Content-Type": "application/xml"{moved}}}, "body": {}}}]"#,
+            json_string(&body)
+        ));
+    }
+
+    /// `exec` of a marker command with the file at `url`: asserted to fail
+    /// closed (125, `needles` in stderr) without running the command.
+    #[track_caller]
+    fn fails_closed(sandbox: &Sandbox, run: Kmsenv, url: &str, needles: &[&str]) -> Output {
+        let out = run
+            .file(&url_path(url))
+            .args(["exec", "--"])
+            .args(sandbox.touch_marker_command())
+            .run()
+            .kmsenv_error(needles);
+        sandbox.assert_command_did_not_run();
+        out
+    }
+
+    #[test]
+    fn exec_runs_the_command_with_values_from_a_file_in_s3() {
+        let (sandbox, url) = sandbox_with_file_in_s3();
         let env = with_s3(&sandbox, &moto().endpoint())
             .file(&url_path(&url))
             .args(["exec", "--", "env", "-0"])
@@ -83,9 +127,7 @@ mod with_the_feature {
 
     #[test]
     fn the_reading_commands_take_an_s3_file() {
-        let sandbox = Sandbox::new();
-        let bucket = new_bucket(&sandbox);
-        let url = file_in_s3(&sandbox, &bucket);
+        let (sandbox, url) = sandbox_with_file_in_s3();
         let run = || with_s3(&sandbox, &moto().endpoint()).file(&url_path(&url));
 
         let got = run().args(["get", NAME]).run().ok();
@@ -106,9 +148,7 @@ mod with_the_feature {
 
     #[test]
     fn an_s3_file_and_a_local_file_merge_in_order_also_from_kmsenv_file() {
-        let sandbox = Sandbox::new();
-        let bucket = new_bucket(&sandbox);
-        let url = file_in_s3(&sandbox, &bucket);
+        let (sandbox, url) = sandbox_with_file_in_s3();
         // The local file comes second and so wins for LOG_LEVEL.
         let local = sandbox.path("local.toml");
         sandbox.write(&local, "[kmsenv]\nversion = 1\n\n[env]\nLOG_LEVEL = \"trace\"\n");
@@ -138,28 +178,26 @@ mod with_the_feature {
         let sandbox = Sandbox::new();
         let bucket = new_bucket(&sandbox);
         let missing = format!("s3://{bucket}/no/such.toml");
-        let out = with_s3(&sandbox, &moto().endpoint())
-            .file(&url_path(&missing))
-            .args(["exec", "--"])
-            .args(sandbox.touch_marker_command())
-            .run()
-            .kmsenv_error(&[&format!("{missing}: S3 GetObject failed: NoSuchKey"), "hint:"]);
+        let out = fails_closed(
+            &sandbox,
+            with_s3(&sandbox, &moto().endpoint()),
+            &missing,
+            &[&format!("{missing}: S3 GetObject failed: NoSuchKey"), "hint:"],
+        );
         assert_eq!(
             out.stderr.lines().count(),
             2,
             "one line and a hint: {}",
             out.stderr
         );
-        sandbox.assert_command_did_not_run();
 
         let no_bucket = "s3://kmsenv-no-such-bucket-anywhere/app.toml";
-        with_s3(&sandbox, &moto().endpoint())
-            .file(&url_path(no_bucket))
-            .args(["exec", "--"])
-            .args(sandbox.touch_marker_command())
-            .run()
-            .kmsenv_error(&[&format!("{no_bucket}: S3 GetObject failed: NoSuchBucket")]);
-        sandbox.assert_command_did_not_run();
+        fails_closed(
+            &sandbox,
+            with_s3(&sandbox, &moto().endpoint()),
+            no_bucket,
+            &[&format!("{no_bucket}: S3 GetObject failed: NoSuchBucket")],
+        );
     }
 
     #[test]
@@ -172,13 +210,12 @@ mod with_the_feature {
         let text = sandbox.read(&file);
         sandbox.write(&file, &replace_once(&text, "\"debug\"", "\"trace\""));
         let url = upload(&sandbox, &file, &bucket, "app.toml");
-        with_s3(&sandbox, &moto().endpoint())
-            .file(&url_path(&url))
-            .args(["exec", "--"])
-            .args(sandbox.touch_marker_command())
-            .run()
-            .kmsenv_error(&[&url, "MAC"]);
-        sandbox.assert_command_did_not_run();
+        fails_closed(
+            &sandbox,
+            with_s3(&sandbox, &moto().endpoint()),
+            &url,
+            &[&url, "MAC"],
+        );
     }
 
     #[test]
@@ -244,15 +281,16 @@ mod with_the_feature {
 
     #[test]
     fn a_bucket_in_another_region_is_followed_there() {
-        let sandbox = Sandbox::new();
-        let bucket = new_bucket(&sandbox);
-        let url = file_in_s3(&sandbox, &bucket);
+        let (sandbox, url) = sandbox_with_file_in_s3();
         let proxy = Proxy::start();
         // S3's answer to a request signed for the wrong region.
-        proxy.rules(
-            r#"[{"op": "s3:GET", "region": "us-east-1", "action": "answer", "status": 301,
-                 "headers": {"x-amz-bucket-region": "eu-west-1", "Content-Type": "application/xml"},
-                 "body": "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message></Error>"}]"#,
+        s3_answers(
+            &proxy,
+            Some("us-east-1"),
+            301,
+            Some("eu-west-1"),
+            "PermanentRedirect",
+            "The bucket you are attempting to access must be addressed using the specified endpoint.",
         );
         let env = with_s3(&sandbox, &proxy.endpoint())
             .file(&url_path(&url))
@@ -279,14 +317,15 @@ mod with_the_feature {
 
     #[test]
     fn the_configured_region_is_asked_first_and_a_loop_of_redirects_fails() {
-        let sandbox = Sandbox::new();
-        let bucket = new_bucket(&sandbox);
-        let url = file_in_s3(&sandbox, &bucket);
+        let (sandbox, url) = sandbox_with_file_in_s3();
         let proxy = Proxy::start();
-        proxy.rules(
-            r#"[{"op": "s3:GET", "action": "answer", "status": 301,
-                 "headers": {"x-amz-bucket-region": "ap-south-1", "Content-Type": "application/xml"},
-                 "body": "<Error><Code>PermanentRedirect</Code><Message>elsewhere</Message></Error>"}]"#,
+        s3_answers(
+            &proxy,
+            None,
+            301,
+            Some("ap-south-1"),
+            "PermanentRedirect",
+            "elsewhere",
         );
         with_s3(&sandbox, &proxy.endpoint())
             .env("AWS_REGION", "eu-central-1")
@@ -308,43 +347,32 @@ mod with_the_feature {
 
     #[test]
     fn refused_or_silent_s3_fails_closed_within_the_deadline() {
-        let sandbox = Sandbox::new();
-        let bucket = new_bucket(&sandbox);
-        let url = file_in_s3(&sandbox, &bucket);
+        let (sandbox, url) = sandbox_with_file_in_s3();
         let proxy = Proxy::start();
 
-        proxy.rules(
-            r#"[{"op": "s3:GET", "action": "answer", "status": 403,
-                 "headers": {"Content-Type": "application/xml"},
-                 "body": "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"}]"#,
-        );
-        with_s3(&sandbox, &proxy.endpoint())
-            .file(&url_path(&url))
-            .args(["exec", "--"])
-            .args(sandbox.touch_marker_command())
-            .run()
-            .kmsenv_error(&[
+        s3_answers(&proxy, None, 403, None, "AccessDenied", "Access Denied");
+        fails_closed(
+            &sandbox,
+            with_s3(&sandbox, &proxy.endpoint()),
+            &url,
+            &[
                 &format!("{url}: S3 GetObject failed: AccessDenied"),
                 "s3:GetObject",
-            ]);
-        sandbox.assert_command_did_not_run();
+            ],
+        );
 
         proxy.rules(r#"[{"op": "s3:GET", "action": "hang"}]"#);
-        with_s3(&sandbox, &proxy.endpoint())
-            .args(["--timeout", "2"])
-            .file(&url_path(&url))
-            .args(["exec", "--"])
-            .args(sandbox.touch_marker_command())
-            .run()
-            .kmsenv_error(&[&url, "TimeoutError"]);
-        sandbox.assert_command_did_not_run();
+        fails_closed(
+            &sandbox,
+            with_s3(&sandbox, &proxy.endpoint()).args(["--timeout", "2"]),
+            &url,
+            &[&url, "TimeoutError"],
+        );
     }
 
     #[test]
     fn credentials_are_fetched_once_and_sign_both_the_s3_and_the_kms_request() {
-        let sandbox = Sandbox::new();
-        let bucket = new_bucket(&sandbox);
-        let url = file_in_s3(&sandbox, &bucket);
+        let (sandbox, url) = sandbox_with_file_in_s3();
         let ecs = StandIn::start(
             "container",
             &[
