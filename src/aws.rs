@@ -192,7 +192,8 @@ impl Aws {
         let user_region = match &opts.region {
             Some(r) => Some(r.clone()),
             None => configured_region(opts.profile.as_deref()).await,
-        };
+        }
+        .filter(|r| !r.is_empty());
         let region = user_region
             .clone()
             .or(fallback_region)
