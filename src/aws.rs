@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_config::identity::IdentityCache;
-use aws_config::meta::region::RegionProviderChain;
+use aws_config::meta::region::ProvideRegion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -258,18 +258,22 @@ impl Aws {
     }
 }
 
-/// The region from the environment or the profile (`--profile`, else
-/// `AWS_PROFILE`, else `default`): the SDK's chain without instance metadata.
+/// The region from the environment (`AWS_REGION`, else `AWS_DEFAULT_REGION`;
+/// an empty one is none) or the profile (`--profile`, else `AWS_PROFILE`, else
+/// `default`): the SDK's chain without instance metadata.
 async fn configured_region(profile: Option<&str>) -> Option<String> {
+    let from_env = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|r| !r.is_empty());
+    if from_env.is_some() {
+        return from_env;
+    }
     let mut from_profile = aws_config::profile::ProfileFileRegionProvider::builder();
     if let Some(p) = profile {
         from_profile = from_profile.profile_name(p);
     }
-    RegionProviderChain::first_try(aws_config::environment::EnvironmentVariableRegionProvider::new())
-        .or_else(from_profile.build())
-        .region()
-        .await
-        .map(|r| r.to_string())
+    from_profile.build().region().await.map(|r| r.to_string())
 }
 
 /// Remembers why the last attempt of one call failed, as the SDK retries it.

@@ -73,9 +73,12 @@ pub fn open_local(docs: &[Document], sel: Selection<'_>) -> Result<Vec<OpenedFil
 }
 
 /// The region of the first key ARN in `docs`, used when none is configured.
-pub fn first_arn_region(docs: &[Document]) -> Option<String> {
-    let keys = docs.iter().flat_map(|d| d.keys.iter().map(|k| k.arn.as_str()));
-    let direct = docs.iter().flat_map(|d| {
+pub fn first_arn_region<'a>(docs: impl IntoIterator<Item = &'a Document> + Clone) -> Option<String> {
+    let keys = docs
+        .clone()
+        .into_iter()
+        .flat_map(|d| d.keys.iter().map(|k| k.arn.as_str()));
+    let direct = docs.into_iter().flat_map(|d| {
         d.entries.iter().filter_map(|e| match &e.value {
             Value::Kms { key, .. } => key.as_deref(),
             _ => None,

@@ -276,6 +276,19 @@ mod with_the_feature {
                 .run()
                 .kmsenv_error(&[&format!("writes a local file, and {url} is in S3"), "aws s3 cp"]);
         }
+        // Nor does `import` read its dotenv source from S3.
+        let local = sandbox.path("local.toml");
+        sandbox.write(&local, "[kmsenv]\nversion = 1\n\n[env]\n");
+        sandbox
+            .kmsenv()
+            .endpoint(&proxy.endpoint())
+            .file(&local)
+            .args(["import", url])
+            .run()
+            .kmsenv_error(&[
+                &format!("{url}: `import` reads a local dotenv file or stdin"),
+                "aws s3 cp",
+            ]);
         assert_eq!(proxy.total(), 0, "no request should be made: {}", proxy.counts());
     }
 
@@ -329,8 +342,10 @@ mod with_the_feature {
             "PermanentRedirect",
             "elsewhere",
         );
+        // An empty AWS_REGION does not hide AWS_DEFAULT_REGION.
         with_s3(&sandbox, &proxy.endpoint())
-            .env("AWS_REGION", "eu-central-1")
+            .env("AWS_REGION", "")
+            .env("AWS_DEFAULT_REGION", "eu-central-1")
             .file(&url_path(&url))
             .args(["exec", "--", "true"])
             .run()
@@ -368,7 +383,19 @@ mod with_the_feature {
             &sandbox,
             with_s3(&sandbox, &proxy.endpoint()).args(["--timeout", "2"]),
             &url,
-            &[&url, "TimeoutError"],
+            &[&url, "TimeoutError", "hint: no answer from S3 in time"],
+        );
+
+        // Nothing listening: the hint is about S3, not KMS.
+        let closed = format!("http://127.0.0.1:{}", free_port());
+        fails_closed(
+            &sandbox,
+            with_s3(&sandbox, &closed),
+            &url,
+            &[
+                &format!("{url}: S3 GetObject failed: ConnectionError"),
+                "hint: cannot reach S3",
+            ],
         );
     }
 

@@ -11,6 +11,13 @@ use crate::input::read_limited;
 pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     let path = ctx.single_file("import")?;
     let (origin, text) = match &args.path {
+        Some(p) if crate::s3::is_url(p) => {
+            return Err(Error::usage(format!(
+                "{}: `import` reads a local dotenv file or stdin",
+                p.display()
+            ))
+            .with_hint(format!("aws s3 cp {} - | kmsenv import", p.display())));
+        }
         Some(p) => (
             p.display().to_string(),
             read_limited(

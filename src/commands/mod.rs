@@ -95,13 +95,17 @@ impl Ctx {
                     "use a build with the `s3` cargo feature (`make static-full`), or `aws s3 cp` the file",
                 ));
             }
-            let session = self.shared_session(&[])?;
+            // The local files' key region, for the SDK's own calls (STS).
+            let session = self.shared_session(resolve::first_arn_region(docs.iter().flatten()))?;
             let aws = session.kms.aws();
             let fetched = session.block_on(futures_util::future::join_all(
                 remote.iter().map(|(_, _, url)| s3::fetch(aws, url)),
             ));
             for ((i, path, _), got) in remote.into_iter().zip(fetched) {
-                let bytes = got.map_err(|e| aws_error(&format!("{}:", path.display()), "S3 GetObject", e))?;
+                let bytes = got.map_err(|e| {
+                    let hint = s3::hint(&e);
+                    aws_error(&format!("{}:", path.display()), "S3 GetObject", e, hint)
+                })?;
                 self.info(format!(
                     "{}: read from S3 ({} bytes)",
                     path.display(),
@@ -118,7 +122,7 @@ impl Ctx {
         if !resolve::needs_kms(docs, sel) {
             return resolve::open_local(docs, sel);
         }
-        let session = self.shared_session(docs)?;
+        let session = self.shared_session(resolve::first_arn_region(docs))?;
         session.kms.set_fallback_region(resolve::first_arn_region(docs));
         session.block_on(resolve::open_with(&session.kms, docs, sel, self.deadline))
     }
@@ -128,11 +132,11 @@ impl Ctx {
         drop(self.session.take());
     }
 
-    fn shared_session(&self, docs: &[Document]) -> Result<&Session> {
+    fn shared_session(&self, fallback_region: Option<String>) -> Result<&Session> {
         if let Some(s) = self.session.get() {
             return Ok(s);
         }
-        let started = self.session(docs)?;
+        let started = self.start_session(fallback_region)?;
         Ok(self.session.get_or_init(|| started))
     }
 
@@ -168,8 +172,12 @@ impl Ctx {
 
     /// Start an AWS session of its own, for a command that calls KMS.
     pub fn session(&self, docs: &[Document]) -> Result<Session> {
+        self.start_session(resolve::first_arn_region(docs))
+    }
+
+    fn start_session(&self, fallback_region: Option<String>) -> Result<Session> {
         crate::tls::check_env().map_err(Error::usage)?;
-        Session::start(&self.aws, self.deadline, resolve::first_arn_region(docs))
+        Session::start(&self.aws, self.deadline, fallback_region)
             .map_err(|e| Error::new(Class::Io, format!("cannot start the async runtime: {e}")))
     }
 }
@@ -221,17 +229,19 @@ pub fn kms_error(path: &Path, key: &str, op: &str, e: crate::kms::AwsError) -> E
 /// The same, for a call about one variable.
 pub fn kms_error_for(path: &Path, name: Option<&str>, key: &str, op: &str, e: crate::kms::AwsError) -> Error {
     let name = name.map(|n| format!(" {n}:")).unwrap_or_default();
+    let hint = e.hint();
     aws_error(
         &format!("{}:{name}", path.display()),
         &format!("KMS {op} with key {key}"),
         e,
+        hint,
     )
 }
 
-/// `PLACE: CALL failed: CODE: message`, with the hint for the code.
-fn aws_error(place: &str, call: &str, e: crate::kms::AwsError) -> Error {
+/// `PLACE: CALL failed: CODE: message`, with what to do about it.
+fn aws_error(place: &str, call: &str, e: crate::kms::AwsError, hint: Option<&str>) -> Error {
     let err = Error::kms(format!("{place} {call} failed: {e}"));
-    match e.hint() {
+    match hint {
         Some(h) => err.with_hint(h),
         None => err,
     }
