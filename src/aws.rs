@@ -78,6 +78,8 @@ impl AwsError {
     }
 }
 
+impl std::error::Error for AwsError {}
+
 impl fmt::Display for AwsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.message.is_empty() {

@@ -642,14 +642,14 @@ mod tests {
     const HEAD: &str = "[kmsenv]\nversion = 1\n";
 
     #[test]
-    fn plain_and_kms_values_parse_in_file_order() {
+    fn plain_and_kms_values_parse_in_file_order() -> crate::error::TestResult {
         let doc = parse(&format!(
             "{HEAD}[env]\nB = \"x\"\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:var\" = \"A\" }} }}\n"
-        ))
-        .expect("valid");
+        ))?;
         let names: Vec<_> = doc.entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["B", "A"]);
         assert!(matches!(&doc.entries[1].value, Value::Kms { blob, .. } if blob == &[1, 2, 3]));
+        Ok(())
     }
 
     #[test]

@@ -204,20 +204,20 @@ pub fn json_string(s: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
-    fn values(text: &str) -> Vec<(String, Vec<u8>)> {
-        parse("t.env", text.as_bytes())
-            .unwrap()
+    fn values(text: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(parse("t.env", text.as_bytes())?
             .into_iter()
             .map(|(n, s)| (n, s.expose().to_vec()))
-            .collect()
+            .collect())
     }
 
     #[test]
-    fn parses_the_usual_forms() {
+    fn parses_the_usual_forms() -> TestResult {
         let got = values(
             "# c\n\nexport A=plain value # note\nB='lit $X \"q\"'\nC=\"a\\nb \\\"q\\\" \\$HOME\"\nD=\"multi\nline\"\nE=\n",
-        );
+        )?;
         let want: Vec<(String, Vec<u8>)> = vec![
             ("A".into(), b"plain value".to_vec()),
             ("B".into(), b"lit $X \"q\"".to_vec()),
@@ -226,6 +226,7 @@ mod tests {
             ("E".into(), b"".to_vec()),
         ];
         assert_eq!(got, want);
+        Ok(())
     }
 
     #[test]
@@ -245,12 +246,13 @@ mod tests {
     }
 
     #[test]
-    fn dotenv_output_parses_back_exactly() {
+    fn dotenv_output_parses_back_exactly() -> TestResult {
         let v = b"q\"uo'te \\ $(x) `y`\nline2\r\n=".to_vec();
         let mut out = Vec::new();
         format_dotenv("V", &v, &mut out);
-        let back = parse("o", &out).unwrap();
+        let back = parse("o", &out)?;
         assert_eq!(back[0].1.expose(), &v[..]);
+        Ok(())
     }
 
     #[test]

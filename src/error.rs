@@ -11,6 +11,10 @@ use std::path::Path;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What unit tests return, so that a failed step is a test failure with `?`.
+#[cfg(test)]
+pub type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
 /// What kind of failure this is; the exit code follows from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {

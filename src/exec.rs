@@ -271,6 +271,7 @@ pub fn inherited() -> Vec<(OsString, OsString)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::resolve::OpenedValue;
     use crate::secret::Secret;
     use std::path::PathBuf;
@@ -295,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn later_files_win_and_files_override_inherited() {
+    fn later_files_win_and_files_override_inherited() -> TestResult {
         let mut env = Environment::inherit(
             inherited(&[("A", "inh"), ("KMSENV_FILE", "x"), ("A", "dup")]),
             Policy::default(),
@@ -303,25 +304,25 @@ mod tests {
         env.apply(
             &[file(&[("A", "f1"), ("B", "f1")]), file(&[("B", "f2")])],
             Policy::default(),
-        )
-        .unwrap();
+        )?;
         assert_eq!(env.get("A"), Some(&b"f1"[..]));
         assert_eq!(env.get("B"), Some(&b"f2"[..]));
         assert_eq!(env.get("KMSENV_FILE"), None);
         assert_eq!(env.len(), 2);
+        Ok(())
     }
 
     #[test]
-    fn no_override_keeps_inherited_but_later_files_still_win() {
+    fn no_override_keeps_inherited_but_later_files_still_win() -> TestResult {
         let p = Policy {
             no_override: true,
             ..Policy::default()
         };
         let mut env = Environment::inherit(inherited(&[("A", "inh")]), p);
-        env.apply(&[file(&[("A", "f1"), ("B", "f1")]), file(&[("B", "f2")])], p)
-            .unwrap();
+        env.apply(&[file(&[("A", "f1"), ("B", "f1")]), file(&[("B", "f2")])], p)?;
         assert_eq!(env.get("A"), Some(&b"inh"[..]));
         assert_eq!(env.get("B"), Some(&b"f2"[..]));
+        Ok(())
     }
 
     #[test]

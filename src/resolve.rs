@@ -301,17 +301,22 @@ pub fn verify_mac(doc: &Document, dk: &DataKey) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::kms::fake::FakeKms;
     use crate::kms::{Context, block_on};
     use std::path::Path;
 
     /// A file made through the fake KMS, with the given sealed and plain values.
-    fn make_file(kms: &FakeKms, sealed: &[(&str, &[u8])], plain: &[(&str, &str)]) -> Document {
+    fn make_file(
+        kms: &FakeKms,
+        sealed: &[(&str, &[u8])],
+        plain: &[(&str, &str)],
+    ) -> std::result::Result<Document, Box<dyn std::error::Error>> {
         let ctx: Context = [("app".to_string(), "t".to_string())].into();
         let mut dk_ctx = ctx.clone();
         dk_ctx.insert("kmsenv:purpose".into(), "data-key".into());
-        let g = block_on(kms.generate_data_key("k1", &dk_ctx)).unwrap().unwrap();
-        let dk = DataKey::from_plaintext(&g.plaintext).unwrap();
+        let g = block_on(kms.generate_data_key("k1", &dk_ctx))??;
+        let dk = DataKey::from_plaintext(&g.plaintext).ok_or("the fake's data key has 32 bytes")?;
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(&g.blob);
         let mut text = format!(
@@ -323,10 +328,10 @@ mod tests {
         for (n, v) in plain {
             text += &format!("{n} = \"{v}\"\n");
         }
-        let doc = Document::parse(Path::new("t.toml"), text.clone()).unwrap();
+        let doc = Document::parse(Path::new("t.toml"), text.clone())?;
         let mac = dk.mac(&doc.mac_input());
         text = text.replacen("version = 1\n", &format!("version = 1\nmac = \"{mac}\"\n"), 1);
-        Document::parse(Path::new("t.toml"), text).unwrap()
+        Ok(Document::parse(Path::new("t.toml"), text)?)
     }
 
     fn far() -> Instant {
@@ -334,13 +339,11 @@ mod tests {
     }
 
     #[test]
-    fn opens_sealed_and_plain_values_with_one_kms_call() {
+    fn opens_sealed_and_plain_values_with_one_kms_call() -> TestResult {
         let kms = FakeKms::default();
-        let doc = make_file(&kms, &[("A", b"one"), ("B", b"two")], &[("C", "three")]);
+        let doc = make_file(&kms, &[("A", b"one"), ("B", b"two")], &[("C", "three")])?;
         kms.calls.set(0);
-        let files = block_on(open_with(&kms, &[doc], Selection::ALL, far()))
-            .unwrap()
-            .unwrap();
+        let files = block_on(open_with(&kms, &[doc], Selection::ALL, far()))??;
         let got: Vec<_> = files[0]
             .values
             .iter()
@@ -348,39 +351,38 @@ mod tests {
             .collect();
         assert_eq!(got, [("A", &b"one"[..]), ("B", b"two"), ("C", b"three")]);
         assert_eq!(kms.calls.get(), 1);
+        Ok(())
     }
 
     #[test]
-    fn edited_plain_value_fails_the_mac() {
+    fn edited_plain_value_fails_the_mac() -> TestResult {
         let kms = FakeKms::default();
-        let doc = make_file(&kms, &[("A", b"one")], &[("HOST", "db1")]);
-        let tampered = Document::parse(Path::new("t.toml"), doc.text.replace("db1", "evil")).unwrap();
-        let err = block_on(open_with(&kms, &[tampered], Selection::ALL, far()))
-            .unwrap()
-            .unwrap_err();
+        let doc = make_file(&kms, &[("A", b"one")], &[("HOST", "db1")])?;
+        let tampered = Document::parse(Path::new("t.toml"), doc.text.replace("db1", "evil"))?;
+        let err = block_on(open_with(&kms, &[tampered], Selection::ALL, far()))?.unwrap_err();
         assert!(err.to_string().contains("modified outside kmsenv"), "{err}");
+        Ok(())
     }
 
     #[test]
-    fn data_key_failure_lists_every_key() {
+    fn data_key_failure_lists_every_key() -> TestResult {
         let kms = FakeKms {
             denied: vec!["k1".into()],
             ..Default::default()
         };
-        let doc = make_file(&FakeKms::default(), &[("A", b"one")], &[]);
-        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far()))
-            .unwrap()
-            .unwrap_err();
+        let doc = make_file(&FakeKms::default(), &[("A", b"one")], &[])?;
+        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far()))?.unwrap_err();
         assert!(err.to_string().contains("k1: AccessDeniedException"), "{err}");
+        Ok(())
     }
 
     #[test]
-    fn plain_only_files_need_no_kms() {
+    fn plain_only_files_need_no_kms() -> TestResult {
         let doc = Document::parse(
             Path::new("p.toml"),
             "[kmsenv]\nversion = 1\n[env]\nA = \"x\"\n".into(),
-        )
-        .unwrap();
+        )?;
         assert!(!needs_kms(std::slice::from_ref(&doc), Selection::ALL));
+        Ok(())
     }
 }

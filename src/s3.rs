@@ -217,8 +217,8 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
-    fn urls_name_a_bucket_and_a_whole_key() {
-        let url = parse(Path::new("s3://config/prod/app:v2.toml")).expect("valid");
+    fn urls_name_a_bucket_and_a_whole_key() -> crate::error::TestResult {
+        let url = parse(Path::new("s3://config/prod/app:v2.toml"))?;
         assert_eq!(url.bucket, "config");
         assert_eq!(url.key, "prod/app:v2.toml");
         for bad in [
@@ -232,6 +232,7 @@ mod tests {
         }
         assert!(is_url(Path::new("s3://b/k")));
         assert!(!is_url(Path::new("./s3://b/k")));
+        Ok(())
     }
 
     #[test]

@@ -312,52 +312,53 @@ pub fn write_atomic(path: &Path, text: &str, mode: Mode) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     #[test]
-    fn edits_keep_comments_and_order() {
+    fn edits_keep_comments_and_order() -> TestResult {
         let text =
             "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"1\"  # trailing\nA = \"2\"\n";
-        let doc = Document::parse(Path::new("x.toml"), text.into()).unwrap();
-        let mut ed = Editor::new(&doc).unwrap();
-        ed.set_plain("B", "3").unwrap();
-        ed.set_plain("C", "4").unwrap();
-        let out = ed.finish().unwrap().text;
+        let doc = Document::parse(Path::new("x.toml"), text.into())?;
+        let mut ed = Editor::new(&doc)?;
+        ed.set_plain("B", "3")?;
+        ed.set_plain("C", "4")?;
+        let out = ed.finish()?.text;
         assert_eq!(
             out,
             "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"3\"  # trailing\nA = \"2\"\nC = \"4\"\n"
         );
+        Ok(())
     }
 
     #[test]
-    fn writing_through_a_symlink_replaces_its_target() {
+    fn writing_through_a_symlink_replaces_its_target() -> TestResult {
         let dir = std::env::temp_dir().join(format!("kmsenv-store-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("real")).unwrap();
+        std::fs::create_dir_all(dir.join("real"))?;
         let target = dir.join("real/k.toml");
-        std::fs::write(&target, "old").unwrap();
+        std::fs::write(&target, "old")?;
         let link = dir.join("link.toml");
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        write_atomic(&link, "new", Mode::Replace).unwrap();
-        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(&target, &link)?;
+        write_atomic(&link, "new", Mode::Replace)?;
+        assert!(std::fs::symlink_metadata(&link)?.file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target)?, "new");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     #[test]
-    fn an_added_key_goes_after_the_last_key_before_env() {
+    fn an_added_key_goes_after_the_last_key_before_env() -> TestResult {
         let text = "[kmsenv]\nversion = 1\n\n[[kmsenv.keys]]\narn = \"a\"\ndata_key = \"AQID\"\n\n[env]\nX = \"1\"\n";
-        let doc = Document::parse(Path::new("x.toml"), text.into()).unwrap();
-        let mut ed = Editor::new(&doc).unwrap();
-        ed.add_key("b", "BAUG").unwrap();
-        let out = ed.finish().unwrap();
+        let doc = Document::parse(Path::new("x.toml"), text.into())?;
+        let mut ed = Editor::new(&doc)?;
+        ed.add_key("b", "BAUG")?;
+        let out = ed.finish()?;
         assert_eq!(
             out.keys.iter().map(|k| k.arn.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
-        let (b, env) = (
-            out.text.find("arn = \"b\"").unwrap(),
-            out.text.find("[env]").unwrap(),
-        );
-        assert!(b < env, "{}", out.text);
+        let (b, env) = (out.text.find("arn = \"b\""), out.text.find("[env]"));
+        assert!(b.is_some() && b < env, "{}", out.text);
+        Ok(())
     }
 }
