@@ -56,18 +56,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-}
+from http_relay import relay
+
 
 IMDS_TOKEN = "kmsenv-imds-session-token"
 
@@ -282,24 +272,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.query:
             path += "?" + url.query
         try:
-            conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=60)
-            conn.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
-            for name, value in self.headers.items():
-                if name.lower() in HOP_BY_HOP or name.lower() == "content-length":
-                    continue
-                conn.putheader(name, value)
-            conn.putheader("Content-Length", str(len(body)))
-            conn.putheader("Connection", "close")
-            conn.endheaders(body)
-            response = conn.getresponse()
-            answer = response.read()
-            headers = [
-                (name, value)
-                for name, value in response.getheaders()
-                if name.lower() not in HOP_BY_HOP and name.lower() not in ("content-length", "server", "date")
-            ]
-            status = response.status
-            conn.close()
+            status, headers, answer = relay(
+                self.command, url.hostname, url.port or 80, path, self.headers, body, 60,
+                drop=("content-length", "server", "date"),
+            )
         except (OSError, http.client.HTTPException) as exc:
             self.server.log(f"{what} -> 502")
             self.answer(502, f"forward-proxy: upstream failed: {exc}\n".encode())

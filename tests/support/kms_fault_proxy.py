@@ -67,18 +67,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-}
+from http_relay import relay
+
 
 CREDENTIAL_REGION = re.compile(r"Credential=[^/,\s]+/[^/,\s]+/([^/,\s]+)/")
 CREDENTIAL_AKID = re.compile(r"Credential=([^/,\s]+)/")
@@ -480,24 +470,9 @@ class Handler(BaseHTTPRequestHandler):
     def forward(self, body: bytes):
         upstream = self.server.upstream
         try:
-            conn = http.client.HTTPConnection(upstream.hostname, upstream.port or 80, timeout=UPSTREAM_TIMEOUT)
-            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            for name, value in self.headers.items():
-                if name.lower() in HOP_BY_HOP or name.lower() == "content-length":
-                    continue
-                conn.putheader(name, value)
-            conn.putheader("Content-Length", str(len(body)))
-            conn.putheader("Connection", "close")
-            conn.endheaders(body)
-            response = conn.getresponse()
-            answer = response.read()
-            headers = [
-                (name, value)
-                for name, value in response.getheaders()
-                if name.lower() not in HOP_BY_HOP and name.lower() != "content-length"
-            ]
-            status = response.status
-            conn.close()
+            status, headers, answer = relay(
+                self.command, upstream.hostname, upstream.port or 80, self.path, self.headers, body, UPSTREAM_TIMEOUT
+            )
         except (OSError, http.client.HTTPException) as exc:
             self.kms_error(502, "BadGateway", f"kms_fault_proxy: upstream failed: {exc}")
             return

@@ -1091,63 +1091,13 @@ impl Proxy {
     /// Like [`Proxy::start`], with extra command-line options
     /// (`--latency-ms N`, `--quota-rps R`, `--quota-burst B`).
     pub fn start_with(options: &[&str]) -> Proxy {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/kms_fault_proxy.py");
-        let mut child = match Command::new("python3")
-            .arg(&script)
-            .arg("--upstream")
-            .arg(moto().endpoint())
-            .args(options)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                panic!(
-                    "python3 not found: the fault-injecting KMS proxy needs Python 3.11 (standard library only)"
-                )
-            }
-            Err(e) => panic!("cannot start {}: {e}", script.display()),
-        };
-        let stdout = child.stdout.take().expect("proxy stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let result = io::BufRead::read_line(&mut io::BufReader::new(stdout), &mut line).map(|_| line);
-            let _ = tx.send(result);
-        });
-        let line = match rx.recv_timeout(PROXY_START_LIMIT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("reading the proxy's first line: {e}");
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{} did not print `listening on` within {} s",
-                    script.display(),
-                    PROXY_START_LIMIT.as_secs()
-                );
-            }
-        };
-        let port = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|address| address.rsplit(':').next())
-            .and_then(|port| port.parse::<u16>().ok());
-        match port {
-            Some(port) => Proxy { port, child },
-            None => {
-                let status = child.try_wait().ok().flatten();
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the proxy did not start: first line {line:?}, exit status {status:?}");
-            }
-        }
+        let upstream = moto().endpoint();
+        let args: Vec<&str> = ["--upstream", upstream.as_str()]
+            .into_iter()
+            .chain(options.iter().copied())
+            .collect();
+        let (child, port) = spawn_listening("kms_fault_proxy.py", &args);
+        Proxy { port, child }
     }
 
     /// The URL to give kmsenv as `AWS_ENDPOINT_URL_KMS`.
