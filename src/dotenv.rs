@@ -7,7 +7,7 @@
 //! escapes spanning lines. It does no `${VAR}` expansion: what is in the file is
 //! what gets sealed. Errors name the line, never the value.
 
-use crate::document::check_name;
+use crate::document::{check_name, valid_name};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
@@ -30,6 +30,13 @@ pub fn parse(origin: &str, text: &[u8]) -> Result<Vec<(String, Secret)>> {
         };
         let name = std::str::from_utf8(trim(&body[..eq]))
             .map_err(|_| Error::usage(format!("{origin}:{line_no}: variable name is not ASCII")))?;
+        // Not `check_name` alone: its message quotes the name, and text before an
+        // `=` on a malformed line may be part of a value.
+        if !valid_name(name) {
+            return Err(Error::usage(format!(
+                "{origin}:{line_no}: invalid variable name (names must match [A-Za-z_][A-Za-z0-9_]*)"
+            )));
+        }
         check_name(name).map_err(|e| e.context(format!("{origin}:{line_no}")))?;
         let raw = trim_start(&body[eq + 1..]);
         let start_line = line_no;
@@ -47,7 +54,9 @@ pub fn parse(origin: &str, text: &[u8]) -> Result<Vec<(String, Secret)>> {
             },
             Some(b'"') => {
                 // A double-quoted value may continue over the following lines.
-                let mut value = Vec::new();
+                // Sized for the rest of the input, so it never grows (a grown
+                // vector leaves an unwiped copy behind); wiped if we give up.
+                let mut value = zeroize::Zeroizing::new(Vec::with_capacity(raw.len() + rest.len()));
                 let mut cur = &raw[1..];
                 loop {
                     match unescape_until_quote(cur, &mut value) {
@@ -69,7 +78,7 @@ pub fn parse(origin: &str, text: &[u8]) -> Result<Vec<(String, Secret)>> {
                         }
                     }
                 }
-                value
+                std::mem::take(&mut *value)
             }
             _ => {
                 let end = raw

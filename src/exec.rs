@@ -83,6 +83,8 @@ pub struct Environment {
     index: HashMap<Vec<u8>, usize>,
     /// memfds to keep open across exec (closed on drop if exec fails).
     fds: Vec<RawFd>,
+    /// `PATH` came from a file: it may be a secret, so errors do not show it.
+    path_from_file: bool,
 }
 
 impl Environment {
@@ -114,26 +116,29 @@ impl Environment {
     pub fn apply(&mut self, files: &[OpenedFile], policy: Policy) -> Result<Vec<String>> {
         let inherited = self.index.len();
         let mut set_by_file: Vec<String> = Vec::new();
-        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::new();
         for f in files {
             for v in &f.values {
                 let name = v.name.as_bytes();
                 let existing = self.index.get(name).copied();
-                // An inherited value (not one set by an earlier file) wins under --no-override.
-                if policy.no_override && existing.is_some_and(|i| i < inherited) && !seen.contains(&v.name) {
+                // An inherited value wins under --no-override (one set by an
+                // earlier file is never inherited: its index is past `inherited`).
+                if policy.no_override && existing.is_some_and(|i| i < inherited) {
                     continue;
                 }
-                let value: Zeroizing<Vec<u8>> = if v.file {
-                    let path = self.memfd(&v.name, v.secret.expose(), &f.path)?;
-                    Zeroizing::new(path.into_bytes())
+                let fd_path;
+                let value = if v.file {
+                    fd_path = self.memfd(&v.name, v.secret.expose(), &f.path)?;
+                    fd_path.as_bytes()
                 } else {
-                    Zeroizing::new(v.secret.expose().to_vec())
+                    v.secret.expose()
                 };
                 match existing {
-                    Some(i) => self.vars[i] = EnvString::new(name, &value),
-                    None => self.push(name, &value),
+                    Some(i) => self.vars[i] = EnvString::new(name, value),
+                    None => self.push(name, value),
                 }
-                if seen.insert(v.name.clone()) {
+                self.path_from_file |= v.name == "PATH";
+                if seen.insert(v.name.as_str()) {
                     set_by_file.push(v.name.clone());
                 }
             }
@@ -204,10 +209,7 @@ pub fn exec(argv: &[OsString], env: &Environment) -> Error {
             e => not_executable(&shown, e),
         };
     }
-    let path = env
-        .get("PATH")
-        .map(<[u8]>::to_vec)
-        .unwrap_or_else(|| DEFAULT_PATH.as_bytes().to_vec());
+    let path = env.get("PATH").unwrap_or(DEFAULT_PATH.as_bytes());
     let mut denied = None;
     for dir in path.split(|&b| b == b':') {
         let dir = if dir.is_empty() { &b"."[..] } else { dir };
@@ -222,11 +224,15 @@ pub fn exec(argv: &[OsString], env: &Environment) -> Error {
     }
     match denied {
         Some(e) => not_executable(&shown, e),
+        None if env.path_from_file => Error::new(
+            Class::NotFound,
+            format!("{shown}: command not found in PATH (set by the file; not shown)"),
+        ),
         None => Error::new(
             Class::NotFound,
             format!(
                 "{shown}: command not found in PATH={}",
-                OsStr::from_bytes(&path).to_string_lossy()
+                OsStr::from_bytes(path).to_string_lossy()
             ),
         ),
     }

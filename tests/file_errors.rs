@@ -144,3 +144,28 @@ fn an_unsupported_version_is_refused() {
 
     sandbox.assert_command_did_not_run();
 }
+
+/// Output that cannot be written (a full disk, a closed pipe) is a failure with
+/// a message, exit 125 — not a panic.
+#[test]
+fn a_failed_write_to_stdout_is_an_error_not_a_panic() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.path("plain.toml");
+    sandbox.write(&file, "[kmsenv]\nversion = 1\n\n[env]\nA = \"x\"\n");
+    for args in [&["list"][..], &["check"], &["get", "A"], &["export"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kmsenv"))
+            .arg("-f")
+            .arg(&file)
+            .args(args)
+            .stdout(std::fs::File::create("/dev/full").expect("open /dev/full"))
+            .output()
+            .expect("run kmsenv");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("kmsenv: cannot write to stdout"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -432,3 +432,43 @@ fn the_file_never_holds_a_secret_in_clear() {
         assert_eq!(env[name], CANARY.as_bytes(), "{name}");
     }
 }
+
+#[test]
+fn a_malformed_dotenv_line_is_refused_without_quoting_it() {
+    // A value pasted without its NAME=: the text before its `=` is not a name,
+    // and it is secret.
+    let sandbox = Sandbox::new();
+    let (file, _) = file_with_canary(&sandbox);
+    for input in [
+        format!("postgres://app:{CANARY}@db/x?sslmode=require\n"),
+        format!("A=1\n{CANARY} X=2\n"),
+    ] {
+        let out = sandbox
+            .kmsenv()
+            .file(&file)
+            .arg("import")
+            .stdin(input)
+            .run()
+            .kmsenv_error(&["stdin:", "invalid variable name"]);
+        assert_no_canary(&out);
+    }
+}
+
+#[test]
+fn a_path_set_by_the_file_is_not_shown_when_the_command_is_missing() {
+    let sandbox = Sandbox::new();
+    let (file, _) = file_with_canary(&sandbox);
+    sandbox.set(
+        &file,
+        "PATH",
+        format!("/opt/{CANARY}/bin:/usr/bin:/bin").as_bytes(),
+    );
+    let out = sandbox
+        .kmsenv()
+        .file(&file)
+        .args(["exec", "--", "kmsenv-no-such-command"])
+        .run()
+        .code_is(127)
+        .stderr_has("kmsenv-no-such-command: command not found in PATH (set by the file; not shown)");
+    assert_no_canary(&out);
+}

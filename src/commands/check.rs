@@ -3,7 +3,7 @@
 //! value and writes a new MAC, for after a hand merge.
 
 use crate::cli::CheckArgs;
-use crate::commands::{Ctx, Writer};
+use crate::commands::{Ctx, Writer, write_stdout};
 use crate::document::{Document, Value};
 use crate::error::{Error, Result};
 use crate::resolve::{self, Selection};
@@ -23,10 +23,12 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
                         "warning: {path} has no [[kmsenv.keys]] and so no MAC: anyone who can write it can change its plain values"
                     ));
                 }
+                let mut out = String::new();
                 for v in files.iter().flat_map(|f| f.values.iter()) {
-                    println!("{path}: {} ok", v.name);
+                    out += &format!("{path}: {} ok\n", v.name);
                 }
-                println!("{path}: ok ({} values)", doc.entries.len());
+                out += &format!("{path}: ok ({} values)\n", doc.entries.len());
+                write_stdout(&[out.as_bytes()])?;
             }
             Err(e) => {
                 failures += 1;

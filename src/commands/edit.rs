@@ -3,7 +3,7 @@
 //!
 //! The plaintext file lives in a private folder on a tmpfs (never on disk), mode
 //! 0700 / 0600, and is removed on every way out: success, editor failure, parse
-//! error, SIGINT (after the editor exits), SIGTERM and SIGHUP (at once). The file
+//! error, SIGINT and SIGQUIT (after the editor exits), SIGTERM and SIGHUP (at once). The file
 //! is not locked while you edit; if someone else changed it meanwhile, nothing is
 //! written.
 
@@ -21,7 +21,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use zeroize::Zeroizing;
 
 use crate::commands::{Ctx, Writer, kms_error_for};
-use crate::document::{Document, Value, check_name};
+use crate::document::{Document, Value};
 use crate::dotenv;
 use crate::error::{Class, Error, Result};
 use crate::kms::KeyService;
@@ -176,7 +176,6 @@ fn apply(
     let path = w.doc.path.clone();
     let mut changed = Vec::new();
     for (name, value) in after {
-        check_name(name)?;
         let old = before.iter().find(|(n, _)| n == name).map(|(_, v)| v);
         if old == Some(value) {
             continue; // unchanged: keeps its exact ciphertext
@@ -347,5 +346,7 @@ fn install_handlers() {
         let _ = sigaction(Signal::SIGTERM, &term);
         let _ = sigaction(Signal::SIGHUP, &term);
         let _ = sigaction(Signal::SIGINT, &int);
+        // Ctrl-\ must not dump a core full of plaintext, nor leave the scratch file.
+        let _ = sigaction(Signal::SIGQUIT, &int);
     }
 }

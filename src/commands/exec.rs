@@ -11,10 +11,6 @@ use crate::exec::{self, Environment, Policy};
 use crate::resolve::Selection;
 
 pub fn run(ctx: &mut Ctx, args: ExecArgs) -> Result<()> {
-    // Keep decrypted values out of core dumps and ptrace by other users while we
-    // hold them; execve makes the target dumpable again.
-    let _ = nix::sys::prctl::set_dumpable(false);
-
     let only: Option<BTreeSet<String>> = if args.only.is_empty() {
         None
     } else {

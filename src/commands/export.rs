@@ -1,11 +1,9 @@
 //! `kmsenv export`: print decrypted values as dotenv, POSIX shell or JSON.
 
-use std::io::Write;
-
 use crate::cli::{ExportArgs, Format};
-use crate::commands::Ctx;
+use crate::commands::{Ctx, write_stdout};
 use crate::dotenv;
-use crate::error::{Class, Error, Result};
+use crate::error::{Error, Result};
 use crate::resolve::Selection;
 use crate::secret::Secret;
 
@@ -46,9 +44,5 @@ pub fn run(ctx: &Ctx, args: ExportArgs) -> Result<()> {
             out.extend_from_slice(b"}\n");
         }
     }
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(&out)
-        .and_then(|()| stdout.flush())
-        .map_err(|e| Error::new(Class::Io, format!("cannot write to stdout: {e}")))
+    write_stdout(&[&out])
 }

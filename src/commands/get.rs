@@ -1,10 +1,10 @@
 //! `kmsenv get`: print one value, exactly its bytes.
 
 use std::collections::BTreeSet;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use crate::cli::GetArgs;
-use crate::commands::Ctx;
+use crate::commands::{Ctx, write_stdout};
 use crate::error::{Error, Result};
 use crate::resolve::Selection;
 
@@ -34,11 +34,11 @@ pub fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
     else {
         return Err(Error::usage(format!("{}: not defined", args.name)));
     };
-    let mut out = std::io::stdout().lock();
-    let tty = std::io::stdout().is_terminal();
-    let written = out
-        .write_all(value.secret.expose())
-        .and_then(|()| if tty { out.write_all(b"\n") } else { Ok(()) })
-        .and_then(|()| out.flush());
-    written.map_err(|e| Error::new(crate::error::Class::Io, format!("cannot write to stdout: {e}")))
+    // A newline only for a person; a pipe or file gets the exact bytes.
+    let end: &[u8] = if std::io::stdout().is_terminal() {
+        b"\n"
+    } else {
+        b""
+    };
+    write_stdout(&[value.secret.expose(), end])
 }

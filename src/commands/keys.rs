@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::KeysCommand;
 use crate::commands::list::region_of;
-use crate::commands::{Ctx, Writer, kms_error};
+use crate::commands::{Ctx, Writer, kms_error, write_stdout};
 use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::kms::KeyService;
@@ -103,6 +103,5 @@ fn list(ctx: &Ctx) -> Result<()> {
             out += &format!("{}  {}\n", k.arn, region_of(&k.arn));
         }
     }
-    print!("{out}");
-    Ok(())
+    write_stdout(&[out.as_bytes()])
 }

@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::cli::ListArgs;
-use crate::commands::Ctx;
+use crate::commands::{Ctx, write_stdout};
 use crate::document::{Document, Value};
 use crate::error::Result;
 use crate::kms::arn_region;
@@ -20,8 +20,7 @@ pub fn run(ctx: &Ctx, args: ListArgs) -> Result<()> {
             listing(doc, &mut out);
         }
     }
-    print!("{out}");
-    Ok(())
+    write_stdout(&[out.as_bytes()])
 }
 
 fn listing(doc: &Document, out: &mut String) {

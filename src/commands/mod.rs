@@ -184,6 +184,9 @@ impl Ctx {
 
 /// Run the parsed command line. Returns only when there is nothing to exec.
 pub fn run(cli: Cli) -> Result<()> {
+    // Every command may hold plaintext or a data key: keep them out of core dumps
+    // and from ptrace by other users; execve makes the target dumpable again.
+    let _ = nix::sys::prctl::set_dumpable(false);
     let mut ctx = Ctx::new(&cli.global)?;
     match cli.command {
         Command::Exec(a) => exec::run(&mut ctx, a),
@@ -199,6 +202,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
     }
+}
+
+/// Write command output to stdout. An error (a closed pipe, a full disk) is a
+/// failure like any other, never a panic as with `print!`.
+pub fn write_stdout(parts: &[&[u8]]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    parts
+        .iter()
+        .try_for_each(|p| out.write_all(p))
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::new(Class::Io, format!("cannot write to stdout: {e}")))
 }
 
 /// `K=V` pairs from `--context`; `kmsenv:` keys are reserved.
