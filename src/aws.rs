@@ -162,7 +162,9 @@ pub fn env_endpoint(service: &str) -> Option<String> {
     .find(|u| !u.is_empty())
 }
 
-/// The loaded AWS configuration of one run, and its deadline.
+/// The loaded AWS configuration of one run, and its deadline. Cheap to clone:
+/// the SDK configuration is shared.
+#[derive(Clone)]
 pub struct Aws {
     config: SdkConfig,
     /// The region the user configured (`--region`, `AWS_REGION`,
@@ -383,17 +385,4 @@ fn causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
         cur = e.source();
     }
     out
-}
-
-/// Run `fut` on a single-threaded runtime built for this one job. All AWS calls
-/// of a run are I/O-bound and issued concurrently, so one thread is enough.
-pub fn block_on<F: Future>(fut: F) -> std::io::Result<F::Output> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let out = rt.block_on(fut);
-    // Do not wait for a DNS lookup stuck in the blocking pool: we are about to
-    // exec or exit, and the deadline has been kept.
-    rt.shutdown_background();
-    Ok(out)
 }

@@ -22,7 +22,7 @@ pub const FORMAT_VERSION: i64 = 1;
 /// Files larger than this are refused before parsing: a secrets file is small.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// KMS ciphertext blobs are at most 6144 bytes.
-const MAX_KMS_BLOB: usize = 6144;
+pub const MAX_KMS_BLOB: usize = 6144;
 /// The context key that binds a direct value to its variable name (DESIGN §2.5).
 pub const VAR_CONTEXT_KEY: &str = "kmsenv:var";
 /// The reserved prefix of context keys.

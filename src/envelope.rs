@@ -170,7 +170,7 @@ pub fn random_bytes(buf: &mut [u8]) {
 }
 
 /// One `[env]` entry as the MAC sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MacEntry<'a> {
     pub name: &'a str,
     /// "plain" or "sealed"; direct `kms` entries are outside the MAC.
@@ -181,7 +181,7 @@ pub struct MacEntry<'a> {
 }
 
 /// Everything the MAC covers (DESIGN §2.4).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct MacInput<'a> {
     pub version: i64,
     pub context: &'a BTreeMap<String, String>,

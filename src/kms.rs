@@ -14,7 +14,7 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 
 use crate::aws::{Aws, classify, env_endpoint};
-pub use crate::aws::{AwsError, AwsOptions, block_on};
+pub use crate::aws::{AwsError, AwsOptions};
 use crate::secret::Secret;
 
 /// An encryption context: sorted, so messages and MACs are stable.
@@ -82,21 +82,27 @@ pub struct AwsKms {
     clients: Mutex<HashMap<String, Client>>,
     /// The region for a key given without an ARN when the user configured none:
     /// the region of the first key ARN in the files.
-    fallback_region: Mutex<Option<String>>,
+    fallback_region: Option<String>,
 }
 
 impl AwsKms {
-    /// Load the AWS configuration; `fallback_region` as for [`AwsKms::set_fallback_region`].
+    /// Load the AWS configuration, then [`AwsKms::new`].
     pub async fn load(opts: &AwsOptions, deadline: Instant, fallback_region: Option<String>) -> AwsKms {
         let aws = Aws::load(opts, deadline, fallback_region.clone()).await;
+        AwsKms::new(aws, opts, fallback_region)
+    }
+
+    /// KMS on a loaded configuration (no I/O): `fallback_region` is the region
+    /// for keys without an ARN when the user configured none.
+    pub fn new(aws: Aws, opts: &AwsOptions, fallback_region: Option<String>) -> AwsKms {
         let endpoint_url = opts.endpoint_url.clone();
-        let plain_http = aws.plain_http_for(endpoint_url.or_else(|| env_endpoint("KMS")).as_deref());
+        let plain_http = aws.plain_http_for(endpoint_url.clone().or_else(|| env_endpoint("KMS")).as_deref());
         AwsKms {
             aws,
-            endpoint_url: opts.endpoint_url.clone(),
+            endpoint_url,
             plain_http,
             clients: Mutex::new(HashMap::new()),
-            fallback_region: Mutex::new(fallback_region),
+            fallback_region,
         }
     }
 
@@ -105,23 +111,11 @@ impl AwsKms {
         &self.aws
     }
 
-    /// The region for keys without an ARN when none is configured; set once the
-    /// files are known (a session may start before, to fetch them from S3).
-    pub fn set_fallback_region(&self, region: Option<String>) {
-        *self.fallback_region.lock().unwrap_or_else(|p| p.into_inner()) = region;
-    }
-
     fn client(&self, key: &str) -> Result<Client, AwsError> {
-        let fallback = || {
-            self.fallback_region
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        };
         let region = arn_region(key)
             .or(self.aws.user_region())
+            .or(self.fallback_region.as_deref())
             .map(str::to_string)
-            .or_else(fallback)
             .ok_or_else(|| {
                 let what = if key.is_empty() {
                     "a value without `key`".to_string()

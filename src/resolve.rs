@@ -302,8 +302,16 @@ pub fn verify_mac(doc: &Document, dk: &DataKey) -> Result<()> {
 mod tests {
     use super::*;
     use crate::error::TestResult;
+    use crate::kms::Context;
     use crate::kms::fake::FakeKms;
-    use crate::kms::{Context, block_on};
+
+    /// The fake KMS does no I/O: a runtime with only a clock (for deadlines) runs it.
+    fn block_on<F: std::future::Future>(fut: F) -> std::io::Result<F::Output> {
+        Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?
+            .block_on(fut))
+    }
     use std::path::Path;
 
     /// A file made through the fake KMS, with the given sealed and plain values.

@@ -22,7 +22,7 @@ use crate::cli::{Cli, Command, Global};
 use crate::document::Document;
 use crate::envelope::DataKey;
 use crate::error::{Class, Error, Result};
-use crate::kms::{AwsOptions, Session};
+use crate::kms::{AwsKms, AwsOptions, Session};
 use crate::resolve::{self, OpenedFile, Selection};
 use crate::s3;
 use crate::store::{self, Editor, Lock, Mode};
@@ -122,9 +122,12 @@ impl Ctx {
         if !resolve::needs_kms(docs, sel) {
             return resolve::open_local(docs, sel);
         }
-        let session = self.shared_session(resolve::first_arn_region(docs))?;
-        session.kms.set_fallback_region(resolve::first_arn_region(docs));
-        session.block_on(resolve::open_with(&session.kms, docs, sel, self.deadline))
+        let fallback = resolve::first_arn_region(docs);
+        let session = self.shared_session(fallback.clone())?;
+        // The session may have started before these files were known (to read
+        // them from S3): KMS gets their key region on the shared configuration.
+        let kms = AwsKms::new(session.kms.aws().clone(), &self.aws, fallback);
+        session.block_on(resolve::open_with(&kms, docs, sel, self.deadline))
     }
 
     /// Stop the shared session (its runtime, its connections) before exec.
@@ -336,7 +339,7 @@ impl Writer {
             }
             // Only direct `kms` entries changed: they are outside the MAC, which
             // is what lets a contributor with only kms:Encrypt add one.
-            (None, true) if format!("{:?}", doc.mac_input()) == format!("{:?}", self.doc.mac_input()) => {}
+            (None, true) if doc.mac_input() == self.doc.mac_input() => {}
             (None, true) => {
                 return Err(Error::new(
                     Class::Io,

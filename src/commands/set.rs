@@ -7,14 +7,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::SetArgs;
 use crate::commands::{Ctx, Writer, kms_error_for, parse_context};
-use crate::document::{Document, VAR_CONTEXT_KEY, Value, check_name};
+use crate::document::{Document, MAX_KMS_BLOB, VAR_CONTEXT_KEY, Value, check_name};
 use crate::error::{Error, Result};
 use crate::input::read_value;
 use crate::kms::KeyService;
 use crate::secret::Secret;
-
-/// KMS ciphertext blobs are at most 6144 bytes.
-const MAX_KMS_BLOB: usize = 6144;
 
 pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
     let path = ctx.single_file("set")?;
