@@ -1,7 +1,7 @@
 //! Where secret values come from: a file, stdin, or a no-echo prompt on the
 //! terminal — never argv, which every user of the machine can read.
 
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 
 use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
@@ -12,6 +12,8 @@ use crate::secret::Secret;
 
 /// Values larger than this are refused: an environment variable this big is a mistake.
 const MAX_VALUE_BYTES: u64 = 1024 * 1024;
+/// A typed value: a terminal line holds at most 4095 bytes anyway (pipe longer ones).
+const PROMPT_MAX: usize = 4096;
 
 /// Read the value of `name` byte for byte; an empty value is refused.
 pub fn read_value(name: &str, from_file: Option<&Path>) -> Result<Secret> {
@@ -33,7 +35,8 @@ pub fn read_value(name: &str, from_file: Option<&Path>) -> Result<Secret> {
 
 /// Read all of `r`, up to the size limit.
 pub fn read_limited(r: impl Read, what: &str) -> Result<Secret> {
-    let mut buf = Zeroizing::new(Vec::new());
+    // Room for all of it up front: a vector that grows leaves unwiped copies.
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_VALUE_BYTES as usize + 1));
     r.take(MAX_VALUE_BYTES + 1)
         .read_to_end(&mut buf)
         .map_err(|e| Error::usage(format!("{what}: cannot read the value: {e}")))?;
@@ -74,12 +77,25 @@ fn ask(tty: &std::fs::File, question: &str) -> Result<Secret> {
     quiet.local_flags.insert(LocalFlags::ECHONL);
     (&*tty).write_all(question.as_bytes()).map_err(fail)?;
     tcsetattr(tty, SetArg::TCSAFLUSH, &quiet).map_err(|e| fail(e.into()))?;
-    let mut line = Zeroizing::new(Vec::new());
-    let read = BufReader::new(tty).read_until(b'\n', &mut line);
+    // Byte by byte into a buffer that never grows past its first allocation
+    // (no BufReader: its buffer would keep a copy that nobody wipes).
+    let mut line = Zeroizing::new(Vec::with_capacity(PROMPT_MAX));
+    let mut byte = Zeroizing::new([0u8; 1]);
+    let read = loop {
+        match (&*tty).read(&mut *byte) {
+            Ok(0) => break Ok(()),
+            Ok(_) if byte[0] == b'\n' => break Ok(()),
+            Ok(_) if line.len() == PROMPT_MAX => {
+                break Err(std::io::Error::other(format!(
+                    "more than {PROMPT_MAX} bytes typed"
+                )));
+            }
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
     let _ = tcsetattr(tty, SetArg::TCSAFLUSH, &saved);
     read.map_err(fail)?;
-    if line.last() == Some(&b'\n') {
-        line.pop();
-    }
     Ok(Secret::new(std::mem::take(&mut *line)))
 }

@@ -56,6 +56,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     }
 
     let mut text = Zeroizing::new(header(&path).into_bytes());
+    // Escaping at most doubles a value: reserve so the buffer never grows (and
+    // never leaves an unwiped copy behind).
+    text.reserve(
+        values
+            .iter()
+            .map(|(n, v)| n.len() + 2 * v.expose().len() + 8)
+            .sum(),
+    );
     for (n, v) in &values {
         dotenv::format_dotenv(n, v.expose(), &mut text);
     }
@@ -118,14 +126,15 @@ fn edit_until_valid(scratch: &Scratch, initial: &[u8]) -> Result<Option<Vec<(Str
         match dotenv::parse("edit", &edited) {
             Ok(values) => return Ok(Some(values)),
             Err(e) => {
-                let body: Vec<u8> = edited
+                // Sized before any value goes in, so it never grows with values in it.
+                let mut again = Zeroizing::new(format!("# ERROR: {e}\n").into_bytes());
+                again.reserve(edited.len());
+                for line in edited
                     .split_inclusive(|&b| b == b'\n')
                     .filter(|l| !l.starts_with(b"# ERROR: "))
-                    .flatten()
-                    .copied()
-                    .collect();
-                let mut again = Zeroizing::new(format!("# ERROR: {e}\n").into_bytes());
-                again.extend_from_slice(&body);
+                {
+                    again.extend_from_slice(line);
+                }
                 shown = again;
             }
         }

@@ -18,7 +18,20 @@ pub fn run(ctx: &Ctx, args: ExportArgs) -> Result<()> {
             None => merged.push((&v.name, &v.secret)),
         }
     }
-    let mut out = zeroize::Zeroizing::new(Vec::new());
+    // Sized for the worst escaping (dotenv doubles a byte, shell makes `'` four,
+    // JSON makes a control byte six), so the buffer never grows and never leaves
+    // an unwiped copy of the values behind.
+    let grow = match args.format {
+        Format::Dotenv => 2,
+        Format::Shell => 4,
+        Format::Json => 6,
+    };
+    let size = merged
+        .iter()
+        .map(|(n, v)| n.len() + grow * v.expose().len() + 16)
+        .sum::<usize>()
+        + 4;
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(size));
     match args.format {
         Format::Dotenv => merged
             .iter()
