@@ -75,8 +75,13 @@ fn ask(tty: &std::fs::File, question: &str) -> Result<Secret> {
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
     quiet.local_flags.insert(LocalFlags::ECHONL);
-    (&*tty).write_all(question.as_bytes()).map_err(fail)?;
+    // Echo off (and earlier typing flushed) before the question shows, so an
+    // answer typed as soon as it shows is neither echoed nor thrown away.
     tcsetattr(tty, SetArg::TCSAFLUSH, &quiet).map_err(|e| fail(e.into()))?;
+    if let Err(e) = (&*tty).write_all(question.as_bytes()) {
+        let _ = tcsetattr(tty, SetArg::TCSAFLUSH, &saved);
+        return Err(fail(e));
+    }
     // Byte by byte into a buffer that never grows past its first allocation
     // (no BufReader: its buffer would keep a copy that nobody wipes).
     let mut line = Zeroizing::new(Vec::with_capacity(PROMPT_MAX));

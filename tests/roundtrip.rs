@@ -674,3 +674,32 @@ fn export_dotenv_imports_back_into_another_file_unchanged() {
         assert_eq!(env.get(*name).map(Vec::as_slice), Some(*value), "{name}");
     }
 }
+
+/// `set NAME` on a terminal asks twice, without echo, and stores exactly what
+/// was typed (the prompts are answered on a pseudo-terminal, each once it shows).
+#[test]
+fn set_on_a_terminal_asks_twice_without_echo() {
+    let sandbox = Sandbox::new();
+    let (file, _) = sandbox.new_file("app.toml");
+    let typed = "typed-at-the-terminal";
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pty_answer.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(["Value for TOKEN: ", typed, "Again, to confirm: ", typed, "--"])
+        .arg(env!("CARGO_BIN_EXE_kmsenv"))
+        .arg("-f")
+        .arg(&file)
+        .args(["set", "TOKEN"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL_KMS", moto().endpoint())
+        .output()
+        .expect("run python3");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(!shown.contains(typed), "the value was echoed: {shown}");
+    let got = sandbox.kmsenv().file(&file).args(["get", "TOKEN"]).run().ok();
+    assert_eq!(got.stdout, typed.as_bytes());
+}
