@@ -15,4 +15,5 @@ pub mod resolve;
 pub mod s3;
 pub mod secret;
 pub mod store;
+pub mod terminal;
 pub mod tls;
