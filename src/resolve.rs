@@ -217,7 +217,13 @@ pub async fn unwrap_every_key<K: KeyService>(
     }
     match first {
         Some(found) if causes.is_empty() => Ok(found),
-        _ => Err(Error::integrity(format!(
+        // Not one opened: a matter of access (or of the network), not of trust.
+        None => Err(Error::kms(format!(
+            "{}: cannot decrypt the data key through its keys: {}",
+            doc.path.display(),
+            causes.join("; ")
+        ))),
+        Some(_) => Err(Error::integrity(format!(
             "{}: every wrapping key must open the same data key before its key list can be trusted, and {}",
             doc.path.display(),
             causes.join("; ")

@@ -157,7 +157,11 @@ impl Ctx {
         if let Some(pin) = &self.pin {
             for d in docs {
                 for k in d.keys.iter().filter(|k| !pin.trusts(&k.arn)) {
-                    self.info(format!("{}: skipping untrusted wrapping key {}", d.path.display(), k.arn));
+                    self.info(format!(
+                        "{}: skipping untrusted wrapping key {}",
+                        d.path.display(),
+                        k.arn
+                    ));
                 }
             }
         }
@@ -398,6 +402,14 @@ impl<'c> Writer<'c> {
     /// MAC of the file as it is verified: `keys remove` proves the file still
     /// opens without that key.
     pub fn data_key_without(&mut self, index: usize) -> Result<&DataKey> {
+        if self.doc.is_legacy() {
+            // No MAC vouches for a format-1 key list: every wrapping (so also
+            // those that remain) must open the same data key first.
+            let path = self.doc.path.display().to_string();
+            return self
+                .open_data_key(MacCheck::Verify)?
+                .ok_or_else(|| Error::usage(format!("{path}: has no [[kmsenv.keys]]")));
+        }
         let mut rest = self.doc.clone();
         rest.keys.remove(index);
         let session = self.session()?;
@@ -501,6 +513,20 @@ impl<'c> Writer<'c> {
     pub fn save(mut self) -> Result<Document> {
         let upgrade = self.doc.version != FORMAT_VERSION;
         if upgrade {
+            if self.doc.has_keys() {
+                let path = self.doc.path.display().to_string();
+                self.open_data_key(MacCheck::Verify).map_err(|e| {
+                    if e.class == Class::Kms {
+                        Error::kms(format!(
+                            "{path}: is format version 1, and a write upgrades it to version 2, which needs kms:Decrypt on every wrapping key; nothing was written: {}",
+                            e.message()
+                        ))
+                        .with_hint("have someone with kms:Decrypt run `kmsenv upgrade` and commit the result, then try again")
+                    } else {
+                        e
+                    }
+                })?;
+            }
             self.editor.set_version(FORMAT_VERSION)?;
         }
         let mut doc = self.editor.finish()?;
