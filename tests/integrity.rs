@@ -925,3 +925,39 @@ fn check_fails_on_a_stripped_file_that_mixes_plain_and_kms_values() {
         .run()
         .kmsenv_error(&[&victim.path(), "no [[kmsenv.keys]]"]);
 }
+
+// ---------------------------------------------------------------------------
+// The instruments the tests above rely on
+
+#[test]
+fn the_proxy_sees_which_key_a_rotate_wraps_to() {
+    // Without this, "nothing was encrypted to the attacker's key" could hold only
+    // because the proxy's log never names a key.
+    let victim = Victim::new();
+    victim.proxy.reset();
+
+    victim.kmsenv().arg("rotate").run().ok();
+
+    assert!(
+        !victim.calls_to(&WRAPPING_OPS, victim.key()).is_empty(),
+        "{:?}",
+        victim.proxy.requests()
+    );
+}
+
+#[test]
+fn the_proxy_denies_an_encrypt_whose_context_lacks_kmsenv_var() {
+    let victim = Victim::new();
+    victim.proxy.rules(
+        r#"[{"op": "Encrypt", "context_lacks": "kmsenv:var", "action": "error", "code": "AccessDeniedException"}]"#,
+    );
+
+    let denied = encrypt_through(&victim.proxy, victim.key(), b"x", &[APP]);
+    let allowed = encrypt_through(&victim.proxy, victim.key(), b"x", &[APP, ("kmsenv:var", "X")]);
+
+    assert!(
+        denied.is_err_and(|e| e.body.contains("AccessDeniedException")),
+        "denied without kmsenv:var"
+    );
+    assert!(allowed.is_ok(), "allowed with kmsenv:var: {allowed:?}");
+}
