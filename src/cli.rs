@@ -52,6 +52,15 @@ pub struct Global {
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint_url: Option<String>,
 
+    /// Accept only files wrapped by this KMS key ARN (repeatable), given where the
+    /// command line is fixed (an image, a unit) so a writer of the file cannot
+    /// swap in a file of their own. Also: $KMSENV_TRUST_KEYS (comma-separated),
+    /// which the flag replaces. Under a pin every file needs keys and a MAC
+    /// (format 2), its data key opens only through a trusted key, and every
+    /// direct value must decrypt under one.
+    #[arg(long = "trust-key", global = true, value_name = "KEY_ARN")]
+    pub trust_keys: Vec<String>,
+
     /// One deadline, in seconds, for everything kmsenv does before it execs or exits.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0)]
     pub timeout: f64,
@@ -73,6 +82,7 @@ pub enum Command {
   kmsenv -f base.toml -f prod.toml exec --only DATABASE_URL -- psql
   ENTRYPOINT [\"/kmsenv\", \"exec\", \"-f\", \"/app/kmsenv.toml\", \"--\"]   (Dockerfile)
   kmsenv -f s3://config-bucket/billing/kmsenv.toml exec -- ./server   (build with S3)
+  kmsenv --trust-key arn:aws:kms:us-east-1:111122223333:key/1234abcd-... exec -- ./server
 
 The command replaces kmsenv (same PID, signals and exit code). If anything
 cannot be decrypted, nothing is run and kmsenv exits 125.")]
@@ -151,6 +161,16 @@ The values are shown as dotenv text in a private tmpfs folder (mode 0700, file
 keep their kind; a deleted line removes the entry; unchanged values keep their
 exact ciphertext, so the git diff shows only what changed.")]
     Edit,
+
+    /// Rewrite a format-1 file as format 2, whose MAC also covers the wrapping keys.
+    #[command(after_help = "Example:
+  kmsenv -f prod.toml upgrade
+
+Needs kms:Decrypt on every wrapping key: each must open the same data key
+before the new MAC vouches for the key list. Direct values delivered as files
+are re-encrypted with \"kmsenv:file\" = \"true\" in their context (kms:ReEncrypt*).
+Any other writing command upgrades the file too.")]
+    Upgrade,
 
     /// Seal every entry of a dotenv file into the file.
     #[command(after_help = "Examples:

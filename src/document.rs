@@ -1,7 +1,9 @@
-//! The kmsenv file: reading it and checking it against format version 1 (DESIGN §2).
+//! The kmsenv file: reading it and checking it against format version 2 (DESIGN §2).
 //!
 //! A [`Document`] exists only once the whole file has been validated: names,
-//! shapes, base64, the reserved `kmsenv:` context rule. Every problem is reported
+//! shapes, base64, the reserved `kmsenv:` context rule, the binding of a direct
+//! value's `file` flag, and the no-downgrade rule of a file without keys (a
+//! file that breaks it never becomes a `Document`). Every problem is reported
 //! with `file:line:column`. Nothing here decrypts or talks to KMS; checking the MAC
 //! needs the data key and happens in `resolve`. Writing the file lives in `store`.
 
@@ -14,17 +16,24 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use toml_edit::{Item, Key, TableLike, Value as TomlValue};
 
-use crate::envelope::{MacEntry, MacInput};
+use crate::envelope::{MacEntry, MacInput, MacKey};
 use crate::error::{Error, Result};
 
-/// The only format version this build reads and writes.
-pub const FORMAT_VERSION: i64 = 1;
+/// The format version every writer writes. Its MAC covers the wrapping keys.
+pub const FORMAT_VERSION: i64 = 2;
+/// The older version this build still reads (with a warning): its MAC leaves
+/// the wrapping keys out (DESIGN §2.4).
+pub const LEGACY_VERSION: i64 = 1;
 /// Files larger than this are refused before parsing: a secrets file is small.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// KMS ciphertext blobs are at most 6144 bytes.
 pub const MAX_KMS_BLOB: usize = 6144;
 /// The context key that binds a direct value to its variable name (DESIGN §2.5).
 pub const VAR_CONTEXT_KEY: &str = "kmsenv:var";
+/// The context pair that binds a direct value's `file = true` (DESIGN §2.5):
+/// dropping the flag would need a ciphertext made without it.
+pub const FILE_CONTEXT_KEY: &str = "kmsenv:file";
+pub const FILE_CONTEXT_VALUE: &str = "true";
 /// The reserved prefix of context keys.
 const RESERVED_PREFIX: &str = "kmsenv:";
 /// Inherited variables with this prefix never reach the command.
@@ -36,6 +45,8 @@ pub struct WrappingKey {
     pub arn: String,
     /// The KMS `CiphertextBlob` of the data key.
     pub data_key: Vec<u8>,
+    /// The base64 text it was read from (trimmed): what the MAC covers.
+    pub data_key_text: String,
 }
 
 /// The value of one `[env]` entry, as written in the file (never plaintext secrets).
@@ -147,7 +158,8 @@ impl Document {
         !self.keys.is_empty()
     }
 
-    /// What the MAC covers: version, context, and every plain and sealed entry.
+    /// What the MAC covers: version, context, the wrapping keys (version 2),
+    /// and every plain and sealed entry.
     pub fn mac_input(&self) -> MacInput<'_> {
         let entries = self
             .entries
@@ -169,15 +181,32 @@ impl Document {
         MacInput {
             version: self.version,
             context: &self.context,
+            keys: self
+                .keys
+                .iter()
+                .map(|k| MacKey {
+                    arn: &k.arn,
+                    data_key: &k.data_key_text,
+                })
+                .collect(),
             entries,
         }
     }
 
-    /// The context a new direct value of `name` is encrypted with (DESIGN §2.5).
-    pub fn direct_value_context(&self, name: &str) -> BTreeMap<String, String> {
+    /// The context a new direct value of `name` is encrypted with (DESIGN §2.5):
+    /// bound to its name, and to its `file` flag when it is delivered as a file.
+    pub fn direct_value_context(&self, name: &str, file: bool) -> BTreeMap<String, String> {
         let mut ctx = self.context.clone();
         ctx.insert(VAR_CONTEXT_KEY.into(), name.into());
+        if file {
+            ctx.insert(FILE_CONTEXT_KEY.into(), FILE_CONTEXT_VALUE.into());
+        }
         ctx
+    }
+
+    /// Whether this is a version-1 file: its MAC does not cover the keys.
+    pub fn is_legacy(&self) -> bool {
+        self.version == LEGACY_VERSION
     }
 }
 
@@ -297,7 +326,7 @@ impl Parser<'_> {
         let Some(head) = root.get("kmsenv") else {
             return Err(self.err(
                 Some(0..0),
-                "missing [kmsenv] table with `version = 1` (is this a kmsenv file?)",
+                "missing [kmsenv] table with `version = 2` (is this a kmsenv file?)",
             ));
         };
         let head_span = root.key("kmsenv").and_then(Key::span);
@@ -316,11 +345,11 @@ impl Parser<'_> {
                     let v = item
                         .as_integer()
                         .ok_or_else(|| self.err(span.clone(), "`version` must be an integer"))?;
-                    if v != FORMAT_VERSION {
+                    if v != FORMAT_VERSION && v != LEGACY_VERSION {
                         return Err(self.err(
                             span,
                             format!(
-                                "unsupported format version {v}: this kmsenv reads version {FORMAT_VERSION}"
+                                "unsupported format version {v}: this kmsenv reads versions {LEGACY_VERSION} and {FORMAT_VERSION}"
                             ),
                         ));
                     }
@@ -353,7 +382,7 @@ impl Parser<'_> {
             }
         }
         let Some(version) = version else {
-            return Err(self.err(head_span, "[kmsenv] needs `version = 1`"));
+            return Err(self.err(head_span, format!("[kmsenv] needs `version = {FORMAT_VERSION}`")));
         };
 
         let mut entries = Vec::new();
@@ -363,7 +392,7 @@ impl Parser<'_> {
                 .as_table_like()
                 .ok_or_else(|| self.err(span, "`env` must be a table"))?;
             for (name, item) in env.iter() {
-                entries.push(self.entry(env, name, item)?);
+                entries.push(self.entry(env, name, item, Some(version))?);
             }
         }
 
@@ -382,6 +411,24 @@ impl Parser<'_> {
                     "{}: file has a `mac` but no [[kmsenv.keys]]: file was modified outside kmsenv (keys removed?)",
                     self.path.display()
                 )));
+            }
+            // No silent downgrade (DESIGN §2.4): without keys there is no MAC, so
+            // plain values next to secrets that still decrypt could be anyone's.
+            let plain = entries.iter().find(|e| matches!(e.value, Value::Plain(_)));
+            let direct = entries.iter().find(|e| matches!(e.value, Value::Kms { .. }));
+            if let (Some(p), Some(d)) = (plain, direct) {
+                return Err(Error::integrity(format!(
+                    "{}: has no [[kmsenv.keys]] (so no MAC) but holds both plain values ({} at line {}) and kms values ({} at line {}): \
+                     a writer who removed the keys and the MAC could have put the plain ones there",
+                    self.path.display(),
+                    p.name,
+                    p.at.line,
+                    d.name,
+                    d.at.line
+                ))
+                .with_hint(
+                    "restore the file from a trusted copy; keep plain settings in a file of their own, or in a file with keys",
+                ));
             }
         }
 
@@ -437,7 +484,7 @@ impl Parser<'_> {
                             .ok()
                             .filter(|b| !b.is_empty() && b.len() <= MAX_KMS_BLOB)
                             .ok_or_else(|| self.err(span, "`data_key` is not a base64 KMS ciphertext"))?;
-                        data_key = Some(blob);
+                        data_key = Some((blob, s.trim().to_string()));
                     }
                     other => {
                         return Err(self.err(
@@ -449,7 +496,11 @@ impl Parser<'_> {
             }
             let at = self.pos(t.iter().next().and_then(|(k, _)| t.key(k)).and_then(Key::span));
             match (arn, data_key) {
-                (Some(arn), Some(data_key)) => keys.push(WrappingKey { arn, data_key }),
+                (Some(arn), Some((data_key, data_key_text))) => keys.push(WrappingKey {
+                    arn,
+                    data_key,
+                    data_key_text,
+                }),
                 _ => return Err(self.err_at(at, "[[kmsenv.keys]] needs both `arn` and `data_key`")),
             }
         }
@@ -478,7 +529,7 @@ impl Parser<'_> {
         Ok(out)
     }
 
-    fn entry(&self, env: &dyn TableLike, name: &str, item: &Item) -> Result<Entry> {
+    fn entry(&self, env: &dyn TableLike, name: &str, item: &Item, version: Option<i64>) -> Result<Entry> {
         let span = env.key(name).and_then(Key::span);
         let at = self.pos(span.clone());
         if !valid_name(name) {
@@ -585,15 +636,41 @@ impl Parser<'_> {
                 }
                 let (context, cspan) = context.unwrap_or_default();
                 for (k, v) in &context {
-                    if k.starts_with(RESERVED_PREFIX) && !(k == VAR_CONTEXT_KEY && v == name) {
+                    let allowed = (k == VAR_CONTEXT_KEY && v == name)
+                        || (k == FILE_CONTEXT_KEY && v == FILE_CONTEXT_VALUE);
+                    if k.starts_with(RESERVED_PREFIX) && !allowed {
                         return Err(self.err(
                             cspan.clone(),
                             format!(
                                 "{name}: context key `{k}` is reserved; a kms value may carry only \
-                                 \"{VAR_CONTEXT_KEY}\" = \"{name}\""
+                                 \"{VAR_CONTEXT_KEY}\" = \"{name}\" and \"{FILE_CONTEXT_KEY}\" = \"{FILE_CONTEXT_VALUE}\""
                             ),
                         ));
                     }
+                }
+                // The flag is not under the MAC; the context binds it, so that
+                // dropping it makes KMS refuse the ciphertext (DESIGN §2.5).
+                // A value made with the pair must keep the flag in every version:
+                // no format-1 writer wrote the pair, and the version line of a
+                // file without keys is not authenticated. The other way round
+                // (a flag without the pair) is what format 1 wrote.
+                let bound = context.contains_key(FILE_CONTEXT_KEY);
+                if bound != file && (bound || version != Some(LEGACY_VERSION)) {
+                    let why = if file {
+                        format!(
+                            "`file = true` needs \"{FILE_CONTEXT_KEY}\" = \"{FILE_CONTEXT_VALUE}\" in its context \
+                             (encrypt it with that pair: `kmsenv set --kms --as-file {name}`)"
+                        )
+                    } else {
+                        format!(
+                            "its context has \"{FILE_CONTEXT_KEY}\" = \"{FILE_CONTEXT_VALUE}\" but `file = true` is missing \
+                             (the value was made to be delivered as a file)"
+                        )
+                    };
+                    return Err(Error::integrity(format!(
+                        "{}:{at}: {name}: {why}",
+                        self.path.display()
+                    )));
                 }
                 Value::Kms { blob, key, context }
             }
@@ -639,17 +716,53 @@ mod tests {
         Document::parse(Path::new("k.toml"), text.to_string())
     }
 
-    const HEAD: &str = "[kmsenv]\nversion = 1\n";
+    const HEAD: &str = "[kmsenv]\nversion = 2\n";
 
     #[test]
-    fn plain_and_kms_values_parse_in_file_order() -> crate::error::TestResult {
+    fn kms_values_parse_in_file_order() -> crate::error::TestResult {
         let doc = parse(&format!(
-            "{HEAD}[env]\nB = \"x\"\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:var\" = \"A\" }} }}\n"
+            "{HEAD}[env]\nB = {{ kms = \"AQID\" }}\nA = {{ kms = \"AQID\", context = {{ \"kmsenv:var\" = \"A\" }} }}\n"
         ))?;
         let names: Vec<_> = doc.entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["B", "A"]);
         assert!(matches!(&doc.entries[1].value, Value::Kms { blob, .. } if blob == &[1, 2, 3]));
         Ok(())
+    }
+
+    #[test]
+    fn a_keyless_file_never_mixes_plain_and_kms_values() {
+        let mixed = format!("{HEAD}[env]\nHOST = \"evil\"\nTOKEN = {{ kms = \"AQID\" }}\n");
+        let err = parse(&mixed).unwrap_err();
+        assert_eq!(err.class, crate::error::Class::Integrity);
+        assert!(
+            err.to_string()
+                .contains("both plain values (HOST at line 4) and kms values (TOKEN at line 5)"),
+            "{err}"
+        );
+        assert!(parse(&format!("{HEAD}[env]\nHOST = \"db\"\n")).is_ok());
+    }
+
+    #[test]
+    fn a_direct_values_file_flag_must_agree_with_its_context() {
+        let entry = |fields: &str| parse(&format!("{HEAD}[env]\nK = {{ kms = \"AQID\"{fields} }}\n"));
+        assert!(entry(", file = true, context = { \"kmsenv:file\" = \"true\" }").is_ok());
+        let dropped = entry(", context = { \"kmsenv:file\" = \"true\" }").unwrap_err();
+        assert!(
+            dropped.to_string().starts_with("k.toml:4:1: K: its context has"),
+            "{dropped}"
+        );
+        let added = entry(", file = true").unwrap_err();
+        assert!(
+            added.to_string().contains("`file = true` needs \"kmsenv:file\""),
+            "{added}"
+        );
+        assert!(entry(", file = true, context = { \"kmsenv:file\" = \"yes\" }").is_err());
+        // Format 1 did not bind it; such a file still opens (and `upgrade` binds it).
+        let v1 = "[kmsenv]\nversion = 1\n[env]\nK = { kms = \"AQID\", file = true }\n";
+        assert!(parse(v1).is_ok());
+        // …but relabelling a file as format 1 does not let the flag go.
+        let relabelled = "[kmsenv]\nversion = 1\n[env]\nK = { kms = \"AQID\", context = { \"kmsenv:file\" = \"true\" } }\n";
+        assert!(parse(relabelled).is_err());
     }
 
     #[test]
@@ -693,10 +806,10 @@ mod tests {
     #[test]
     fn wrong_version_and_non_string_context_are_errors() {
         assert!(
-            parse("[kmsenv]\nversion = 2\n")
+            parse("[kmsenv]\nversion = 3\n")
                 .unwrap_err()
                 .to_string()
-                .contains("unsupported format version 2")
+                .contains("unsupported format version 3")
         );
         let e = parse("[kmsenv]\nversion = 1\ncontext = { app = 1 }\n").unwrap_err();
         assert!(

@@ -180,17 +180,29 @@ pub struct MacEntry<'a> {
     pub file: bool,
 }
 
+/// One `[[kmsenv.keys]]` entry as the MAC sees it: the text as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacKey<'a> {
+    pub arn: &'a str,
+    /// The base64 `data_key` text.
+    pub data_key: &'a str,
+}
+
 /// Everything the MAC covers (DESIGN §2.4).
 #[derive(Debug, PartialEq, Eq)]
 pub struct MacInput<'a> {
     pub version: i64,
     pub context: &'a BTreeMap<String, String>,
+    /// The wrapping keys in file order. Covered from format version 2 on: a
+    /// version-1 MAC left them out, so a writer could add their own.
+    pub keys: Vec<MacKey<'a>>,
     pub entries: Vec<MacEntry<'a>>,
 }
 
 impl MacInput<'_> {
     /// Canonical, length-prefixed encoding: every field is a u64 big-endian length
-    /// followed by its bytes, and every list is preceded by its count.
+    /// followed by its bytes, and every list is preceded by its count. The
+    /// version comes first, so a version-1 MAC can never verify as version 2.
     fn encode(&self) -> Vec<u8> {
         fn field(out: &mut Vec<u8>, bytes: &[u8]) {
             out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
@@ -203,6 +215,13 @@ impl MacInput<'_> {
         for (k, v) in self.context {
             field(&mut out, k.as_bytes());
             field(&mut out, v.as_bytes());
+        }
+        if self.version >= 2 {
+            out.extend_from_slice(&(self.keys.len() as u64).to_be_bytes());
+            for k in &self.keys {
+                field(&mut out, k.arn.as_bytes());
+                field(&mut out, k.data_key.as_bytes());
+            }
         }
         let mut entries = self.entries.clone();
         entries.sort_by(|a, b| a.name.cmp(b.name));
@@ -276,8 +295,9 @@ mod tests {
         let k = key();
         let ctx: BTreeMap<String, String> = [("app".to_string(), "b".to_string())].into();
         let base = |entries: Vec<MacEntry<'static>>| MacInput {
-            version: 1,
+            version: 2,
             context: &ctx,
+            keys: vec![],
             entries,
         };
         let e = |name, kind, text, file| MacEntry {
@@ -296,5 +316,41 @@ mod tests {
         // Length prefixes: moving a byte between name and text changes the MAC.
         let m2 = k.mac(&base(vec![e("AB", "plain", "", false)]));
         assert!(!k.verify_mac(&base(vec![e("A", "plain", "B", false)]), &m2));
+    }
+
+    #[test]
+    fn version_2_mac_covers_every_wrapping_key_in_order() {
+        let k = key();
+        let ctx = BTreeMap::new();
+        let (a, b) = (
+            MacKey {
+                arn: "arn:a",
+                data_key: "AAAA",
+            },
+            MacKey {
+                arn: "arn:b",
+                data_key: "BBBB",
+            },
+        );
+        let input = |version, keys: Vec<MacKey<'static>>| MacInput {
+            version,
+            context: &ctx,
+            keys,
+            entries: vec![],
+        };
+        let m = k.mac(&input(2, vec![a, b]));
+        assert!(k.verify_mac(&input(2, vec![a, b]), &m));
+        assert!(!k.verify_mac(&input(2, vec![b, a]), &m), "reordered");
+        assert!(!k.verify_mac(&input(2, vec![a]), &m), "removed");
+        assert!(!k.verify_mac(&input(2, vec![a, b, a]), &m), "added");
+        let edited = MacKey {
+            arn: "arn:b",
+            data_key: "BBBC",
+        };
+        assert!(!k.verify_mac(&input(2, vec![a, edited]), &m), "edited");
+        // Version 1 leaves the keys out, and never verifies as version 2.
+        let v1 = k.mac(&input(1, vec![a]));
+        assert!(k.verify_mac(&input(1, vec![b, a]), &v1));
+        assert!(!k.verify_mac(&input(2, vec![a]), &v1));
     }
 }

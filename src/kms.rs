@@ -28,6 +28,13 @@ pub struct GeneratedKey {
     pub key_arn: String,
 }
 
+/// A decrypted blob and the key KMS says decrypted it (its ARN).
+#[derive(Debug)]
+pub struct Decrypted {
+    pub plaintext: Secret,
+    pub key_arn: String,
+}
+
 /// The KMS operations kmsenv uses. The AWS implementation is [`AwsKms`]; unit
 /// tests use an in-memory one.
 pub trait KeyService {
@@ -45,22 +52,24 @@ pub trait KeyService {
         ctx: &Context,
     ) -> impl Future<Output = Result<(Vec<u8>, String), AwsError>>;
     /// Decrypt `blob`, pinning `key` when known, giving up at `by` if it comes
-    /// before the run's deadline (a key's share of the time, in failover).
+    /// before the run's deadline (a key's share of the time, in failover). An
+    /// answer for another key than `key` is an error.
     fn decrypt(
         &self,
         key: Option<&str>,
         blob: &[u8],
         ctx: &Context,
         by: Option<Instant>,
-    ) -> impl Future<Output = Result<Secret, AwsError>>;
-    /// Re-encrypt `blob` from its key and context to `dest_key` with the same
-    /// context, without the plaintext leaving KMS; returns the blob and the ARN.
+    ) -> impl Future<Output = Result<Decrypted, AwsError>>;
+    /// Re-encrypt `blob` from its key and context to `dest_key` and `dest_ctx`,
+    /// without the plaintext leaving KMS; returns the blob and the ARN.
     fn re_encrypt(
         &self,
         blob: &[u8],
         source_key: Option<&str>,
         ctx: &Context,
         dest_key: &str,
+        dest_ctx: &Context,
     ) -> impl Future<Output = Result<(Vec<u8>, String), AwsError>>;
 }
 
@@ -71,6 +80,73 @@ pub fn arn_region(key: &str) -> Option<&str> {
         (Some("arn"), Some(_), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
         _ => None,
     }
+}
+
+/// A new data key and its wrappings, in the order of the keys asked for.
+#[derive(Debug)]
+pub struct NewDataKey {
+    pub plaintext: Secret,
+    /// `(key ARN as KMS answered it, CiphertextBlob)`.
+    pub wrappings: Vec<(String, Vec<u8>)>,
+}
+
+/// Which key and call failed while making a data key.
+#[derive(Debug)]
+pub struct KeyFailure {
+    pub key: String,
+    pub op: &'static str,
+    pub error: AwsError,
+}
+
+/// A new data key (`init`, `rotate`): generated under the first key, then
+/// encrypted under each further key, all with the data-key context `ctx`.
+pub async fn new_data_key<K: KeyService>(
+    kms: &K,
+    keys: &[&str],
+    ctx: &Context,
+) -> Result<NewDataKey, KeyFailure> {
+    let fail = |key: &str, op, error| KeyFailure {
+        key: key.to_string(),
+        op,
+        error,
+    };
+    let Some((first, rest)) = keys.split_first() else {
+        return Err(fail(
+            "",
+            "GenerateDataKey",
+            AwsError::new("NoKey", "no key to wrap the data key with"),
+        ));
+    };
+    let generated = kms
+        .generate_data_key(first, ctx)
+        .await
+        .map_err(|e| fail(first, "GenerateDataKey", e))?;
+    let mut wrappings = vec![(generated.key_arn, generated.blob)];
+    for key in rest {
+        let (blob, arn) = kms
+            .encrypt(key, generated.plaintext.expose(), ctx)
+            .await
+            .map_err(|e| fail(key, "Encrypt", e))?;
+        wrappings.push((arn, blob));
+    }
+    Ok(NewDataKey {
+        plaintext: generated.plaintext,
+        wrappings,
+    })
+}
+
+/// Whether a Decrypt answer's key ARN is the key that was asked for. A key ARN
+/// must match exactly and a bare key id must be the ARN's id; an alias cannot be
+/// compared without another call, and KMS itself refuses a ciphertext of another
+/// key (`IncorrectKeyException`), so it is accepted.
+pub fn answer_matches(asked: &str, answered: &str) -> bool {
+    if asked.contains("alias/") {
+        return true;
+    }
+    if asked.starts_with("arn:") {
+        return asked == answered;
+    }
+    answered.rsplit_once(":key/").is_some_and(|(_, id)| id == asked)
 }
 
 /// KMS through the AWS SDK: the shared configuration, one client per region.
@@ -212,7 +288,7 @@ impl KeyService for AwsKms {
         blob: &[u8],
         ctx: &Context,
         by: Option<Instant>,
-    ) -> Result<Secret, AwsError> {
+    ) -> Result<Decrypted, AwsError> {
         // Without a key the region is the configured one.
         let client = self.client(key.unwrap_or(""))?;
         self.aws
@@ -227,9 +303,22 @@ impl KeyService for AwsKms {
                     .send()
                     .await
                     .map_err(|e| classify(&e))?;
-                out.plaintext
+                let plaintext = out
+                    .plaintext
                     .map(|b| Secret::new(b.into_inner()))
-                    .ok_or_else(|| AwsError::new("InvalidResponse", "Decrypt returned no plaintext"))
+                    .ok_or_else(|| AwsError::new("InvalidResponse", "Decrypt returned no plaintext"))?;
+                let key_arn = out
+                    .key_id
+                    .ok_or_else(|| AwsError::new("InvalidResponse", "Decrypt returned no KeyId"))?;
+                if let Some(asked) = key
+                    && !answer_matches(asked, &key_arn)
+                {
+                    return Err(AwsError::new(
+                        "InvalidResponse",
+                        format!("Decrypt answered for key {key_arn}, not for the key asked for"),
+                    ));
+                }
+                Ok(Decrypted { plaintext, key_arn })
             })
             .await
     }
@@ -240,6 +329,7 @@ impl KeyService for AwsKms {
         source_key: Option<&str>,
         ctx: &Context,
         dest_key: &str,
+        dest_ctx: &Context,
     ) -> Result<(Vec<u8>, String), AwsError> {
         let client = self.client(dest_key)?;
         self.aws
@@ -252,7 +342,7 @@ impl KeyService for AwsKms {
                     req = req.source_key_id(k);
                 }
                 let req = with_context(req, ctx, |b, k, v| b.source_encryption_context(k, v));
-                let out = with_context(req, ctx, |b, k, v| b.destination_encryption_context(k, v))
+                let out = with_context(req, dest_ctx, |b, k, v| b.destination_encryption_context(k, v))
                     .customize()
                     .interceptor(last)
                     .send()
@@ -349,7 +439,7 @@ pub mod fake {
             blob: &[u8],
             ctx: &Context,
             _: Option<Instant>,
-        ) -> Result<Secret, AwsError> {
+        ) -> Result<Decrypted, AwsError> {
             self.calls.set(self.calls.get() + 1);
             let key = key.unwrap_or_default();
             if self.denied.iter().any(|d| d == key) {
@@ -357,7 +447,10 @@ pub mod fake {
             }
             let head = envelope(key, ctx);
             match blob.strip_prefix(head.as_slice()) {
-                Some(pt) => Ok(Secret::new(pt.to_vec())),
+                Some(pt) => Ok(Decrypted {
+                    plaintext: Secret::new(pt.to_vec()),
+                    key_arn: key.to_string(),
+                }),
                 None => Err(AwsError::new("InvalidCiphertextException", "")),
             }
         }
@@ -368,9 +461,10 @@ pub mod fake {
             source_key: Option<&str>,
             ctx: &Context,
             dest_key: &str,
+            dest_ctx: &Context,
         ) -> Result<(Vec<u8>, String), AwsError> {
             let plain = self.decrypt(source_key, blob, ctx, None).await?;
-            self.encrypt(dest_key, plain.expose(), ctx).await
+            self.encrypt(dest_key, plain.plaintext.expose(), dest_ctx).await
         }
     }
 }
@@ -391,5 +485,18 @@ mod tests {
         );
         assert_eq!(arn_region("alias/x"), None);
         assert_eq!(arn_region("1234abcd-12ab"), None);
+    }
+
+    #[test]
+    fn a_decrypt_answer_must_be_for_the_key_asked_for() {
+        let arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd";
+        assert!(answer_matches(arn, arn));
+        assert!(!answer_matches(
+            arn,
+            "arn:aws:kms:us-east-1:999999999999:key/1234abcd"
+        ));
+        assert!(answer_matches("1234abcd", arn));
+        assert!(!answer_matches("1234abc", arn));
+        assert!(answer_matches("alias/app", arn));
     }
 }

@@ -17,3 +17,4 @@ pub mod secret;
 pub mod store;
 pub mod terminal;
 pub mod tls;
+pub mod trust;

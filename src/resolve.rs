@@ -16,6 +16,8 @@ use crate::envelope::DataKey;
 use crate::error::{Error, Result};
 use crate::kms::{AwsError, KeyService, arn_region};
 use crate::secret::Secret;
+use crate::terminal::escape;
+use crate::trust::TrustPin;
 
 /// One decrypted variable.
 #[derive(Debug)]
@@ -87,21 +89,24 @@ pub fn first_arn_region<'a>(docs: impl IntoIterator<Item = &'a Document> + Clone
     keys.chain(direct).find_map(arn_region).map(str::to_string)
 }
 
-/// Open `docs` through `kms`: every KMS call of every file at once.
+/// Open `docs` through `kms`: every KMS call of every file at once. Under a
+/// trust pin, data keys open only through trusted keys and direct values must
+/// decrypt under one.
 pub async fn open_with<K: KeyService>(
     kms: &K,
     docs: &[Document],
     sel: Selection<'_>,
     deadline: Instant,
+    pin: Option<&TrustPin>,
 ) -> Result<Vec<OpenedFile>> {
     let data_keys = join_all(docs.iter().map(|d| async move {
         if d.has_keys() {
-            Some(unwrap_data_key(kms, d, deadline).await)
+            Some(unwrap_data_key(kms, d, deadline, pin).await)
         } else {
             None
         }
     }));
-    let directs = join_all(docs.iter().map(|d| decrypt_directs(kms, d, sel)));
+    let directs = join_all(docs.iter().map(|d| decrypt_directs(kms, d, sel, pin)));
     let (data_keys, directs) = futures_util::future::join(data_keys, directs).await;
 
     let mut opened = Vec::with_capacity(docs.len());
@@ -115,17 +120,30 @@ pub async fn open_with<K: KeyService>(
 /// Decrypt the file's data key through its wrapping keys, in order, stopping at
 /// the first that works (DESIGN §2.2). Each key gets an equal share of the time
 /// left, so a first region that never answers still leaves time for the second.
+/// Under a pin, untrusted wrappings are skipped without a call.
 pub async fn unwrap_data_key<K: KeyService>(
     kms: &K,
     doc: &Document,
     deadline: Instant,
+    pin: Option<&TrustPin>,
 ) -> Result<(DataKey, String)> {
     let ctx = doc.data_key_context();
     let mut causes = Vec::new();
     let mut last: Option<AwsError> = None;
-    for (i, key) in doc.keys.iter().enumerate() {
+    let keys: Vec<_> = doc
+        .keys
+        .iter()
+        .filter(|k| pin.is_none_or(|p| p.trusts(&k.arn)))
+        .collect();
+    if keys.is_empty() {
+        return Err(Error::integrity(format!(
+            "{}: none of its wrapping keys is trusted",
+            doc.path.display()
+        )));
+    }
+    for (i, key) in keys.iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let share = left / (doc.keys.len() - i) as u32;
+        let share = left / (keys.len() - i) as u32;
         let attempt = kms.decrypt(Some(&key.arn), &key.data_key, &ctx, Some(Instant::now() + share));
         // The service enforces the share itself (and says what it last saw);
         // this outer limit only guards against one that does not.
@@ -136,18 +154,8 @@ pub async fn unwrap_data_key<K: KeyService>(
                 "no answer within this key's share of --timeout",
             )),
         };
-        match result {
-            Ok(plain) => match DataKey::from_plaintext(&plain) {
-                Some(dk) => return Ok((dk, key.arn.clone())),
-                None => {
-                    let e = AwsError::new(
-                        "InvalidDataKey",
-                        format!("KMS returned {} bytes, not a 32-byte data key", plain.len()),
-                    );
-                    causes.push(format!("{}: {e}", key.arn));
-                    last = Some(e);
-                }
-            },
+        match result.and_then(|d| data_key_of(&d.plaintext)) {
+            Ok(dk) => return Ok((dk, key.arn.clone())),
             Err(e) => {
                 causes.push(format!("{}: {e}", key.arn));
                 last = Some(e);
@@ -170,11 +178,62 @@ pub async fn unwrap_data_key<K: KeyService>(
     Err(err)
 }
 
+fn data_key_of(plain: &Secret) -> std::result::Result<DataKey, AwsError> {
+    DataKey::from_plaintext(plain).ok_or_else(|| {
+        AwsError::new(
+            "InvalidDataKey",
+            format!("KMS returned {} bytes, not a 32-byte data key", plain.len()),
+        )
+    })
+}
+
+/// Decrypt every wrapping of the data key, and accept the data key only if all
+/// of them hold the same one. This is how a key list that no MAC covers yet (a
+/// version-1 file, or `check --fix-mac`, which does not trust the old MAC) is
+/// authenticated before a new MAC covers it: an entry someone added fails here.
+pub async fn unwrap_every_key<K: KeyService>(
+    kms: &K,
+    doc: &Document,
+    deadline: Instant,
+) -> Result<(DataKey, String)> {
+    let ctx = doc.data_key_context();
+    let ctx = &ctx;
+    let answers = join_all(doc.keys.iter().map(|k| async move {
+        let by = Some(deadline);
+        (k, kms.decrypt(Some(&k.arn), &k.data_key, ctx, by).await)
+    }))
+    .await;
+    let mut first: Option<(DataKey, String)> = None;
+    let mut causes = Vec::new();
+    for (key, answer) in answers {
+        match answer.and_then(|d| data_key_of(&d.plaintext)) {
+            Ok(dk) => match &first {
+                None => first = Some((dk, key.arn.clone())),
+                Some((f, _)) if f.plaintext().expose() == dk.plaintext().expose() => {}
+                Some((_, arn)) => causes.push(format!("{}: wraps another data key than {}", key.arn, arn)),
+            },
+            Err(e) => causes.push(format!("{}: {e}", key.arn)),
+        }
+    }
+    match first {
+        Some(found) if causes.is_empty() => Ok(found),
+        _ => Err(Error::integrity(format!(
+            "{}: every wrapping key must open the same data key before its key list can be trusted, and {}",
+            doc.path.display(),
+            causes.join("; ")
+        ))
+        .with_hint(
+            "a [[kmsenv.keys]] entry you did not add may be an attacker's: remove it by hand, or retry if a key was unreachable",
+        )),
+    }
+}
+
 /// Decrypt the selected direct `kms` values of `doc`, concurrently.
 async fn decrypt_directs<K: KeyService>(
     kms: &K,
     doc: &Document,
     sel: Selection<'_>,
+    pin: Option<&TrustPin>,
 ) -> Result<Vec<(String, Secret)>> {
     let jobs = doc
         .entries
@@ -190,7 +249,16 @@ async fn decrypt_directs<K: KeyService>(
     let mut out = Vec::new();
     for (e, key, context, r) in join_all(jobs).await {
         match r {
-            Ok(secret) => out.push((e.name.clone(), secret)),
+            Ok(d) if pin.is_some_and(|p| !p.trusts(&d.key_arn)) => {
+                return Err(Error::integrity(format!(
+                    "{}:{}: {}: decrypted under {}, which is not a trusted key",
+                    doc.path.display(),
+                    e.at,
+                    e.name,
+                    escape(&d.key_arn)
+                )));
+            }
+            Ok(d) => out.push((e.name.clone(), d.plaintext)),
             Err(k) => {
                 let key = key.as_deref().unwrap_or("(the key named in the ciphertext)");
                 let ctx = if context.is_empty() {
@@ -292,7 +360,7 @@ pub fn verify_mac(doc: &Document, dk: &DataKey) -> Result<()> {
         "the MAC does not match"
     };
     Err(Error::integrity(format!(
-        "{}: file was modified outside kmsenv: {what} (a plain or sealed value was edited, added or removed, or the context changed)",
+        "{}: file was modified outside kmsenv: {what} (a plain or sealed value was edited, added or removed, a wrapping key was added, removed, reordered or edited, or the context changed)",
         doc.path.display()
     ))
     .with_hint("if this is your own hand merge, review it, then run `kmsenv check --fix-mac`"))
@@ -328,7 +396,7 @@ mod tests {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(&g.blob);
         let mut text = format!(
-            "[kmsenv]\nversion = 1\ncontext = {{ app = \"t\" }}\n\n[[kmsenv.keys]]\narn = \"k1\"\ndata_key = \"{b64}\"\n\n[env]\n"
+            "[kmsenv]\nversion = 2\ncontext = {{ app = \"t\" }}\n\n[[kmsenv.keys]]\narn = \"k1\"\ndata_key = \"{b64}\"\n\n[env]\n"
         );
         for (n, v) in sealed {
             text += &format!("{n} = {{ sealed = \"{}\" }}\n", dk.seal(n, v));
@@ -338,7 +406,7 @@ mod tests {
         }
         let doc = Document::parse(Path::new("t.toml"), text.clone())?;
         let mac = dk.mac(&doc.mac_input());
-        text = text.replacen("version = 1\n", &format!("version = 1\nmac = \"{mac}\"\n"), 1);
+        text = text.replacen("version = 2\n", &format!("version = 2\nmac = \"{mac}\"\n"), 1);
         Ok(Document::parse(Path::new("t.toml"), text)?)
     }
 
@@ -351,7 +419,7 @@ mod tests {
         let kms = FakeKms::default();
         let doc = make_file(&kms, &[("A", b"one"), ("B", b"two")], &[("C", "three")])?;
         kms.calls.set(0);
-        let files = block_on(open_with(&kms, &[doc], Selection::ALL, far()))??;
+        let files = block_on(open_with(&kms, &[doc], Selection::ALL, far(), None))??;
         let got: Vec<_> = files[0]
             .values
             .iter()
@@ -367,7 +435,7 @@ mod tests {
         let kms = FakeKms::default();
         let doc = make_file(&kms, &[("A", b"one")], &[("HOST", "db1")])?;
         let tampered = Document::parse(Path::new("t.toml"), doc.text.replace("db1", "evil"))?;
-        let err = block_on(open_with(&kms, &[tampered], Selection::ALL, far()))?.unwrap_err();
+        let err = block_on(open_with(&kms, &[tampered], Selection::ALL, far(), None))?.unwrap_err();
         assert!(err.to_string().contains("modified outside kmsenv"), "{err}");
         Ok(())
     }
@@ -379,8 +447,48 @@ mod tests {
             ..Default::default()
         };
         let doc = make_file(&FakeKms::default(), &[("A", b"one")], &[])?;
-        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far()))?.unwrap_err();
+        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far(), None))?.unwrap_err();
         assert!(err.to_string().contains("k1: AccessDeniedException"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn under_a_pin_untrusted_wrappings_are_skipped_without_a_call() -> TestResult {
+        let kms = FakeKms::default();
+        let doc = make_file(&kms, &[("A", b"one")], &[])?;
+        let trusted = "arn:aws:kms:us-east-1:1:key/trusted";
+        let pin = crate::trust::TrustPin::from_sources(&[trusted.into()], None)?.ok_or("a pin")?;
+        kms.calls.set(0);
+        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far(), Some(&pin)))?.unwrap_err();
+        assert!(
+            err.to_string().contains("none of its wrapping keys is trusted"),
+            "{err}"
+        );
+        assert_eq!(kms.calls.get(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn every_wrapping_must_open_the_same_data_key() -> TestResult {
+        let kms = FakeKms::default();
+        let doc = make_file(&kms, &[("A", b"one")], &[])?;
+        let (dk, _) = block_on(unwrap_every_key(&kms, &doc, far()))??;
+        // A second wrapping of another data key, as an attacker would append it.
+        let mut ctx: Context = [("app".to_string(), "t".to_string())].into();
+        ctx.insert("kmsenv:purpose".into(), "data-key".into());
+        let other = block_on(kms.generate_data_key("k2", &ctx))??;
+        let mut injected = doc.clone();
+        injected.keys.push(crate::document::WrappingKey {
+            arn: "k2".into(),
+            data_key: other.blob,
+            data_key_text: String::new(),
+        });
+        let err = block_on(unwrap_every_key(&kms, &injected, far()))?.unwrap_err();
+        assert!(
+            err.to_string().contains("k2: wraps another data key than k1"),
+            "{err}"
+        );
+        assert_eq!(dk.plaintext().len(), 32);
         Ok(())
     }
 
@@ -388,7 +496,7 @@ mod tests {
     fn plain_only_files_need_no_kms() -> TestResult {
         let doc = Document::parse(
             Path::new("p.toml"),
-            "[kmsenv]\nversion = 1\n[env]\nA = \"x\"\n".into(),
+            "[kmsenv]\nversion = 2\n[env]\nA = \"x\"\n".into(),
         )?;
         assert!(!needs_kms(std::slice::from_ref(&doc), Selection::ALL));
         Ok(())

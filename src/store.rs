@@ -156,6 +156,22 @@ impl Editor {
         Ok(())
     }
 
+    /// Set `[kmsenv] version` (an upgrade), keeping its decoration.
+    pub fn set_version(&mut self, version: i64) -> Result<()> {
+        let slot = self
+            .doc
+            .get_mut("kmsenv")
+            .and_then(Item::as_table_like_mut)
+            .and_then(|t| t.get_mut("version"))
+            .ok_or_else(|| Error::input(format!("{}: missing `version` in [kmsenv]", self.path.display())))?;
+        let mut v = TomlValue::from(version);
+        if let Some(d) = slot.as_value().map(|v| v.decor().clone()) {
+            *v.decor_mut() = d;
+        }
+        *slot = Item::Value(v);
+        Ok(())
+    }
+
     pub fn set_mac(&mut self, mac: &str) -> Result<()> {
         let head = self
             .doc
@@ -317,7 +333,7 @@ mod tests {
     #[test]
     fn edits_keep_comments_and_order() -> TestResult {
         let text =
-            "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"1\"  # trailing\nA = \"2\"\n";
+            "# top comment\n[kmsenv]\nversion = 2\n\n[env]\n# about B\nB = \"1\"  # trailing\nA = \"2\"\n";
         let doc = Document::parse(Path::new("x.toml"), text.into())?;
         let mut ed = Editor::new(&doc)?;
         ed.set_plain("B", "3")?;
@@ -325,7 +341,7 @@ mod tests {
         let out = ed.finish()?.text;
         assert_eq!(
             out,
-            "# top comment\n[kmsenv]\nversion = 1\n\n[env]\n# about B\nB = \"3\"  # trailing\nA = \"2\"\nC = \"4\"\n"
+            "# top comment\n[kmsenv]\nversion = 2\n\n[env]\n# about B\nB = \"3\"  # trailing\nA = \"2\"\nC = \"4\"\n"
         );
         Ok(())
     }
@@ -348,7 +364,7 @@ mod tests {
 
     #[test]
     fn an_added_key_goes_after_the_last_key_before_env() -> TestResult {
-        let text = "[kmsenv]\nversion = 1\n\n[[kmsenv.keys]]\narn = \"a\"\ndata_key = \"AQID\"\n\n[env]\nX = \"1\"\n";
+        let text = "[kmsenv]\nversion = 2\n\n[[kmsenv.keys]]\narn = \"a\"\ndata_key = \"AQID\"\n\n[env]\nX = \"1\"\n";
         let doc = Document::parse(Path::new("x.toml"), text.into())?;
         let mut ed = Editor::new(&doc)?;
         ed.add_key("b", "BAUG")?;

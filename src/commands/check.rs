@@ -1,12 +1,13 @@
 //! `kmsenv check`: open every file completely — MAC, every sealed value, every
-//! direct value — and say `ok` per name. For CI. `--fix-mac` re-verifies every
-//! value and writes a new MAC, for after a hand merge.
+//! direct value — and report per file what protects it and `ok` per name. For CI.
+//! `--fix-mac` re-verifies every value and writes a new MAC, for after a hand merge.
 
 use crate::cli::CheckArgs;
 use crate::commands::{Ctx, Writer, write_stdout};
-use crate::document::{Document, Value};
+use crate::document::{Document, VAR_CONTEXT_KEY, Value};
 use crate::error::{Error, Result};
 use crate::resolve::{self, Selection};
+use crate::terminal::escape;
 
 pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
     if args.fix_mac {
@@ -17,13 +18,19 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
     for doc in &docs {
         match ctx.open(std::slice::from_ref(doc), Selection::ALL) {
             Ok(files) => {
-                let path = doc.path.display();
-                if !doc.has_keys() {
-                    ctx.note(format!(
-                        "warning: {path} has no [[kmsenv.keys]] and so no MAC: anyone who can write it can change its plain values"
-                    ));
-                }
-                let mut out = String::new();
+                let path = doc.path.display().to_string();
+                let path = escape(&path);
+                warn_unbound(ctx, doc);
+                let protection = match files.first().and_then(|f| f.opened_by.as_deref()) {
+                    Some(arn) => format!("MAC ok, data key opened with {}", escape(arn)),
+                    None => {
+                        ctx.note(format!(
+                            "warning: {path} has no [[kmsenv.keys]] and so no MAC: anyone who can write it can change it"
+                        ));
+                        "no keys, no MAC".into()
+                    }
+                };
+                let mut out = format!("{path}: format {}, {protection}\n", doc.version);
                 for v in files.iter().flat_map(|f| f.values.iter()) {
                     out += &format!("{path}: {} ok\n", v.name);
                 }
@@ -45,45 +52,72 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
     }
 }
 
+/// A direct value without `kmsenv:var` (pasted from `aws kms encrypt`) decrypts
+/// under any name: someone who can write the file can move it to another variable.
+fn warn_unbound(ctx: &Ctx, doc: &Document) {
+    for e in &doc.entries {
+        if let Value::Kms { context, .. } = &e.value
+            && !context.contains_key(VAR_CONTEXT_KEY)
+        {
+            ctx.note(format!(
+                "warning: {}:{}: {}: this kms value is not bound to its name (no \"{VAR_CONTEXT_KEY}\" in its context): \
+                 a writer of the file could move it to another variable; re-set it with `kmsenv set --kms {}`",
+                doc.path.display(),
+                e.at,
+                e.name,
+                e.name
+            ));
+        }
+    }
+}
+
 /// Open everything without trusting the old MAC, then write a new one.
 fn fix_mac(ctx: &Ctx) -> Result<()> {
     let path = ctx.single_file("check --fix-mac")?;
-    let peek = Document::load(path)?;
-    if !peek.has_keys() {
-        return Err(Error::usage(format!(
-            "{}: has no [[kmsenv.keys]], so it has no MAC to fix",
-            path.display()
-        )));
-    }
-    let mut w = Writer::open(ctx, path, false)?;
-    w.unwrap_data_key(ctx, false)?;
-    let dk = w
-        .data_key
-        .as_ref()
-        .ok_or_else(|| Error::integrity("no data key"))?;
+    let mut w = Writer::open(ctx, path)?;
+    let doc = w.doc().clone();
+    // Every wrapping must open the same data key: the new MAC will vouch for them.
+    let dk = w.data_key_for_new_mac()?;
     // Every sealed value must open under this file's data key and name.
-    for e in &w.doc.entries {
+    for e in &doc.entries {
         if let Value::Sealed(text) = &e.value {
-            resolve::open_sealed(&w.doc, dk, e, text).map_err(|err| {
+            resolve::open_sealed(&doc, dk, e, text).map_err(|err| {
                 err.with_hint("re-set this value with `kmsenv set`, then run --fix-mac again")
             })?;
         }
     }
     // And every direct value must decrypt (they are not under the MAC, but a
     // merge that broke one should not pass as fixed).
-    let deadline = ctx.deadline;
-    let doc = w.doc.clone();
-    let session = w.session(ctx)?;
-    session.block_on(resolve::open_with(
-        &session.kms,
+    ctx.open(
         std::slice::from_ref(&doc),
         Selection {
             only: None,
             verify_mac: false,
         },
-        deadline,
-    ))?;
-    let n = w.doc.entries.len();
+    )?;
+    // Say what the new MAC vouches for, so a reviewer can compare with the merge.
+    let keys: Vec<&str> = doc.keys.iter().map(|k| k.arn.as_str()).collect();
+    ctx.note(format!(
+        "{}: the new MAC covers the keys {}",
+        path.display(),
+        keys.join(", ")
+    ));
+    let entries: Vec<String> = doc
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.value, Value::Kms { .. }))
+        .map(|e| format!("{} ({})", e.name, e.value.kind()))
+        .collect();
+    ctx.note(format!(
+        "{}: and the entries {}",
+        path.display(),
+        if entries.is_empty() {
+            "(none)".to_string()
+        } else {
+            entries.join(", ")
+        }
+    ));
+    let n = doc.entries.len();
     w.save()?;
     ctx.note(format!(
         "{}: all {n} values verified; new MAC written",

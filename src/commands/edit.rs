@@ -25,7 +25,7 @@ use crate::document::{Document, Value};
 use crate::dotenv;
 use crate::error::{Class, Error, Result};
 use crate::kms::KeyService;
-use crate::resolve::{self, Selection};
+use crate::resolve::Selection;
 use crate::secret::Secret;
 
 /// Times the editor is re-opened after a parse error before giving up.
@@ -34,19 +34,13 @@ const MAX_ATTEMPTS: usize = 5;
 pub fn run(ctx: &Ctx) -> Result<()> {
     let path = ctx.single_file("edit")?.to_path_buf();
     let original = Document::load(&path)?;
-    let session = ctx.session(std::slice::from_ref(&original))?;
-    let opened = session.block_on(resolve::open_with(
-        &session.kms,
-        std::slice::from_ref(&original),
-        Selection::ALL,
-        ctx.deadline,
-    ))?;
+    ctx.admit(&original, false)?;
+    let opened = ctx.open(std::slice::from_ref(&original), Selection::ALL)?;
     let values: Vec<(String, Secret)> = opened
         .into_iter()
         .flat_map(|f| f.values)
         .map(|v| (v.name, v.secret))
         .collect();
-    drop(session);
     if let Some((n, _)) = values.iter().find(|(_, v)| v.expose().contains(&0)) {
         return Err(Error::usage(format!(
             "{}: {n} holds binary data (NUL bytes) that a text editor cannot show",
@@ -75,8 +69,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     drop(scratch);
 
     // Apply, under the lock, to the file exactly as it was when we read it.
-    let mut w = Writer::open(ctx, &path, true)?;
-    if w.doc.text != original.text {
+    let mut w = Writer::open(ctx, &path)?;
+    if w.doc().text != original.text {
         return Err(Error::new(
             Class::Io,
             format!(
@@ -86,7 +80,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         )
         .with_hint("run `kmsenv edit` again"));
     }
-    let changed = apply(ctx, &mut w, &values, &edited)?;
+    let changed = apply(&mut w, &values, &edited)?;
     if changed.is_empty() {
         ctx.note(format!("{}: no changes", path.display()));
         return Ok(());
@@ -176,20 +170,15 @@ fn run_editor(file: &Path) -> Result<()> {
 }
 
 /// Turn the edited values into file edits; the names changed.
-fn apply(
-    ctx: &Ctx,
-    w: &mut Writer,
-    before: &[(String, Secret)],
-    after: &[(String, Secret)],
-) -> Result<Vec<String>> {
-    let path = w.doc.path.clone();
+fn apply(w: &mut Writer, before: &[(String, Secret)], after: &[(String, Secret)]) -> Result<Vec<String>> {
+    let path = w.doc().path.clone();
     let mut changed = Vec::new();
     for (name, value) in after {
         let old = before.iter().find(|(n, _)| n == name).map(|(_, v)| v);
         if old == Some(value) {
             continue; // unchanged: keeps its exact ciphertext
         }
-        let entry = w.doc.entry(name).cloned();
+        let entry = w.doc().entry(name).cloned();
         let file = entry.as_ref().is_some_and(|e| e.file);
         if !file && value.expose().contains(&0) {
             return Err(Error::usage(format!("{name}: value contains a NUL byte")));
@@ -198,36 +187,31 @@ fn apply(
             Some(Value::Plain(_)) => {
                 let text = std::str::from_utf8(value.expose())
                     .map_err(|_| Error::usage(format!("{name}: a plain value must be UTF-8 text")))?;
-                w.editor.set_plain(name, text)?;
+                w.editor().set_plain(name, text)?;
             }
             Some(Value::Kms { key, context, .. }) => {
-                let key = key
-                    .or_else(|| w.doc.keys.first().map(|k| k.arn.clone()))
-                    .ok_or_else(|| {
-                        Error::usage(format!("{name}: kms value without `key` in a file without keys"))
-                    })?;
-                let session = w.session(ctx)?;
+                let key = match key {
+                    Some(k) => k,
+                    None => w.direct_value_key()?,
+                };
+                let session = w.session()?;
                 let (blob, arn) = session
                     .block_on(session.kms.encrypt(&key, value.expose(), &context))
                     .map_err(|e| kms_error_for(&path, Some(name), &key, "Encrypt", e))?;
-                w.editor
+                w.check_trusted(name, &arn)?;
+                w.editor()
                     .set_kms(name, &B64.encode(blob), Some(&arn), &context, file)?;
             }
             Some(Value::Sealed(_)) | None => {
-                let dk = w.data_key.as_ref().ok_or_else(|| {
-                    Error::usage(format!(
-                        "{}: has no [[kmsenv.keys]] to seal {name} with",
-                        path.display()
-                    ))
-                })?;
-                w.editor.set_sealed(name, &dk.seal(name, value.expose()), file)?;
+                let sealed = w.seal(name, value.expose())?;
+                w.editor().set_sealed(name, &sealed, file)?;
             }
         }
         changed.push(name.clone());
     }
     for (name, _) in before {
         if !after.iter().any(|(n, _)| n == name) {
-            w.editor.remove(name)?;
+            w.editor().remove(name)?;
             changed.push(format!("-{name}"));
         }
     }

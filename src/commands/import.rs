@@ -35,9 +35,9 @@ pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     if entries.is_empty() {
         return Err(Error::usage(format!("{origin}: no NAME=VALUE lines to import")));
     }
-    let mut w = Writer::open(ctx, path, true)?;
+    let mut w = Writer::open(ctx, path)?;
     for (name, value) in &entries {
-        let keep = w.doc.entry(name).is_some_and(|e| e.file);
+        let keep = w.doc().entry(name).is_some_and(|e| e.file);
         if !keep && value.expose().contains(&0) {
             return Err(Error::usage(format!(
                 "{origin}: {name}: value contains a NUL byte"
@@ -51,12 +51,13 @@ pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                     "{origin}: {name}: value contains a NUL byte"
                 )));
             }
-            w.editor.set_plain(name, text)?;
+            w.editor().set_plain(name, text)?;
         } else {
-            let Some(dk) = &w.data_key else {
+            if !w.doc().has_keys() {
                 return Err(no_keys(path));
-            };
-            w.editor.set_sealed(name, &dk.seal(name, value.expose()), keep)?;
+            }
+            let sealed = w.seal(name, value.expose())?;
+            w.editor().set_sealed(name, &sealed, keep)?;
         }
     }
     w.save()?;

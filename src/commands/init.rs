@@ -5,10 +5,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::InitArgs;
 use crate::commands::{Ctx, kms_error, parse_context};
-use crate::document::Document;
+use crate::document::{Document, FORMAT_VERSION};
 use crate::envelope::DataKey;
 use crate::error::{Error, Result};
-use crate::kms::KeyService;
+use crate::kms::new_data_key;
 use crate::store::{self, Mode};
 
 /// The first line of every new file.
@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     }
     // Validate the context the way the file will be read back, before any KMS call.
     let mut text = String::from(HEADER);
-    text += "[kmsenv]\nversion = 1\n";
+    text += &format!("[kmsenv]\nversion = {FORMAT_VERSION}\n");
     if !context.is_empty() {
         let pairs: Vec<String> = context
             .iter()
@@ -38,23 +38,25 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     let probe = Document::parse(path, text.clone())?;
     let dk_ctx = probe.data_key_context();
 
-    let session = ctx.session(std::slice::from_ref(&probe))?;
-    let kms = &session.kms;
-    let (first, rest) = args
-        .keys
-        .split_first()
-        .ok_or_else(|| Error::usage("init needs --key"))?;
-    let generated = session
-        .block_on(kms.generate_data_key(first, &dk_ctx))
-        .map_err(|e| kms_error(path, first, "GenerateDataKey", e))?;
-    let mut wrappings = vec![(generated.key_arn.clone(), generated.blob.clone())];
-    for key in rest {
-        let (blob, arn) = session
-            .block_on(kms.encrypt(key, generated.plaintext.expose(), &dk_ctx))
-            .map_err(|e| kms_error(path, key, "Encrypt", e))?;
-        wrappings.push((arn, blob));
+    if args.keys.is_empty() {
+        return Err(Error::usage("init needs --key"));
     }
-    let dk = DataKey::from_plaintext(&generated.plaintext).ok_or_else(|| {
+    let session = ctx.session(std::slice::from_ref(&probe))?;
+    let keys: Vec<&str> = args.keys.iter().map(String::as_str).collect();
+    let made = session
+        .block_on(new_data_key(&session.kms, &keys, &dk_ctx))
+        .map_err(|f| kms_error(path, &f.key, f.op, f.error))?;
+    if let Some(pin) = &ctx.pin
+        && !made.wrappings.iter().any(|(arn, _)| pin.trusts(arn))
+    {
+        return Err(Error::usage(format!(
+            "{}: none of the keys given is trusted (trusted: {}); nothing was written",
+            path.display(),
+            pin.describe()
+        )));
+    }
+    let wrappings = made.wrappings;
+    let dk = DataKey::from_plaintext(&made.plaintext).ok_or_else(|| {
         Error::kms(format!(
             "{}: KMS returned a data key that is not 32 bytes",
             path.display()

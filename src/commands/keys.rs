@@ -11,7 +11,6 @@ use crate::commands::{Ctx, Writer, kms_error, write_stdout};
 use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::kms::KeyService;
-use crate::resolve;
 
 pub fn run(ctx: &Ctx, cmd: KeysCommand) -> Result<()> {
     match cmd {
@@ -23,26 +22,25 @@ pub fn run(ctx: &Ctx, cmd: KeysCommand) -> Result<()> {
 
 fn add(ctx: &Ctx, key: &str) -> Result<()> {
     let path = ctx.single_file("keys add")?;
-    let mut w = Writer::open(ctx, path, true)?;
-    let Some(dk) = w.data_key.take() else {
+    let mut w = Writer::open(ctx, path)?;
+    let dk_ctx = w.doc().data_key_context();
+    let session = w.session()?;
+    let Some(dk) = w.data_key()? else {
         return Err(
             Error::usage(format!("{}: has no data key to wrap", path.display()))
                 .with_hint("create a keyed file with `kmsenv init --key KEY`"),
         );
     };
-    let dk_ctx = w.doc.data_key_context();
-    let session = w.session(ctx)?;
     let (blob, arn) = session
         .block_on(session.kms.encrypt(key, dk.plaintext().expose(), &dk_ctx))
         .map_err(|e| kms_error(path, key, "Encrypt", e))?;
-    if w.doc.keys.iter().any(|k| k.arn == arn) {
+    if w.doc().keys.iter().any(|k| k.arn == arn) {
         return Err(Error::usage(format!(
             "{}: {arn} already wraps the data key",
             path.display()
         )));
     }
-    w.editor.add_key(&arn, &B64.encode(blob))?;
-    w.data_key = Some(dk);
+    w.editor().add_key(&arn, &B64.encode(blob))?;
     w.save()?;
     ctx.note(format!("{}: added {arn} ({})", path.display(), region_of(&arn)));
     Ok(())
@@ -50,12 +48,10 @@ fn add(ctx: &Ctx, key: &str) -> Result<()> {
 
 fn remove(ctx: &Ctx, key: &str) -> Result<()> {
     let path = ctx.single_file("keys remove")?;
-    let mut w = Writer::open(ctx, path, false)?;
-    let matches: Vec<usize> = (0..w.doc.keys.len())
-        .filter(|&i| {
-            let arn = &w.doc.keys[i].arn;
-            arn == key || arn.ends_with(&format!("/{key}"))
-        })
+    let mut w = Writer::open(ctx, path)?;
+    let keys = &w.doc().keys;
+    let matches: Vec<usize> = (0..keys.len())
+        .filter(|&i| keys[i].arn == key || keys[i].arn.ends_with(&format!("/{key}")))
         .collect();
     let index = match matches.as_slice() {
         [i] => *i,
@@ -70,25 +66,19 @@ fn remove(ctx: &Ctx, key: &str) -> Result<()> {
             )));
         }
     };
-    if w.doc.keys.len() == 1 {
+    if keys.len() == 1 {
         return Err(Error::usage(format!(
             "{}: {key} is the file's only key; add another first (`kmsenv keys add`)",
             path.display()
         )));
     }
-    // The file must still open without it: unwrap through the others and verify the MAC.
-    let mut rest = w.doc.clone();
-    let removed = rest.keys.remove(index);
-    let deadline = ctx.deadline;
-    let session = w.session(ctx)?;
-    let (dk, _) = session
-        .block_on(resolve::unwrap_data_key(&session.kms, &rest, deadline))
-        .map_err(|e| e.with_hint("the file would not open without this key; nothing was changed"))?;
-    resolve::verify_mac(&rest, &dk)?;
-    w.data_key = Some(dk);
-    w.editor.remove_key(index)?;
+    let removed = keys[index].arn.clone();
+    // The file must still open without it: unwrap through the others, and the
+    // file as it is must verify before a new MAC covers the shorter list.
+    w.data_key_without(index)?;
+    w.editor().remove_key(index)?;
     w.save()?;
-    ctx.note(format!("{}: removed {}", path.display(), removed.arn));
+    ctx.note(format!("{}: removed {removed}", path.display()));
     Ok(())
 }
 

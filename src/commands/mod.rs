@@ -13,19 +13,22 @@ mod list;
 mod rotate;
 mod set;
 mod unset;
+mod upgrade;
 
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, Command, Global};
-use crate::document::Document;
+use crate::document::{Document, FORMAT_VERSION};
 use crate::envelope::DataKey;
 use crate::error::{Class, Error, Result};
 use crate::kms::{AwsKms, AwsOptions, Session};
 use crate::resolve::{self, OpenedFile, Selection};
 use crate::s3;
 use crate::store::{self, Editor, Lock, Mode};
+use crate::terminal::escape;
+use crate::trust::{TRUST_ENV, TrustPin};
 
 /// Everything a command needs from the global options.
 pub struct Ctx {
@@ -34,8 +37,10 @@ pub struct Ctx {
     pub deadline: Instant,
     pub verbose: bool,
     pub quiet: bool,
-    /// The AWS session of a reading command: started on first need (an S3
-    /// file, a KMS call), then shared, so credentials are resolved once.
+    /// `--trust-key` / `KMSENV_TRUST_KEYS`: the keys every file must open through.
+    pub pin: Option<TrustPin>,
+    /// The run's one AWS session: started on first need (an S3 file, a KMS
+    /// call), then shared, so credentials are resolved once.
     session: OnceCell<Session>,
 }
 
@@ -57,6 +62,7 @@ impl Ctx {
             }
         };
         let endpoint_url = g.endpoint_url.clone();
+        let pin = TrustPin::from_sources(&g.trust_keys, std::env::var_os(TRUST_ENV))?;
         Ok(Ctx {
             files,
             aws: AwsOptions {
@@ -68,8 +74,29 @@ impl Ctx {
             deadline,
             verbose: g.verbose,
             quiet: g.quiet,
+            pin,
             session: OnceCell::new(),
         })
+    }
+
+    /// What every loaded file must pass before it is used: the trust pin's
+    /// offline checks (`writing`: for a writer, which upgrades a format-1 file).
+    pub fn admit(&self, doc: &Document, writing: bool) -> Result<()> {
+        match &self.pin {
+            Some(pin) => pin.admit(doc, writing),
+            None => Ok(()),
+        }
+    }
+
+    /// The one-line warning for a format-1 file that is read (not written:
+    /// writers upgrade it).
+    fn warn_legacy(&self, doc: &Document) {
+        if doc.is_legacy() && doc.has_keys() {
+            self.note(format!(
+                "warning: {}: format version 1: its MAC does not cover the wrapping keys; upgrade it with `kmsenv upgrade`",
+                doc.path.display()
+            ));
+        }
     }
 
     /// Parse and validate every file before anything else happens: local files
@@ -114,7 +141,12 @@ impl Ctx {
                 docs[i] = Some(Document::from_bytes(path, bytes)?);
             }
         }
-        Ok(docs.into_iter().flatten().collect())
+        let docs: Vec<Document> = docs.into_iter().flatten().collect();
+        for doc in &docs {
+            self.admit(doc, false)?;
+            self.warn_legacy(doc);
+        }
+        Ok(docs)
     }
 
     /// Open `docs`, calling KMS only when something needs it.
@@ -127,7 +159,13 @@ impl Ctx {
         // The session may have started before these files were known (to read
         // them from S3): KMS gets their key region on the shared configuration.
         let kms = AwsKms::new(session.kms.aws().clone(), &self.aws, fallback);
-        session.block_on(resolve::open_with(&kms, docs, sel, self.deadline))
+        session.block_on(resolve::open_with(
+            &kms,
+            docs,
+            sel,
+            self.deadline,
+            self.pin.as_ref(),
+        ))
     }
 
     /// Stop the shared session (its runtime, its connections) before exec.
@@ -159,23 +197,23 @@ impl Ctx {
         }
     }
 
-    /// Progress for people: stderr, unless -q.
+    /// Progress for people: stderr, unless -q. Escaped: it may quote the file.
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("kmsenv: {}", msg.as_ref());
+            eprintln!("kmsenv: {}", escape(msg.as_ref()));
         }
     }
 
     /// Details for -v: stderr. Callers pass names, never values.
     pub fn info(&self, msg: impl AsRef<str>) {
         if self.verbose {
-            eprintln!("kmsenv: {}", msg.as_ref());
+            eprintln!("kmsenv: {}", escape(msg.as_ref()));
         }
     }
 
-    /// Start an AWS session of its own, for a command that calls KMS.
-    pub fn session(&self, docs: &[Document]) -> Result<Session> {
-        self.start_session(resolve::first_arn_region(docs))
+    /// The run's AWS session, for a command that calls KMS about `docs`.
+    pub fn session(&self, docs: &[Document]) -> Result<&Session> {
+        self.shared_session(resolve::first_arn_region(docs))
     }
 
     fn start_session(&self, fallback_region: Option<String>) -> Result<Session> {
@@ -204,6 +242,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => check::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
+        Command::Upgrade => upgrade::run(&ctx),
     }
 }
 
@@ -265,90 +304,219 @@ fn aws_error(place: &str, call: &str, e: crate::kms::AwsError, hint: Option<&str
     }
 }
 
-/// A file opened for writing: locked, loaded, and — when it has keys — its data
-/// key unwrapped and its MAC verified, so we never re-MAC a tampered file.
-pub struct Writer {
+/// A file opened for writing: locked and loaded, with its data key opened and
+/// checked on first need. The one way a command changes a file.
+///
+/// Nothing is encrypted, wrapped or MAC'd under a key list that was not
+/// verified: the data key is handed out only after the MAC verified (format 2
+/// covers the keys), or, where no MAC vouches for the keys (format 1, or
+/// `check --fix-mac`), after every wrapping opened the same data key. Saving
+/// writes format 2.
+pub struct Writer<'c> {
+    ctx: &'c Ctx,
     _lock: Lock,
-    pub doc: Document,
-    pub editor: Editor,
-    pub data_key: Option<DataKey>,
-    pub session: Option<Session>,
+    doc: Document,
+    editor: Editor,
+    /// Verified for `doc`, or the new one after `rotate`.
+    data_key: Option<DataKey>,
 }
 
-impl Writer {
-    /// Lock and load `path`. With `need_data_key`, unwrap it (if the file has keys).
-    pub fn open(ctx: &Ctx, path: &Path, need_data_key: bool) -> Result<Writer> {
+/// How much the file's MAC is trusted when its data key is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MacCheck {
+    /// The MAC must verify (format 2: it covers the keys; format 1: it does not,
+    /// so every wrapping must also open the same data key).
+    Verify,
+    /// `check --fix-mac`: the MAC is not trusted; every wrapping must agree.
+    Replace,
+}
+
+impl<'c> Writer<'c> {
+    /// Lock and load `path`. Nothing is unwrapped yet.
+    pub fn open(ctx: &'c Ctx, path: &Path) -> Result<Writer<'c>> {
         let lock = store::lock(path)?;
         let doc = Document::load(path)?;
+        ctx.admit(&doc, true)?;
         let editor = Editor::new(&doc)?;
-        let mut w = Writer {
+        Ok(Writer {
+            ctx,
             _lock: lock,
             doc,
             editor,
             data_key: None,
-            session: None,
-        };
-        if need_data_key && w.doc.has_keys() {
-            w.unwrap_data_key(ctx, true)?;
-        }
-        Ok(w)
+        })
     }
 
-    /// The AWS session, started on first use.
-    pub fn session(&mut self, ctx: &Ctx) -> Result<&Session> {
-        if self.session.is_none() {
-            self.session = Some(ctx.session(std::slice::from_ref(&self.doc))?);
-        }
-        self.session
-            .as_ref()
-            .ok_or_else(|| Error::new(Class::Io, "no AWS session"))
+    /// The file as it was loaded.
+    pub fn doc(&self) -> &Document {
+        &self.doc
     }
 
-    /// Take the AWS session out (started if need be), for commands that edit
-    /// while they call KMS.
-    pub fn take_session(&mut self, ctx: &Ctx) -> Result<Session> {
-        match self.session.take() {
-            Some(s) => Ok(s),
-            None => ctx.session(std::slice::from_ref(&self.doc)),
+    /// The edits that `save` writes.
+    pub fn editor(&mut self) -> &mut Editor {
+        &mut self.editor
+    }
+
+    /// The run's AWS session.
+    pub fn session(&self) -> Result<&'c Session> {
+        self.ctx.session(std::slice::from_ref(&self.doc))
+    }
+
+    /// The file's data key, once the file verified; `None` for a file without keys.
+    pub fn data_key(&mut self) -> Result<Option<&DataKey>> {
+        self.open_data_key(MacCheck::Verify)
+    }
+
+    /// Seal `value` for `name` under the verified data key.
+    pub fn seal(&mut self, name: &str, value: &[u8]) -> Result<String> {
+        let path = self.doc.path.display().to_string();
+        match self.data_key()? {
+            Some(dk) => Ok(dk.seal(name, value)),
+            None => Err(Error::usage(format!("{path}: has no [[kmsenv.keys]] to seal {name} with"))
+                .with_hint(
+                    "use --kms (one KMS ciphertext per value), or create a keyed file with `kmsenv init --key KEY`",
+                )),
         }
     }
 
-    /// Unwrap the data key; with `verify`, check the MAC under it.
-    pub fn unwrap_data_key(&mut self, ctx: &Ctx, verify: bool) -> Result<()> {
-        let deadline = ctx.deadline;
-        let doc = self.doc.clone();
-        let session = self.session(ctx)?;
-        let (dk, arn) = session.block_on(resolve::unwrap_data_key(&session.kms, &doc, deadline))?;
-        if verify {
-            resolve::verify_mac(&doc, &dk)?;
-        }
-        ctx.info(format!("{}: data key opened with {arn}", doc.path.display()));
+    /// The data key for `check --fix-mac`, which does not trust the old MAC:
+    /// every wrapping must open the same data key.
+    pub fn data_key_for_new_mac(&mut self) -> Result<&DataKey> {
+        let path = self.doc.path.display().to_string();
+        self.open_data_key(MacCheck::Replace)?
+            .ok_or_else(|| Error::usage(format!("{path}: has no [[kmsenv.keys]], so it has no MAC to fix")))
+    }
+
+    /// The data key opened through every wrapping but the `index`-th, with the
+    /// MAC of the file as it is verified: `keys remove` proves the file still
+    /// opens without that key.
+    pub fn data_key_without(&mut self, index: usize) -> Result<&DataKey> {
+        let mut rest = self.doc.clone();
+        rest.keys.remove(index);
+        let session = self.session()?;
+        let (dk, arn) = session
+            .block_on(resolve::unwrap_data_key(
+                &session.kms,
+                &rest,
+                self.ctx.deadline,
+                self.ctx.pin.as_ref(),
+            ))
+            .map_err(|e| e.with_hint("the file would not open without this key; nothing was changed"))?;
+        self.check_opened(&dk, &arn, MacCheck::Verify)?;
+        Ok(self.data_key.insert(dk))
+    }
+
+    /// `rotate`: from now on the file is sealed and MAC'd under `dk`, whose
+    /// wrappings the caller has put in the editor.
+    pub fn replace_data_key(&mut self, dk: DataKey) {
         self.data_key = Some(dk);
+    }
+
+    /// The key a new direct value of this file is encrypted to when `--key` is
+    /// not given: the first wrapping key, once the key list verified (needs
+    /// kms:Decrypt), or the first trusted one under a pin (the pin vouches).
+    pub fn direct_value_key(&mut self) -> Result<String> {
+        if let Some(pin) = &self.ctx.pin
+            && let Some(k) = self.doc.keys.iter().find(|k| pin.trusts(&k.arn))
+        {
+            return Ok(k.arn.clone());
+        }
+        let path = self.doc.path.display().to_string();
+        let hint = "pass the key to encrypt to with --key ARN (or --trust-key ARN), so an unverified file cannot choose it";
+        match self.data_key() {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(
+                    Error::usage(format!("{path}: has no [[kmsenv.keys]]; name a key with --key"))
+                        .with_hint("e.g. --kms --key arn:aws:kms:REGION:ACCOUNT:key/ID"),
+                );
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    e.class,
+                    format!("cannot verify which key to encrypt to: {}", e.message()),
+                )
+                .with_hint(hint));
+            }
+        }
+        self.doc
+            .keys
+            .first()
+            .map(|k| k.arn.clone())
+            .ok_or_else(|| Error::usage(format!("{path}: has no [[kmsenv.keys]]")))
+    }
+
+    /// Under a pin, a value may only be encrypted to a trusted key: `arn` is
+    /// what KMS answered for the key the user named.
+    pub fn check_trusted(&self, name: &str, arn: &str) -> Result<()> {
+        match &self.ctx.pin {
+            Some(pin) if !pin.trusts(arn) => Err(Error::usage(format!(
+                "{}: {name}: key {arn} is not trusted (trusted: {}); nothing was changed",
+                self.doc.path.display(),
+                pin.describe()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn open_data_key(&mut self, check: MacCheck) -> Result<Option<&DataKey>> {
+        if self.data_key.is_some() || !self.doc.has_keys() {
+            return Ok(self.data_key.as_ref());
+        }
+        let session = self.session()?;
+        let deadline = self.ctx.deadline;
+        let every = check == MacCheck::Replace || self.doc.is_legacy();
+        let (dk, arn) = if every {
+            session.block_on(resolve::unwrap_every_key(&session.kms, &self.doc, deadline))?
+        } else {
+            session.block_on(resolve::unwrap_data_key(
+                &session.kms,
+                &self.doc,
+                deadline,
+                self.ctx.pin.as_ref(),
+            ))?
+        };
+        self.check_opened(&dk, &arn, check)?;
+        Ok(Some(self.data_key.insert(dk)))
+    }
+
+    fn check_opened(&self, dk: &DataKey, arn: &str, check: MacCheck) -> Result<()> {
+        if check == MacCheck::Verify {
+            resolve::verify_mac(&self.doc, dk)?;
+        }
+        self.ctx
+            .info(format!("{}: data key opened with {arn}", self.doc.path.display()));
         Ok(())
     }
 
-    /// Re-validate the edited text, rewrite the MAC if the file has keys, and
-    /// replace the file atomically.
+    /// Re-validate the edited text, write format 2 and, if the file has keys,
+    /// the MAC under the verified data key; replace the file atomically.
     pub fn save(mut self) -> Result<Document> {
+        let upgrade = self.doc.version != FORMAT_VERSION;
+        if upgrade {
+            self.editor.set_version(FORMAT_VERSION)?;
+        }
         let mut doc = self.editor.finish()?;
-        match (&self.data_key, doc.has_keys()) {
-            (Some(dk), true) => {
+        // A change to what the MAC covers (or an upgrade) needs the verified data
+        // key. Only direct `kms` entries changed: they are outside the MAC, which
+        // is what lets a contributor with only kms:Encrypt add one.
+        if doc.has_keys()
+            && doc.mac_input() != self.doc.mac_input()
+            && let Some(dk) = self.open_data_key(MacCheck::Verify)?
+        {
+            {
                 let mac = dk.mac(&doc.mac_input());
                 self.editor.set_mac(&mac)?;
                 doc = self.editor.finish()?;
             }
-            // Only direct `kms` entries changed: they are outside the MAC, which
-            // is what lets a contributor with only kms:Encrypt add one.
-            (None, true) if doc.mac_input() == self.doc.mac_input() => {}
-            (None, true) => {
-                return Err(Error::new(
-                    Class::Io,
-                    "internal: a MAC-covered change without the data key",
-                ));
-            }
-            (_, false) => {}
         }
         store::write_atomic(&doc.path, &doc.text, Mode::Replace)?;
+        if upgrade {
+            self.ctx.note(format!(
+                "{}: upgraded to format version {FORMAT_VERSION} (its MAC now covers the wrapping keys)",
+                doc.path.display()
+            ));
+        }
         Ok(doc)
     }
 }

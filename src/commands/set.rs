@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::SetArgs;
 use crate::commands::{Ctx, Writer, kms_error_for, parse_context};
-use crate::document::{Document, MAX_KMS_BLOB, VAR_CONTEXT_KEY, Value, check_name};
+use crate::document::{FILE_CONTEXT_KEY, FILE_CONTEXT_VALUE, MAX_KMS_BLOB, VAR_CONTEXT_KEY, check_name};
 use crate::error::{Error, Result};
 use crate::input::read_value;
 use crate::kms::KeyService;
@@ -38,14 +38,10 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
         None => read_value(&name, args.from_file.as_deref())?,
     };
 
-    // Peek (without the lock) to learn whether the data key is needed: a direct
-    // kms value that replaces nothing under the MAC needs only kms:Encrypt.
-    let peek = Document::load(path)?;
-    let replaces_mac_entry = peek
-        .entry(&name)
-        .is_some_and(|e| !matches!(e.value, Value::Kms { .. }));
-    let direct = args.kms || args.ciphertext;
-    let file = args.as_file || peek.entry(&name).is_some_and(|e| e.file);
+    // The data key is opened only when needed: a direct kms value that replaces
+    // nothing under the MAC needs only kms:Encrypt.
+    let mut w = Writer::open(ctx, path)?;
+    let file = args.as_file || w.doc().entry(&name).is_some_and(|e| e.file);
     if args.plain && std::str::from_utf8(value.expose()).is_err() {
         return Err(Error::usage(format!(
             "{name}: a --plain value must be UTF-8 text (TOML strings are); seal it instead"
@@ -55,41 +51,30 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
         return Err(nul_error(&name));
     }
 
-    let mut w = Writer::open(ctx, path, !direct || replaces_mac_entry)?;
     let what = if args.ciphertext {
-        store_ciphertext(ctx, &mut w, &args, &name, &value, file)?;
+        store_ciphertext(&mut w, &args, &name, &value, file)?;
         "a KMS ciphertext from another tool"
     } else if args.kms {
-        let key = match (&args.key, w.doc.keys.first()) {
-            (Some(k), _) => k.clone(),
-            (None, Some(k)) => k.arn.clone(),
-            (None, None) => {
-                return Err(Error::usage(format!(
-                    "{name}: the file has no keys; name one with --kms --key KEY"
-                )));
-            }
+        let key = match &args.key {
+            Some(k) => k.clone(),
+            None => w.direct_value_key()?,
         };
-        let context = w.doc.direct_value_context(&name);
-        let session = w.session(ctx)?;
+        let context = w.doc().direct_value_context(&name, file);
+        let session = w.session()?;
         let (blob, arn) = session
             .block_on(session.kms.encrypt(&key, value.expose(), &context))
             .map_err(|e| kms_error_for(path, Some(&name), &key, "Encrypt", e))?;
-        w.editor
+        w.check_trusted(&name, &arn)?;
+        w.editor()
             .set_kms(&name, &B64.encode(blob), Some(&arn), &context, file)?;
         "a direct KMS ciphertext"
     } else if args.plain {
-        w.editor
+        w.editor()
             .set_plain(&name, std::str::from_utf8(value.expose()).unwrap_or_default())?;
         "a plain value"
     } else {
-        let Some(dk) = &w.data_key else {
-            return Err(Error::usage(format!("{}: has no [[kmsenv.keys]] to seal {name} with", path.display()))
-                .with_hint(
-                    "use --kms (one KMS ciphertext per value), or create a keyed file with `kmsenv init --key KEY`",
-                ));
-        };
-        let sealed = dk.seal(&name, value.expose());
-        w.editor.set_sealed(&name, &sealed, file)?;
+        let sealed = w.seal(&name, value.expose())?;
+        w.editor().set_sealed(&name, &sealed, file)?;
         "a sealed value"
     };
     drop(value);
@@ -107,15 +92,8 @@ fn nul_error(name: &str) -> Error {
 
 /// `--ciphertext`: the input is a CiphertextBlob (raw, or base64 as the AWS CLI
 /// prints it). Checked with a test Decrypt unless `--no-verify`.
-fn store_ciphertext(
-    ctx: &Ctx,
-    w: &mut Writer,
-    args: &SetArgs,
-    name: &str,
-    input: &Secret,
-    file: bool,
-) -> Result<()> {
-    let path = w.doc.path.clone();
+fn store_ciphertext(w: &mut Writer, args: &SetArgs, name: &str, input: &Secret, file: bool) -> Result<()> {
+    let path = w.doc().path.clone();
     let text = input.expose();
     let looks_base64 = text
         .iter()
@@ -139,15 +117,27 @@ fn store_ciphertext(
     }
     let mut context = std::collections::BTreeMap::new();
     for pair in &args.context {
-        // The one reserved pair a direct value may carry is its own name.
+        // The reserved pairs a direct value may carry: its own name, and the
+        // binding of its `file` flag.
         if pair == &format!("{VAR_CONTEXT_KEY}={name}") {
             context.insert(VAR_CONTEXT_KEY.to_string(), name.to_string());
+        } else if pair == &format!("{FILE_CONTEXT_KEY}={FILE_CONTEXT_VALUE}") {
+            context.insert(FILE_CONTEXT_KEY.to_string(), FILE_CONTEXT_VALUE.to_string());
         } else {
             context.extend(parse_context(std::slice::from_ref(pair))?);
         }
     }
+    if file != context.contains_key(FILE_CONTEXT_KEY) {
+        return Err(Error::usage(format!(
+            "{name}: a value delivered as a file must be encrypted with \"{FILE_CONTEXT_KEY}\" = \"{FILE_CONTEXT_VALUE}\" \
+             in its context, and only such a value"
+        ))
+        .with_hint(
+            "aws kms encrypt ... --encryption-context kmsenv:file=true, then --as-file --context kmsenv:file=true; or drop --as-file",
+        ));
+    }
     if !args.no_verify {
-        let session = w.session(ctx)?;
+        let session = w.session()?;
         let plain = session
             .block_on(session.kms.decrypt(args.key.as_deref(), &blob, &context, None))
             .map_err(|e| {
@@ -155,10 +145,11 @@ fn store_ciphertext(
                 kms_error_for(&path, Some(name), key, "Decrypt", e)
                     .with_hint("pass the --context and --key it was encrypted with, or --no-verify")
             })?;
-        if !file && plain.expose().contains(&0) {
+        w.check_trusted(name, &plain.key_arn)?;
+        if !file && plain.plaintext.expose().contains(&0) {
             return Err(nul_error(name));
         }
     }
-    w.editor
+    w.editor()
         .set_kms(name, &B64.encode(&blob), args.key.as_deref(), &context, file)
 }
