@@ -804,6 +804,8 @@ fn a_trust_key_that_is_an_alias_is_a_usage_error() {
 fn a_trust_pin_unwraps_the_data_key_only_through_a_trusted_key() {
     let victim = Victim::with_keys(2);
     let (first, second) = (victim.keys[0].clone(), victim.keys[1].clone());
+    // Its direct value too must be under the trusted key.
+    let victim = victim.with_api_token_under(&second);
     victim.proxy.reset();
 
     victim.assert_runs(pin(&second));
@@ -824,6 +826,7 @@ fn a_trust_pin_unwraps_the_data_key_only_through_a_trusted_key() {
 fn set_kms_under_a_trust_pin_encrypts_to_the_first_trusted_key_without_decrypt() {
     let victim = Victim::with_keys(2);
     let second = victim.keys[1].clone();
+    let victim = victim.with_api_token_under(&second);
     victim.proxy.reset();
 
     pin(&second)(victim.kmsenv())
@@ -882,11 +885,14 @@ fn check_reports_a_keyless_file_as_having_no_mac() {
 
     let out = victim.kmsenv().arg("check").run().ok();
 
-    let summary = format!("{}: no keys, no MAC", victim.path());
+    let stdout = out.stdout_text();
+    let summary = stdout
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
     assert!(
-        out.stdout_text().lines().any(|l| l == summary),
-        "{}",
-        out.stdout_text()
+        summary.starts_with(&format!("{}: ", victim.path())) && summary.ends_with("no keys, no MAC"),
+        "{stdout}"
     );
 }
 

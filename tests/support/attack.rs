@@ -86,6 +86,18 @@ impl Victim {
         self
     }
 
+    /// Makes `API_TOKEN` again, under `key` (`set --kms --key`).
+    pub fn with_api_token_under(self, key: &str) -> Victim {
+        self.sandbox.set_with(
+            &self.file,
+            &["--kms", "--key", key],
+            "API_TOKEN",
+            API_TOKEN_VALUE.as_bytes(),
+        );
+        self.assert_runs(|k| k);
+        self
+    }
+
     /// The first genuine key.
     pub fn key(&self) -> &str {
         &self.keys[0]
