@@ -24,6 +24,9 @@ fn pin_env(value: &str) -> impl FnOnce(Kmsenv) -> Kmsenv + '_ {
     move |k: Kmsenv| k.env("KMSENV_TRUST_KEYS", value)
 }
 
+/// A lax KMS that decrypts under whatever key the ciphertext names.
+const DROP_KEY_ID: &str = r#"[{"op": "Decrypt", "action": "drop_key_id"}]"#;
+
 /// No options.
 fn plain(k: Kmsenv) -> Kmsenv {
     k
@@ -768,6 +771,51 @@ fn get_under_a_trust_pin_refuses_a_file_replaced_by_the_attackers() {
         .kmsenv_error(&["trust", &victim.path()]);
 
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn the_trust_pin_refuses_the_attackers_file_labelled_with_the_trusted_key() {
+    // The attacker's own consistent file, its wrapping entry relabelled with the
+    // trusted ARN and re-MAC'd under their own data key: the pin's offline check
+    // passes, so only KMS (or the answer's KeyId) can tell whose key it is.
+    let victim = Victim::new();
+    let attacker = Attacker::new();
+    replace_with_attackers_file(&victim, &attacker);
+    let theirs = victim.text();
+    let their_data_key = moto()
+        .decrypt(REGION, &data_key_of(&theirs), &data_key_context())
+        .expect("the attacker opens their own data key");
+    let relabelled = replace_once(
+        &theirs,
+        &format!("arn = \"{}\"", attacker.key),
+        &format!("arn = \"{}\"", victim.key()),
+    );
+    let relabelled = with_mac(&relabelled, &v2_mac(&victim.file, &their_data_key, &relabelled));
+    victim.sandbox.write(&victim.file, &relabelled);
+    // Real KMS refuses a KeyId that is not the ciphertext's (so does moto); a lax
+    // or hostile endpoint may not, and then kmsenv's own check must.
+    victim.proxy.rules(DROP_KEY_ID);
+
+    victim.assert_exec_fails_closed(pin(victim.key()), &[&victim.path()]);
+}
+
+#[test]
+fn a_trust_pin_refuses_a_kms_value_under_the_attackers_key_that_names_the_trusted_key() {
+    let victim = Victim::new();
+    let attacker = Attacker::new();
+    let blob = attacker.kms_value("NODE_OPTIONS", b"--require /tmp/pwn.js");
+    victim.edit(|text| {
+        insert_in_env(
+            text,
+            &format!(
+                "NODE_OPTIONS = {{ kms = \"{blob}\", key = \"{}\", context = {{ app = \"billing\", \"kmsenv:var\" = \"NODE_OPTIONS\" }} }}",
+                victim.key()
+            ),
+        )
+    });
+    victim.proxy.rules(DROP_KEY_ID);
+
+    victim.assert_exec_fails_closed(pin(victim.key()), &["NODE_OPTIONS", &victim.path()]);
 }
 
 #[test]

@@ -447,6 +447,27 @@ pub fn v1_mac(data_key: &[u8], text: &str) -> String {
     b64(&hmac.finalize().into_bytes())
 }
 
+/// The version-2 MAC of `text` under `data_key`, as kmsenv computes it: what an
+/// attacker who knows a data key (their own) runs to make a consistent file.
+pub fn v2_mac(path: &std::path::Path, data_key: &[u8], text: &str) -> String {
+    let doc = kmsenv::document::Document::parse(path, text.to_string())
+        .unwrap_or_else(|e| panic!("the attacker's file does not parse: {e:?}"));
+    assert_eq!(doc.version, 2, "a version-2 file");
+    let dk = kmsenv::envelope::DataKey::from_plaintext(&kmsenv::secret::Secret::new(data_key.to_vec()))
+        .expect("a 32-byte data key");
+    dk.mac(&doc.mac_input())
+}
+
+/// Sets `[kmsenv] mac` of a version-2 file.
+pub fn with_mac(text: &str, mac: &str) -> String {
+    let version = text
+        .parse::<toml_edit::DocumentMut>()
+        .ok()
+        .and_then(|d| d["kmsenv"]["version"].as_integer())
+        .expect("a version");
+    set_version_and_mac(text, version, mac)
+}
+
 // ---------------------------------------------------------------------------
 // Talking to KMS as the attacker would (the AWS CLI), through a proxy
 

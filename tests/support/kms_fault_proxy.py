@@ -35,6 +35,11 @@ matches the request's operation and region and has `times` left wins; a rule
 with `times` null applies forever. Requests are counted when received, before
 any fault. Standard library only (Python 3.11).
 
+A lax KMS: the action "drop_key_id" forwards the request without its `KeyId`,
+so moto decrypts with whatever key the ciphertext names and answers for that
+key, as a hostile endpoint could; the client must compare the answer's KeyId
+with the key it asked for.
+
 Key policy conditions: a rule with "context_lacks": KEY matches only a KMS
 request whose encryption context (`EncryptionContext`; for ReEncrypt,
 `DestinationEncryptionContext`) has no KEY. Moto enforces no key policy; with
@@ -221,7 +226,7 @@ class State:
             if not isinstance(rule, dict):
                 raise ValueError(f"a rule must be an object: {rule!r}")
             action = rule.get("action")
-            if action not in ("error", "status", "hang", "reset", "latency", "answer"):
+            if action not in ("error", "status", "hang", "reset", "latency", "answer", "drop_key_id"):
                 raise ValueError(f"unknown action {action!r}")
             if action == "error" and not isinstance(rule.get("code"), str):
                 raise ValueError("an error rule needs a string `code`")
@@ -405,6 +410,9 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if action == "latency":
                 extra_ms = float(rule["ms"])
+            if action == "drop_key_id" and "KeyId" in kms_request:
+                del kms_request["KeyId"]
+                body = json.dumps(kms_request).encode()
         delay = (state.latency_ms + extra_ms) / 1000.0
         if delay > 0:
             time.sleep(delay)
