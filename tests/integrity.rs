@@ -665,6 +665,21 @@ fn rotate_refuses_a_version_1_file_with_an_injected_wrapping_key_and_wraps_nothi
 }
 
 #[test]
+fn keys_remove_refuses_a_version_1_file_with_an_injected_wrapping_key() {
+    // Removing a genuine key writes version 2, whose MAC would then cover the
+    // attacker's entry: like every writer, it must first see every wrapping open
+    // the same data key.
+    let victim = Victim::with_keys(2);
+    victim.downgrade_to_version_1();
+    let attacker = Attacker::new();
+    victim.edit(|text| append_key(text, &attacker.key, &attacker.wrapped_data_key()));
+
+    victim.assert_writer_refuses(victim.kmsenv().args(["keys", "remove", &victim.keys[1]]));
+
+    victim.assert_nothing_encrypted_to(&attacker.key);
+}
+
+#[test]
 fn set_kms_on_a_version_1_file_without_decrypt_is_refused_with_a_hint_to_upgrade() {
     let victim = version_1_victim();
     victim.proxy.rules(&encrypt_only_rules());
@@ -1014,4 +1029,19 @@ fn the_proxy_denies_an_encrypt_whose_context_lacks_kmsenv_var() {
         "denied without kmsenv:var"
     );
     assert!(allowed.is_ok(), "allowed with kmsenv:var: {allowed:?}");
+}
+
+#[test]
+fn check_of_a_version_1_file_passes_with_the_upgrade_warning() {
+    let victim = version_1_victim();
+
+    let out = victim.kmsenv().arg("check").run().ok();
+
+    let warning = warnings(&out.stderr);
+    assert_eq!(warning.len(), 1, "{}", out.stderr);
+    assert!(
+        warning[0].contains("format version 1") && warning[0].contains("kmsenv upgrade"),
+        "{}",
+        out.stderr
+    );
 }
