@@ -20,7 +20,7 @@ fn exec_decrypts_a_value_pasted_from_aws_kms_encrypt_without_context() {
     let file = sandbox.path("kmsenv.toml");
     write_file(
         &file,
-        &format!("[kmsenv]\nversion = 1\n\n[env]\nLEGACY_TOKEN = {{ kms = \"{blob}\" }}\n"),
+        &format!("[kmsenv]\nversion = 2\n\n[env]\nLEGACY_TOKEN = {{ kms = \"{blob}\" }}\n"),
     );
 
     let env = sandbox.exec_env(&[&file]);
@@ -38,7 +38,7 @@ fn exec_decrypts_a_value_pasted_from_aws_kms_encrypt_bound_to_its_name() {
     write_file(
         &file,
         &format!(
-            "[kmsenv]\nversion = 1\n\n[env]\n\
+            "[kmsenv]\nversion = 2\n\n[env]\n\
              PARTNER_KEY = {{ kms = \"{blob}\", key = \"{key}\", context = {{ \"kmsenv:var\" = \"PARTNER_KEY\" }} }}\n"
         ),
     );
@@ -86,7 +86,7 @@ fn exec_refuses_a_pasted_value_whose_kmsenv_var_context_names_another_variable()
     write_file(
         &file,
         &format!(
-            "[kmsenv]\nversion = 1\n\n[env]\n\
+            "[kmsenv]\nversion = 2\n\n[env]\n\
              STOLEN = {{ kms = \"{blob}\", context = {{ \"kmsenv:var\" = \"OTHER\" }} }}\n"
         ),
     );

@@ -231,20 +231,20 @@ fn cases() -> Vec<Case> {
             expect_stderr_contains: &["@P = "],
         },
         Case {
-            name: "version = 2",
-            setup: Setup::Exec(|b| replace_once(&b.keyed, "version = 1", "version = 2")),
+            name: "version = 3",
+            setup: Setup::Exec(|b| replace_once(&b.keyed, "version = 2", "version = 3")),
             expect_code: 125,
-            expect_stderr_contains: &["@version = 2", "version"],
+            expect_stderr_contains: &["@version = 3", "version"],
         },
         Case {
-            name: "version = \"1\" (a string)",
-            setup: Setup::Exec(|b| replace_once(&b.keyed, "version = 1", "version = \"1\"")),
+            name: "version = \"2\" (a string)",
+            setup: Setup::Exec(|b| replace_once(&b.keyed, "version = 2", "version = \"2\"")),
             expect_code: 125,
-            expect_stderr_contains: &["@version = \"1\"", "version"],
+            expect_stderr_contains: &["@version = \"2\"", "version"],
         },
         Case {
             name: "version missing",
-            setup: Setup::Exec(|b| replace_once(&b.keyed, "version = 1\n", "")),
+            setup: Setup::Exec(|b| replace_once(&b.keyed, "version = 2\n", "")),
             expect_code: 125,
             expect_stderr_contains: &["@[kmsenv]", "version"],
         },
@@ -268,7 +268,7 @@ fn cases() -> Vec<Case> {
         // --- unknown keys and tables
         Case {
             name: "unknown key in [kmsenv]",
-            setup: Setup::Exec(|b| b.keyed_after("version = 1", "contxt = { app = \"bad-input\" }")),
+            setup: Setup::Exec(|b| b.keyed_after("version = 2", "contxt = { app = \"bad-input\" }")),
             expect_code: 125,
             expect_stderr_contains: &["@contxt", "contxt"],
         },
@@ -292,13 +292,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "top-level `env` that is a string",
-            setup: Setup::Exec(|_| "env = \"x\"\n[kmsenv]\nversion = 1\n".to_string()),
+            setup: Setup::Exec(|_| "env = \"x\"\n[kmsenv]\nversion = 2\n".to_string()),
             expect_code: 125,
             expect_stderr_contains: &["@env = ", "env"],
         },
         Case {
             name: "`keys` that is not an array of tables",
-            setup: Setup::Exec(|_| "[kmsenv]\nversion = 1\nkeys = \"x\"\n\n[env]\n".to_string()),
+            setup: Setup::Exec(|_| "[kmsenv]\nversion = 2\nkeys = \"x\"\n\n[env]\n".to_string()),
             expect_code: 125,
             expect_stderr_contains: &["@keys = ", "keys"],
         },

@@ -122,7 +122,7 @@ fn a_non_string_context_value_points_at_its_line() {
 #[test]
 fn an_unknown_key_under_kmsenv_points_at_its_line() {
     assert_refused_at_line(
-        "[kmsenv]\nversion = 1\nmca = \"typo for mac\"\n\n[env]\nOK = \"fine\"\n",
+        "[kmsenv]\nversion = 2\nmca = \"typo for mac\"\n\n[env]\nOK = \"fine\"\n",
         3,
         &["mca"],
     );
@@ -132,7 +132,7 @@ fn an_unknown_key_under_kmsenv_points_at_its_line() {
 fn an_unsupported_version_is_refused() {
     let sandbox = Sandbox::new();
     let file = sandbox.path("kmsenv.toml");
-    sandbox.write(&file, "[kmsenv]\nversion = 2\n\n[env]\nOK = \"fine\"\n");
+    sandbox.write(&file, "[kmsenv]\nversion = 3\n\n[env]\nOK = \"fine\"\n");
 
     sandbox
         .kmsenv_without_aws()
@@ -140,7 +140,7 @@ fn an_unsupported_version_is_refused() {
         .args(["exec", "--"])
         .args(sandbox.touch_marker_command())
         .run()
-        .kmsenv_error(&[&file.display().to_string()]);
+        .kmsenv_error(&[&file.display().to_string(), "unsupported format version 3"]);
 
     sandbox.assert_command_did_not_run();
 }
@@ -151,7 +151,7 @@ fn an_unsupported_version_is_refused() {
 fn a_failed_write_to_stdout_is_an_error_not_a_panic() {
     let sandbox = Sandbox::new();
     let file = sandbox.path("plain.toml");
-    sandbox.write(&file, "[kmsenv]\nversion = 1\n\n[env]\nA = \"x\"\n");
+    sandbox.write(&file, "[kmsenv]\nversion = 2\n\n[env]\nA = \"x\"\n");
     for args in [&["list"][..], &["check"], &["get", "A"], &["export"]] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kmsenv"))
             .arg("-f")

@@ -151,7 +151,7 @@ mod with_the_feature {
         let (sandbox, url) = sandbox_with_file_in_s3();
         // The local file comes second and so wins for LOG_LEVEL.
         let local = sandbox.path("local.toml");
-        sandbox.write(&local, "[kmsenv]\nversion = 1\n\n[env]\nLOG_LEVEL = \"trace\"\n");
+        sandbox.write(&local, "[kmsenv]\nversion = 2\n\n[env]\nLOG_LEVEL = \"trace\"\n");
 
         let by_flags = with_s3(&sandbox, &moto().endpoint())
             .file(&url_path(&url))
@@ -223,7 +223,7 @@ mod with_the_feature {
         let sandbox = Sandbox::new();
         let bucket = new_bucket(&sandbox);
         let local = sandbox.path("broken.toml");
-        sandbox.write(&local, "[kmsenv]\nversion = 1\n\n[env]\nlower-case = \"x\"\n");
+        sandbox.write(&local, "[kmsenv]\nversion = 2\n\n[env]\nlower-case = \"x\"\n");
         let url = upload(&sandbox, &local, &bucket, "broken.toml");
         with_s3(&sandbox, &moto().endpoint())
             .file(&url_path(&url))
@@ -237,7 +237,7 @@ mod with_the_feature {
         let sandbox = Sandbox::new();
         let bucket = new_bucket(&sandbox);
         let big = sandbox.path("big.toml");
-        let mut text = String::from("[kmsenv]\nversion = 1\n\n[env]\n# ");
+        let mut text = String::from("[kmsenv]\nversion = 2\n\n[env]\n# ");
         text.push_str(&"x".repeat(16 * 1024 * 1024));
         sandbox.write(&big, &text);
         let url = upload(&sandbox, &big, &bucket, "big.toml");
@@ -278,7 +278,7 @@ mod with_the_feature {
         }
         // Nor does `import` read its dotenv source from S3.
         let local = sandbox.path("local.toml");
-        sandbox.write(&local, "[kmsenv]\nversion = 1\n\n[env]\n");
+        sandbox.write(&local, "[kmsenv]\nversion = 2\n\n[env]\n");
         sandbox
             .kmsenv()
             .endpoint(&proxy.endpoint())

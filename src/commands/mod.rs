@@ -497,14 +497,16 @@ impl<'c> Writer<'c> {
             self.editor.set_version(FORMAT_VERSION)?;
         }
         let mut doc = self.editor.finish()?;
-        // A change to what the MAC covers (or an upgrade) needs the verified data
-        // key. Only direct `kms` entries changed: they are outside the MAC, which
-        // is what lets a contributor with only kms:Encrypt add one.
-        if doc.has_keys()
-            && doc.mac_input() != self.doc.mac_input()
-            && let Some(dk) = self.open_data_key(MacCheck::Verify)?
-        {
-            {
+        // A change to what the MAC covers (or an upgrade) needs the verified
+        // data key; with it the MAC is always written anew (`check --fix-mac`
+        // changes nothing else). Without it only direct `kms` entries changed:
+        // they are outside the MAC, which is what lets a contributor with only
+        // kms:Encrypt add one.
+        if doc.has_keys() {
+            if doc.mac_input() != self.doc.mac_input() {
+                self.open_data_key(MacCheck::Verify)?;
+            }
+            if let Some(dk) = &self.data_key {
                 let mac = dk.mac(&doc.mac_input());
                 self.editor.set_mac(&mac)?;
                 doc = self.editor.finish()?;

@@ -1046,7 +1046,7 @@ pub fn remove_entry(text: &str, name: &str) -> String {
 
 /// A file without keys, hand-written: only plain and `kms` values, no MAC.
 pub fn keyless_file(entries: &[&str]) -> String {
-    let mut text = String::from("[kmsenv]\nversion = 1\n\n[env]\n");
+    let mut text = String::from("[kmsenv]\nversion = 2\n\n[env]\n");
     for entry in entries {
         text.push_str(entry);
         text.push('\n');
