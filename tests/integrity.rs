@@ -32,6 +32,12 @@ fn plain(k: Kmsenv) -> Kmsenv {
     k
 }
 
+/// The 1-based line of `[env]` entry `name`.
+fn line_number(text: &str, name: &str) -> usize {
+    let line = entry_line(text, name);
+    text.lines().position(|l| l == line).expect("the entry's line") + 1
+}
+
 /// The stderr lines that are warnings.
 fn warnings(stderr: &str) -> Vec<&str> {
     stderr.lines().filter(|l| l.contains("warning")).collect()
@@ -484,7 +490,9 @@ fn exec_fails_closed_when_file_true_is_removed_from_a_kms_value() {
         })
     });
 
-    victim.assert_exec_fails_closed(plain, &["TLS_KEY", &victim.path()]);
+    // A parse error that names where: FILE:LINE:COLUMN and the variable.
+    let at = format!("{}:{}:", victim.path(), line_number(&victim.text(), "TLS_KEY"));
+    victim.assert_exec_fails_closed(plain, &["TLS_KEY", &at]);
 }
 
 #[test]
@@ -508,7 +516,9 @@ fn exec_fails_closed_when_the_kmsenv_file_context_pair_is_removed() {
 
     victim.edit(|text| remove_context_pair(text, "TLS_KEY", "kmsenv:file"));
 
-    victim.assert_exec_fails_closed(plain, &["TLS_KEY", &victim.path()]);
+    // A parse error that names where: FILE:LINE:COLUMN and the variable.
+    let at = format!("{}:{}:", victim.path(), line_number(&victim.text(), "TLS_KEY"));
+    victim.assert_exec_fails_closed(plain, &["TLS_KEY", &at]);
 }
 
 #[test]
@@ -521,7 +531,9 @@ fn exec_fails_closed_when_file_true_is_added_to_a_kms_value() {
         })
     });
 
-    victim.assert_exec_fails_closed(plain, &["API_TOKEN", &victim.path()]);
+    // A parse error that names where: FILE:LINE:COLUMN and the variable.
+    let at = format!("{}:{}:", victim.path(), line_number(&victim.text(), "API_TOKEN"));
+    victim.assert_exec_fails_closed(plain, &["API_TOKEN", &at]);
 }
 
 #[test]
@@ -1044,4 +1056,38 @@ fn check_of_a_version_1_file_passes_with_the_upgrade_warning() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn upgrade_binds_the_file_flag_of_a_version_1_kms_value_in_its_context() {
+    // Before format 2, `set --kms --as-file` did not put kmsenv:file in the context.
+    let victim = version_1_victim();
+    let blob = encrypt(
+        REGION,
+        victim.key(),
+        TLS_KEY_VALUE.as_bytes(),
+        &[APP, ("kmsenv:var", "TLS_KEY")],
+    );
+    victim.edit(|text| {
+        insert_in_env(
+            text,
+            &format!(
+                "TLS_KEY = {{ kms = \"{blob}\", key = \"{}\", context = {{ app = \"billing\", \"kmsenv:var\" = \"TLS_KEY\" }}, file = true }}",
+                victim.key()
+            ),
+        )
+    });
+    victim.assert_runs(plain);
+
+    victim.kmsenv().arg("upgrade").run().ok();
+
+    let text = victim.text();
+    let line = entry_line(&text, "TLS_KEY");
+    assert!(
+        line.contains("\"kmsenv:file\" = \"true\"") && line.contains("file = true"),
+        "{line}"
+    );
+    let env = victim.sandbox.exec_env(&[&victim.file]);
+    let path = String::from_utf8(env["TLS_KEY"].clone()).expect("a path");
+    assert!(path.starts_with("/proc/self/fd/"), "{path}");
 }
