@@ -154,6 +154,13 @@ impl Ctx {
         if !resolve::needs_kms(docs, sel) {
             return resolve::open_local(docs, sel);
         }
+        if let Some(pin) = &self.pin {
+            for d in docs {
+                for k in d.keys.iter().filter(|k| !pin.trusts(&k.arn)) {
+                    self.info(format!("{}: skipping untrusted wrapping key {}", d.path.display(), k.arn));
+                }
+            }
+        }
         let fallback = resolve::first_arn_region(docs);
         let session = self.shared_session(fallback.clone())?;
         // The session may have started before these files were known (to read
