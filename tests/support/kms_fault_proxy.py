@@ -23,6 +23,7 @@ Control API on the same port (never forwarded):
                             "form.Action": "…", …}, …]   every request, in order; all values strings
     POST /_proxy/reset    zero the counts, clear the rules
     POST /_proxy/rules    {"rules": [{"op": "Decrypt"|null, "region": "us-east-1"|null,
+                                      "context_lacks": "kmsenv:var"|null,
                                       "times": K|null, "action": "error", "code": "…", "status": 400}, …]}
     POST /_proxy/config   {"latency_ms": N, "quota_rps": R, "quota_burst": B}
 
@@ -33,6 +34,23 @@ also carry "ms": a delay before the fault is delivered. The first rule that
 matches the request's operation and region and has `times` left wins; a rule
 with `times` null applies forever. Requests are counted when received, before
 any fault. Standard library only (Python 3.11).
+
+A lax KMS: the action "drop_key_id" forwards the request without its `KeyId`,
+so moto decrypts with whatever key the ciphertext names and answers for that
+key, as a hostile endpoint could; the client must compare the answer's KeyId
+with the key it asked for.
+
+Key policy conditions: a rule with "context_lacks": KEY matches only a KMS
+request whose encryption context (`EncryptionContext`; for ReEncrypt,
+`DestinationEncryptionContext`) has no KEY. Moto enforces no key policy; with
+{"op": "Encrypt", "context_lacks": "kmsenv:var", "action": "error", "code":
+"AccessDeniedException"} the proxy denies what a key policy's
+`"Null": {"kms:EncryptionContext:kmsenv:var": "false"}` condition would.
+
+What a KMS request asked for: its `KeyId`, `DestinationKeyId` (ReEncrypt) and
+encryption context are logged in /_proxy/requests as "kms.KeyId",
+"kms.DestinationKeyId" and "kms.context" (the context as JSON with sorted
+keys), when the request has them, so a test can tell which key was used.
 
 Who signed: each request's access key id (`Credential=AKID/…` of the SigV4
 `Authorization` header; "(none)" when unsigned) and its `X-Amz-Security-Token`
@@ -152,12 +170,14 @@ class State:
             self.throttled += 1
             return False
 
-    def match(self, op: str | None, region: str | None) -> dict | None:
+    def match(self, op: str | None, region: str | None, context: dict) -> dict | None:
         with self.lock:
             for rule in self.rules:
                 if rule.get("op") is not None and rule["op"] != op:
                     continue
                 if rule.get("region") is not None and rule["region"] != region:
+                    continue
+                if rule.get("context_lacks") is not None and rule["context_lacks"] in context:
                     continue
                 times = rule.get("times")
                 if times is not None and rule["_used"] >= times:
@@ -206,7 +226,7 @@ class State:
             if not isinstance(rule, dict):
                 raise ValueError(f"a rule must be an object: {rule!r}")
             action = rule.get("action")
-            if action not in ("error", "status", "hang", "reset", "latency", "answer"):
+            if action not in ("error", "status", "hang", "reset", "latency", "answer", "drop_key_id"):
                 raise ValueError(f"unknown action {action!r}")
             if action == "error" and not isinstance(rule.get("code"), str):
                 raise ValueError("an error rule needs a string `code`")
@@ -218,6 +238,8 @@ class State:
                 raise ValueError("a latency rule needs a number `ms`")
             if rule.get("ms") is not None and not isinstance(rule.get("ms"), (int, float)):
                 raise ValueError("`ms` must be a number")
+            if rule.get("context_lacks") is not None and not isinstance(rule.get("context_lacks"), str):
+                raise ValueError("`context_lacks` must be a string (an encryption context key)")
             times = rule.get("times")
             if times is not None and (not isinstance(times, int) or times < 0):
                 raise ValueError("`times` must be a non-negative integer or null")
@@ -344,6 +366,15 @@ class Handler(BaseHTTPRequestHandler):
             op = "s3:" + self.command
         for name, value in form.items():
             entry["form." + name] = value
+        kms_request = self.kms_json(body) if target else {}
+        for name in ("KeyId", "DestinationKeyId"):
+            if isinstance(kms_request.get(name), str):
+                entry["kms." + name] = kms_request[name]
+        context = kms_request.get("DestinationEncryptionContext", kms_request.get("EncryptionContext"))
+        if not isinstance(context, dict):
+            context = {}
+        if "EncryptionContext" in kms_request or "DestinationEncryptionContext" in kms_request:
+            entry["kms.context"] = json.dumps(context, sort_keys=True)
         entry["op"] = op or NONE
         entry["region"] = region or NONE
         self.entry = entry
@@ -352,7 +383,7 @@ class Handler(BaseHTTPRequestHandler):
         if not state.take_token():
             self.kms_error(400, "ThrottlingException", "Rate exceeded (quota of kms_fault_proxy)")
             return
-        rule = state.match(op, region)
+        rule = state.match(op, region, context)
         extra_ms = 0.0
         if rule is not None:
             action = rule["action"]
@@ -379,10 +410,22 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if action == "latency":
                 extra_ms = float(rule["ms"])
+            if action == "drop_key_id" and "KeyId" in kms_request:
+                del kms_request["KeyId"]
+                body = json.dumps(kms_request).encode()
         delay = (state.latency_ms + extra_ms) / 1000.0
         if delay > 0:
             time.sleep(delay)
         self.forward(body)
+
+    @staticmethod
+    def kms_json(body: bytes) -> dict:
+        """The JSON object of a KMS request; {} when the body is not one."""
+        try:
+            parsed = json.loads(body or b"{}")
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
 
     def query_form(self, body: bytes) -> dict[str, str]:
         """The parameters of a query-protocol request (STS): form body, else query string."""
