@@ -126,10 +126,13 @@ impl HttpClient for LazyHttps {
 pub fn http_client(tls: bool, verbose: bool) -> SharedHttpClient {
     let roots = crate::tls::roots();
     if tls && roots == crate::tls::Roots::Embedded && verbose {
-        eprintln!(
-            "kmsenv: TLS: no system certificate store found; using the {} embedded Mozilla roots",
+        // Through `escape` like every other line we print, though nothing in it
+        // comes from outside today.
+        let note = format!(
+            "TLS: no system certificate store found; using the {} embedded Mozilla roots",
             crate::tls::embedded_count()
         );
+        eprintln!("kmsenv: {}", crate::terminal::escape(&note));
     }
     aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
         let mut b = aws_smithy_http_client::Connector::builder();

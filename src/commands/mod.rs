@@ -26,6 +26,7 @@ use crate::kms::{AwsKms, AwsOptions, Session};
 use crate::resolve::{self, OpenedFile, Selection};
 use crate::s3;
 use crate::store::{self, Editor, Lock, Mode};
+use crate::terminal::escape;
 
 /// Everything a command needs from the global options.
 pub struct Ctx {
@@ -159,17 +160,17 @@ impl Ctx {
         }
     }
 
-    /// Progress for people: stderr, unless -q.
+    /// Progress for people: stderr, unless -q. Escaped: it names files and keys.
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("kmsenv: {}", msg.as_ref());
+            eprintln!("kmsenv: {}", escape(msg.as_ref()));
         }
     }
 
-    /// Details for -v: stderr. Callers pass names, never values.
+    /// Details for -v: stderr, escaped. Callers pass names, never values.
     pub fn info(&self, msg: impl AsRef<str>) {
         if self.verbose {
-            eprintln!("kmsenv: {}", msg.as_ref());
+            eprintln!("kmsenv: {}", escape(msg.as_ref()));
         }
     }
 
