@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             .sum(),
     );
     for (n, v) in &values {
-        dotenv::format_dotenv(n, v.expose(), &mut text);
+        dotenv::format_editable(n, v.expose(), &mut text);
     }
     let scratch = Scratch::create(&path)?;
     let Some(edited) = edit_until_valid(&scratch, &text)? else {
