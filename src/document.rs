@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -108,6 +109,12 @@ impl Document {
         Document::parse(path, text)
     }
 
+    /// [`Document::load`], giving up at `deadline` (the run's `--timeout`).
+    pub fn load_by(path: &Path, deadline: Instant) -> Result<Document> {
+        let text = read_text_by(path, deadline)?;
+        Document::parse(path, text)
+    }
+
     /// Validate `bytes`, read from elsewhere (S3), as the content of `path`.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Document> {
         let text = decode(path, bytes)?;
@@ -178,6 +185,35 @@ impl Document {
         let mut ctx = self.context.clone();
         ctx.insert(VAR_CONTEXT_KEY.into(), name.into());
         ctx
+    }
+}
+
+/// [`read_text`] in a helper thread, waited for until `deadline`. A FIFO with no
+/// writer, or a hung network mount, blocks `open`/`read` in the kernel where no
+/// timeout reaches; the thread is then left blocked, and the run ends (or
+/// execs) without it. A thread costs tens of microseconds, not a start-up.
+fn read_text_by(path: &Path, deadline: Instant) -> Result<String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let owned = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("kmsenv-read".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            // The receiver may have given up: nothing to do then.
+            let _ = tx.send(read_text(&owned));
+        })
+        .map_err(|e| Error::io("start a thread to read", path, &e))?;
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(read) => read,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::input(format!(
+            "{}: cannot read: still waiting when the deadline passed (--timeout)",
+            path.display()
+        ))
+        .with_hint("a FIFO with no writer, or a hung mount? check the path, or raise --timeout")),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::input(format!(
+            "{}: cannot read: the reading thread ended without an answer",
+            path.display()
+        ))),
     }
 }
 

@@ -83,7 +83,7 @@ impl Ctx {
                 remote.push((docs.len(), p, s3::parse(p)?));
                 docs.push(None);
             } else {
-                docs.push(Some(Document::load(p)?));
+                docs.push(Some(Document::load_by(p, self.deadline)?));
             }
         }
         if !remote.is_empty() {
@@ -280,7 +280,7 @@ impl Writer {
     /// Lock and load `path`. With `need_data_key`, unwrap it (if the file has keys).
     pub fn open(ctx: &Ctx, path: &Path, need_data_key: bool) -> Result<Writer> {
         let lock = store::lock(path)?;
-        let doc = Document::load(path)?;
+        let doc = Document::load_by(path, ctx.deadline)?;
         let editor = Editor::new(&doc)?;
         let mut w = Writer {
             _lock: lock,

@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
 
     // Peek (without the lock) to learn whether the data key is needed: a direct
     // kms value that replaces nothing under the MAC needs only kms:Encrypt.
-    let peek = Document::load(path)?;
+    let peek = Document::load_by(path, ctx.deadline)?;
     let replaces_mac_entry = peek
         .entry(&name)
         .is_some_and(|e| !matches!(e.value, Value::Kms { .. }));

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 pub fn run(ctx: &Ctx, args: UnsetArgs) -> Result<()> {
     let path = ctx.single_file("unset")?;
-    let peek = Document::load(path)?;
+    let peek = Document::load_by(path, ctx.deadline)?;
     for n in &args.names {
         if peek.entry(n).is_none() {
             return Err(Error::usage(format!(
