@@ -31,8 +31,7 @@ Actions: "error" (code, status=400), "status" (status: 500/503/…), "hang",
 status, headers {name: value}, body text — e.g. an S3 XML error or redirect),
 "flood" (a 200 answer of `bytes` bytes, the start of a JSON object that never
 ends, written as it goes; with Content-Length, or with "chunked": true in
-chunks; the bytes written before the client went away are logged as
-"flood_sent" in /_proxy/requests). Any other action may
+chunks). Any other action may
 also carry "ms": a delay before the fault is delivered. The first rule that
 matches the request's operation and region and has `times` left wins; a rule
 with `times` null applies forever. Requests are counted when received, before
@@ -456,6 +455,9 @@ class Handler(BaseHTTPRequestHandler):
         of a JSON object, then filler, written 64 KiB at a time until done or
         until the client goes away."""
         self.close_connection = True
+        entry = getattr(self, "entry", None)
+        if entry is not None:
+            self.server.state.update(entry, status="200")
         self.log_request(200)
         self.send_response_only(200)
         self.send_header("Content-Type", "application/x-amz-json-1.1")
@@ -482,10 +484,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except OSError:
-            pass
-        entry = getattr(self, "entry", None)
-        if entry is not None:
-            self.server.state.update(entry, status="200", flood_sent=str(sent))
+            pass  # the client went away: what a capped client does
 
     def hang(self):
         """Never answer: hold the connection until the client goes away."""
