@@ -102,12 +102,7 @@ fn reap_new_children(before: &[i32]) {
             }
             // Blocks until it is dead: SIGKILL cannot be caught. ECHILD: someone
             // (the runtime's own reaper) already collected it.
-            loop {
-                match waitpid(pid, None) {
-                    Err(Errno::EINTR) => continue,
-                    Ok(_) | Err(_) => break,
-                }
-            }
+            while let Err(Errno::EINTR) = waitpid(pid, None) {}
         }
     }
 }
