@@ -97,6 +97,10 @@ class Plan:
     storm_quota_burst: float = 100
     storm_timeout_s: int = 30
     latency_ms: float = 20
+    # `export` next to `list` on one large plain file: export must stay linear.
+    scale_n: int = 200_000
+    scale_warmup: int = 1
+    scale_runs: int = 5
 
 
 FULL = Plan(
@@ -127,6 +131,8 @@ QUICK = Plan(
     rss_runs_peer=1,
     rss_runs_slow=0,
     floor_samples=10,
+    scale_n=20_000,
+    scale_runs=2,
     storm_procs=100,
     storm_concurrency=20,
 )
@@ -782,6 +788,61 @@ class Bench:
             f"{wall:.1f} s"
         )
 
+    # -- many entries: export next to list ----------------------------------
+
+    def measure_scale(self) -> None:
+        """`kmsenv export` and `kmsenv list` of one plain file of scale_n entries
+        (no KMS, no MAC). `list` reads, parses and prints every name; `export`
+        does the same plus the merge and the quoting of every value, so a ratio
+        near 1× means export is linear (it was quadratic: 33 s at 200 000)."""
+        n = self.plan.scale_n
+        path = self.work / f"scale-plain-{n}.toml"
+        with path.open("w") as f:
+            f.write("[kmsenv]\nversion = 1\n\n[env]\n")
+            for i in range(n):
+                f.write(f'SCALE_VAR_{i:06d} = "value-{i:06d}-{secrets.token_hex(8)}"\n')
+        for label, args in (("list", ["list"]), ("export --format dotenv", ["export", "--format", "dotenv"])):
+            row = Row("scale", "kmsenv", "plain", n, f"kmsenv {label}", [str(self.kmsenv), "-f", str(path), *args])
+            self.measure_output(row, expect_lines=n)
+
+    def measure_output(self, row: Row, *, expect_lines: int) -> Row:
+        """Like `measure`, for a command whose output is the result (no exec):
+        one run under GNU time (peak RSS; at least expect_lines lines out), then
+        hyperfine with scale_warmup + scale_runs runs."""
+        p = self.plan
+        self.rows.append(row)
+        try:
+            rss_file = self.work / "rss.txt"
+            proc = run([self.gnu_time, "-f", "%M", "-o", str(rss_file), *row.command], self.env, timeout=900)
+            lines = proc.stdout.count(b"\n")
+            if lines < expect_lines:
+                raise BenchError(f"{row.label}: {lines} lines of output, expected at least {expect_lines}")
+            row.verified = f"{lines} lines"
+            row.kms_calls = row.kms_decrypts = 0
+            row.rss_kib.append(int(rss_file.read_text().strip().splitlines()[-1]))
+            row.warmup, row.runs = p.scale_warmup, p.scale_runs
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{row.group}-{row.label}").strip("-").lower()
+            export = self.out_dir / f"{slug}.json"
+            run(
+                [self.hyperfine, "-N", "--warmup", str(row.warmup), "--runs", str(row.runs),
+                 "--style", "none", "--output", "null", "--export-json", str(export),
+                 "--command-name", row.label, shlex.join(row.command)],
+                self.env,
+                timeout=1800,
+            )
+            result = json.loads(export.read_text())["results"][0]
+            row.median_ms = result["median"] * 1000
+            row.min_ms = result["min"] * 1000
+            row.max_ms = result["max"] * 1000
+            row.cpu_ms = (result["user"] + result["system"]) * 1000
+        except (BenchError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as exc:
+            row.error = str(exc)[:500]
+            log(f"FAILED {row.label}: {row.error}")
+            return row
+        log(f"{row.group:7} {row.label:42} median {row.median_ms:8.2f} ms  (min {row.min_ms:.2f}, "
+            f"CPU {row.cpu_ms:.1f} ms, {row.warmup}+{row.runs} runs)  RSS max {row.rss_max_mib:6.2f} MiB")
+        return row
+
     def measure_storms(self) -> None:
         p = self.plan
         self.storm("envelope", self.files["envelope", 100 if ("envelope", 100) in self.files else p.ns[0]],
@@ -882,6 +943,31 @@ class Report:
             )
         return lines
 
+    def scale_table(self) -> list[str]:
+        rows = [r for r in self.b.rows if r.group == "scale"]
+        if not rows:
+            return []
+        listing = next((r for r in rows if r.label == "kmsenv list" and not r.error), None)
+        lines = [
+            "",
+            f"## {self.b.plan.scale_n:,} plain entries: export next to list".replace(",", " "),
+            "",
+            "One plain-only file (no KMS, no MAC). `list` reads, parses and prints every name; `export` also "
+            "merges and quotes every value. Export must stay linear: its time is a small multiple of list's "
+            f"(hyperfine `-N`, `--warmup {self.b.plan.scale_warmup}`, {self.b.plan.scale_runs} runs; `--output null`).",
+            "",
+            "| command | N | median ms | min ms | CPU ms | × list | peak RSS MiB | output |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in rows:
+            if row.error:
+                lines.append(f"| {row.label} | {row.n} | failed: {row.error[:120]} | | | | | |")
+                continue
+            ratio = f"{row.median_ms / listing.median_ms:.2f}×" if listing and listing.median_ms else "–"
+            lines.append(f"| {row.label} | {row.n} | {row.median_ms:.2f} | {row.min_ms:.2f} | {row.cpu_ms:.1f} | "
+                         f"{ratio} | {row.rss_max_mib:.2f} | {row.verified} |")
+        return lines
+
     def floor_table(self) -> list[str]:
         floors = self.b.floors
         if not floors:
@@ -952,7 +1038,7 @@ class Report:
         else:
             self.target(None, "added latency, 50 direct values: not measured")
         for row in b.rows:
-            if row.tool != "kmsenv" or row.error:
+            if row.tool != "kmsenv" or row.error or row.group == "scale":
                 continue
             if row.kind == "envelope":
                 runs = row.warmup + row.runs
@@ -966,8 +1052,14 @@ class Report:
                             f"({row.kms_decrypts} Decrypt); {row.kms_during_timing} during {runs} timed runs (target exactly 1 per value)")
             elif row.kind == "plain":
                 self.target(row.kms_calls == 0, f"KMS calls, plain-only N={row.n}: {row.kms_calls} (expected 0)")
+        rows = {r.label: r for r in b.rows if r.group == "scale" and not r.error}
+        listing, export = rows.get("kmsenv list"), rows.get("kmsenv export --format dotenv")
+        if listing and export:
+            r = export.median_ms / listing.median_ms
+            self.target(r <= 4, f"export of {b.plan.scale_n} plain entries: {export.median_ms:.0f} ms, "
+                        f"{r:.2f}× list's {listing.median_ms:.0f} ms (target ≤ 4×: linear)")
         for row in b.rows:
-            if row.tool == "kmsenv" and row.n == 1000 and not row.error:
+            if row.tool == "kmsenv" and row.n == 1000 and not row.error and row.group != "scale":
                 self.target(row.rss_max_mib <= 12, f"peak RSS, {row.group} {row.kind} N=1000: {row.rss_max_mib:.2f} MiB (target ≤ 12 MiB)")
 
     def render(self) -> str:
@@ -1042,6 +1134,7 @@ class Report:
         out += self.floor_table()
         out += ["", "## No added latency", ""] + self.table("base")
         out += ["", f"## {p.latency_ms:g} ms added to every KMS request by the proxy", ""] + self.table("latency")
+        out += self.scale_table()
         out += [
             "",
             "## Fleet start storm",
@@ -1082,11 +1175,17 @@ class Report:
 # ---------------------------------------------------------------------------
 
 
+class OnlyScale(Exception):
+    """`--only-scale`: the scale rows are measured; go straight to the report."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few runs, small N (for developing the bench)")
     parser.add_argument("--out", type=Path, help="report path (default bench/RESULTS.md; --quick: bench/results/RESULTS-quick.md)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    parser.add_argument("--only-scale", action="store_true",
+                        help="only the export-vs-list rows (no KMS needed); report: bench/results/RESULTS-scale.md")
     args = parser.parse_args()
 
     plan = QUICK if args.quick else FULL
@@ -1094,7 +1193,12 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.json"):
         old.unlink()
-    report_path = args.out or (out_dir / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md")
+    default_report = BENCH / "RESULTS.md"
+    if args.quick:
+        default_report = out_dir / "RESULTS-quick.md"
+    if args.only_scale:
+        default_report = out_dir / "RESULTS-scale.md"
+    report_path = args.out or default_report
     kmsenv = Path(os.environ.get("KMSENV_BIN") or STATIC_BIN)
     if not kmsenv.is_absolute():
         kmsenv = ROOT / kmsenv
@@ -1120,6 +1224,10 @@ def main() -> int:
         if not dotenvx:
             bench.notes.append("dotenvx: not found (make bench installs it into bench/.node), so not measured.")
         log(f"measuring {kmsenv} ({'quick' if args.quick else 'full'} plan); work folder {work}")
+        if args.only_scale:
+            bench.env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KMSENV_"))}
+            bench.measure_scale()
+            raise OnlyScale
         bench.start()
         bench.make_files()
         section = time.monotonic()
@@ -1131,6 +1239,11 @@ def main() -> int:
         section = time.monotonic()
         bench.measure_storms()
         log(f"storm section took {time.monotonic() - section:.0f} s")
+        section = time.monotonic()
+        bench.measure_scale()
+        log(f"scale section took {time.monotonic() - section:.0f} s")
+    except OnlyScale:
+        pass
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,9 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use aws_config::identity::IdentityCache;
@@ -25,7 +27,9 @@ use aws_sdk_kms::operation::encrypt::EncryptError;
 use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
 use aws_sdk_kms::operation::re_encrypt::ReEncryptError;
 use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpConnector};
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
 use aws_smithy_runtime_api::client::interceptors::context::Error as AttemptError;
+use aws_smithy_types::body::SdkBody;
 
 /// A failed AWS call: the AWS error code (or our name for a transport failure)
 /// and AWS's message. Never holds plaintext.
@@ -126,10 +130,13 @@ impl HttpClient for LazyHttps {
 pub fn http_client(tls: bool, verbose: bool) -> SharedHttpClient {
     let roots = crate::tls::roots();
     if tls && roots == crate::tls::Roots::Embedded && verbose {
-        eprintln!(
-            "kmsenv: TLS: no system certificate store found; using the {} embedded Mozilla roots",
+        // Through `escape` like every other line we print, though nothing in it
+        // comes from outside today.
+        let note = format!(
+            "TLS: no system certificate store found; using the {} embedded Mozilla roots",
             crate::tls::embedded_count()
         );
+        eprintln!("kmsenv: {}", crate::terminal::escape(&note));
     }
     aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
         let mut b = aws_smithy_http_client::Connector::builder();
@@ -278,6 +285,109 @@ async fn configured_region(profile: Option<&str>) -> Option<String> {
         from_profile = from_profile.profile_name(p);
     }
     from_profile.build().region().await.map(|r| r.to_string())
+}
+
+/// The most kmsenv reads of one KMS answer. The largest real one (a Decrypt of a
+/// 4096-byte plaintext, or an Encrypt's 6144-byte blob, in base64 JSON) is under
+/// 10 KiB; a hostile endpoint could otherwise make us hold gigabytes.
+pub const MAX_KMS_ANSWER_BYTES: u64 = 64 * 1024;
+
+/// Refuses a KMS answer larger than [`MAX_KMS_ANSWER_BYTES`] before it is in
+/// memory. The SDK reads a whole answer into one buffer after
+/// `modify_before_deserialization`, so the body is wrapped here: it fails at once
+/// when the declared Content-Length is over the cap, and as soon as the bytes
+/// read pass it when the length is unknown (chunked) or lies. The failure is a
+/// response error: `InvalidResponse`, with this cap in the message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnswerCap;
+
+impl Intercept for AnswerCap {
+    fn name(&self) -> &'static str {
+        "kmsenv::AnswerCap"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let response = ctx.response_mut();
+        let declared_over = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > MAX_KMS_ANSWER_BYTES);
+        let inner = std::mem::replace(response.body_mut(), SdkBody::taken());
+        *response.body_mut() = SdkBody::from_body_1_x(CappedBody {
+            inner,
+            read: 0,
+            over: declared_over,
+        });
+        Ok(())
+    }
+}
+
+/// An answer body that errs once more than [`MAX_KMS_ANSWER_BYTES`] came (or
+/// were announced), so the SDK stops reading it.
+struct CappedBody {
+    inner: SdkBody,
+    read: u64,
+    over: bool,
+}
+
+/// Why an answer was dropped unread.
+#[derive(Debug)]
+struct AnswerTooLarge;
+
+impl fmt::Display for AnswerTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the answer was larger than {MAX_KMS_ANSWER_BYTES} bytes, the most kmsenv reads from KMS (not KMS, or a broken proxy?)"
+        )
+    }
+}
+
+impl std::error::Error for AnswerTooLarge {}
+
+impl http_body::Body for CappedBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.over {
+            return Poll::Ready(Some(Err(Box::new(AnswerTooLarge))));
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.read = this.read.saturating_add(data.len() as u64);
+            if this.read > MAX_KMS_ANSWER_BYTES {
+                this.over = true;
+                return Poll::Ready(Some(Err(Box::new(AnswerTooLarge))));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.over && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        // Never a hint above the cap: nothing may size a buffer from it.
+        let hint = self.inner.size_hint();
+        match hint.upper() {
+            Some(n) if n <= MAX_KMS_ANSWER_BYTES && !self.over => hint,
+            _ => http_body::SizeHint::default(),
+        }
+    }
 }
 
 /// Remembers why the last attempt of one call failed, as the SDK retries it.

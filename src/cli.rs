@@ -313,7 +313,7 @@ pub struct ExportArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// NAME="value" lines, double-quoted with \\ \" \n \r escapes.
+    /// NAME='value' lines that sh and dotenv parsers read alike (else an error).
     Dotenv,
     /// export NAME='value' lines, POSIX single-quoted: safe for eval.
     Shell,

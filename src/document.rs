@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -113,9 +114,10 @@ pub struct Document {
 }
 
 impl Document {
-    /// Read and validate the file at `path`.
-    pub fn load(path: &Path) -> Result<Document> {
-        let text = read_text(path)?;
+    /// Read and validate the file at `path`, giving up at `deadline` (the run's
+    /// `--timeout`): a FIFO or a hung mount must not hold kmsenv past it.
+    pub fn load(path: &Path, deadline: Instant) -> Result<Document> {
+        let text = read_text_by(path, deadline)?;
         Document::parse(path, text)
     }
 
@@ -207,6 +209,35 @@ impl Document {
     /// Whether this is a version-1 file: its MAC does not cover the keys.
     pub fn is_legacy(&self) -> bool {
         self.version == LEGACY_VERSION
+    }
+}
+
+/// [`read_text`] in a helper thread, waited for until `deadline`. A FIFO with no
+/// writer, or a hung network mount, blocks `open`/`read` in the kernel where no
+/// timeout reaches; the thread is then left blocked, and the run ends (or
+/// execs) without it. A thread costs tens of microseconds, not a start-up.
+fn read_text_by(path: &Path, deadline: Instant) -> Result<String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let owned = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("kmsenv-read".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            // The receiver may have given up: nothing to do then.
+            let _ = tx.send(read_text(&owned));
+        })
+        .map_err(|e| Error::io("start a thread to read", path, &e))?;
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(read) => read,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::input(format!(
+            "{}: cannot read: still waiting when the deadline passed (--timeout)",
+            path.display()
+        ))
+        .with_hint("a FIFO with no writer, or a hung mount? check the path, or raise --timeout")),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::input(format!(
+            "{}: cannot read: the reading thread ended without an answer",
+            path.display()
+        ))),
     }
 }
 

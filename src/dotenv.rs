@@ -24,7 +24,9 @@ pub fn parse(origin: &str, text: &[u8]) -> Result<Vec<(String, Secret)>> {
         if trimmed.is_empty() || trimmed[0] == b'#' {
             continue;
         }
-        let body = trimmed.strip_prefix(b"export ").map(trim).unwrap_or(trimmed);
+        // From the untrimmed line: a quoted value may end its first line in spaces.
+        let body = trim_start(line);
+        let body = body.strip_prefix(b"export ").map(trim_start).unwrap_or(body);
         let Some(eq) = body.iter().position(|&b| b == b'=') else {
             return Err(Error::usage(format!("{origin}:{line_no}: expected NAME=VALUE")));
         };
@@ -38,20 +40,39 @@ pub fn parse(origin: &str, text: &[u8]) -> Result<Vec<(String, Secret)>> {
             )));
         }
         check_name(name).map_err(|e| e.context(format!("{origin}:{line_no}")))?;
-        let raw = trim_start(&body[eq + 1..]);
         let start_line = line_no;
+        let raw = trim_start(&body[eq + 1..]);
         let value = match raw.first() {
-            Some(b'\'') => match raw[1..].iter().position(|&b| b == b'\'') {
-                Some(end) => {
-                    check_trailing(origin, line_no, &raw[end + 2..])?;
-                    raw[1..end + 1].to_vec()
+            Some(b'\'') => {
+                // Taken as it is, and, as python-dotenv and node's dotenv do, over
+                // the following lines until the closing quote. Sized for the rest
+                // of the input so it never grows; wiped if we give up.
+                let mut value = zeroize::Zeroizing::new(Vec::with_capacity(raw.len() + rest.len()));
+                let mut cur = &raw[1..];
+                loop {
+                    match cur.iter().position(|&b| b == b'\'') {
+                        Some(end) => {
+                            value.extend_from_slice(&cur[..end]);
+                            check_trailing(origin, line_no, &cur[end + 1..])?;
+                            break;
+                        }
+                        None if !rest.is_empty() => {
+                            value.extend_from_slice(cur);
+                            value.push(b'\n');
+                            let (next, after) = split_line(rest);
+                            rest = after;
+                            line_no += 1;
+                            cur = next;
+                        }
+                        None => {
+                            return Err(Error::usage(format!(
+                                "{origin}:{start_line}: {name}: unterminated single quote"
+                            )));
+                        }
+                    }
                 }
-                None => {
-                    return Err(Error::usage(format!(
-                        "{origin}:{line_no}: {name}: unterminated single quote"
-                    )));
-                }
-            },
+                std::mem::take(&mut *value)
+            }
             Some(b'"') => {
                 // A double-quoted value may continue over the following lines.
                 // Sized for the rest of the input, so it never grows (a grown
@@ -156,9 +177,10 @@ fn unescape_until_quote(s: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     None
 }
 
-/// `NAME="value"`: double-quoted, escaping `\ " $` and newlines, so that our own
-/// parser (and dotenv, dotenvx, python-dotenv) reads back the same bytes.
-pub fn format_dotenv(name: &str, value: &[u8], out: &mut Vec<u8>) {
+/// `NAME="value"`, escaping `\ " $` and newlines: `edit`'s text, which only our
+/// own parser reads back, and which must carry every value. Not for `export`:
+/// sh would expand backticks in it, and node's dotenv keeps `\"` as it is.
+pub fn format_editable(name: &str, value: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"=\"");
     for &b in value {
@@ -172,6 +194,50 @@ pub fn format_dotenv(name: &str, value: &[u8], out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(b"\"\n");
+}
+
+/// Why `export --format dotenv` cannot write a value (the hint of its error).
+pub const DOTENV_RULE: &str = "dotenv output is read alike by sh (`set -a; . FILE`), python-dotenv and node's dotenv only for UTF-8 values without CR, NUL or `${`: single-quoted when the value has no `'`, `\\\\` or final `\\`; else double-quoted when it has no `\"`, `\\`, `$` or backtick. Use --format shell or json for this one";
+
+/// `NAME='value'` for `export --format dotenv`, in the one form that sh
+/// (`set -a; . FILE`), python-dotenv and node's dotenv all read back as the
+/// exact bytes, with nothing expanded or run. Single quotes first, as the shell
+/// format: nothing in them is special to sh, and both parsers take them
+/// literally (python-dotenv reads `\\` and `\'` in them as escapes, so those
+/// are out). A value with `'` is double-quoted if it holds nothing sh or the
+/// parsers treat specially there (`" \ $` and backticks). Anything else is
+/// refused, naming the variable: no form is read alike. CR is out everywhere
+/// (both parsers turn it into a newline), so are NUL and non-UTF-8 bytes, and
+/// `${`, which python-dotenv expands even in single quotes.
+pub fn format_dotenv(name: &str, value: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let refuse = || {
+        Error::usage(format!(
+            "{name}: its value cannot be written as dotenv that sh and dotenv parsers read back alike"
+        ))
+        .with_hint(DOTENV_RULE)
+    };
+    if std::str::from_utf8(value).is_err()
+        || value.iter().any(|&b| b == b'\r' || b == 0)
+        || value.windows(2).any(|w| w == b"${")
+    {
+        return Err(refuse());
+    }
+    let single =
+        !value.contains(&b'\'') && !value.windows(2).any(|w| w == b"\\\\") && value.last() != Some(&b'\\');
+    let quote = if single {
+        b'\''
+    } else if !value.iter().any(|b| matches!(b, b'"' | b'\\' | b'$' | b'`')) {
+        b'"'
+    } else {
+        return Err(refuse());
+    };
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'=');
+    out.push(quote);
+    out.extend_from_slice(value);
+    out.push(quote);
+    out.push(b'\n');
+    Ok(())
 }
 
 /// `export NAME='value'`: POSIX single quotes, `'` written as `'\''`. Nothing
@@ -258,10 +324,46 @@ mod tests {
     fn dotenv_output_parses_back_exactly() -> TestResult {
         let v = b"q\"uo'te \\ $(x) `y`\nline2\r\n=".to_vec();
         let mut out = Vec::new();
-        format_dotenv("V", &v, &mut out);
+        format_editable("V", &v, &mut out);
         let back = parse("o", &out)?;
         assert_eq!(back[0].1.expose(), &v[..]);
         Ok(())
+    }
+
+    #[test]
+    fn dotenv_export_single_quotes_and_parses_back_exactly() -> TestResult {
+        let v = b"$(touch X) `id` $HOME \"q\" a\\b\nline 2  ".to_vec();
+        let mut out = Vec::new();
+        format_dotenv("V", &v, &mut out)?;
+        assert_eq!(out, [b"V='".as_slice(), &v, b"'\n"].concat());
+        assert_eq!(parse("o", &out)?[0].1.expose(), &v[..]);
+        Ok(())
+    }
+
+    #[test]
+    fn dotenv_export_double_quotes_a_value_with_a_single_quote() -> TestResult {
+        let mut out = Vec::new();
+        format_dotenv("V", b"it's", &mut out)?;
+        assert_eq!(out, b"V=\"it's\"\n");
+        assert_eq!(parse("o", &out)?[0].1.expose(), b"it's");
+        Ok(())
+    }
+
+    #[test]
+    fn dotenv_export_refuses_what_sh_and_parsers_read_differently() {
+        for v in [
+            b"it's $HOME".as_slice(),
+            b"it's \\",
+            b"a\\\\b",
+            b"ends in \\",
+            b"${HOME}",
+            b"cr\r",
+            b"nul\0",
+            b"\xff",
+        ] {
+            let err = format_dotenv("SECRET_NAME", v, &mut Vec::new()).unwrap_err();
+            assert!(err.to_string().starts_with("SECRET_NAME: "), "{err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
+use crate::terminal::escape;
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// What unit tests return, so that a failed step is a test failure with `?`.
@@ -116,11 +118,12 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Print an error as one line of cause and, if known, one line of hint.
+/// Print an error as one line of cause and, if known, one line of hint. Both
+/// are escaped: they carry paths, ARNs and AWS messages written by others.
 pub fn report(e: &Error) {
-    eprintln!("kmsenv: {}", e.message());
+    eprintln!("kmsenv: {}", escape(e.message()));
     if let Some(h) = e.hint() {
-        eprintln!("kmsenv: hint: {h}");
+        eprintln!("kmsenv: hint: {}", escape(h));
     }
 }
 

@@ -13,7 +13,7 @@ use aws_config::Region;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 
-use crate::aws::{Aws, classify, env_endpoint};
+use crate::aws::{AnswerCap, Aws, classify, env_endpoint};
 pub use crate::aws::{AwsError, AwsOptions};
 use crate::secret::Secret;
 
@@ -205,7 +205,9 @@ impl AwsKms {
             })?;
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         let client = clients.entry(region.clone()).or_insert_with(|| {
-            let mut b = aws_sdk_kms::config::Builder::from(self.aws.config()).region(Region::new(region));
+            let mut b = aws_sdk_kms::config::Builder::from(self.aws.config())
+                .region(Region::new(region))
+                .interceptor(AnswerCap);
             if let Some(url) = &self.endpoint_url {
                 b = b.endpoint_url(url);
             }
@@ -356,10 +358,13 @@ impl KeyService for AwsKms {
 }
 
 /// A runtime and a loaded [`AwsKms`], for commands that make several KMS calls
-/// in sequence (read the data key, then encrypt, …).
+/// in sequence (read the data key, then encrypt, …). Processes it started (a
+/// `credential_process`) are killed when it ends (`reaper`).
 pub struct Session {
     rt: Option<tokio::runtime::Runtime>,
     pub kms: AwsKms,
+    /// Last: dropped after the runtime is shut down, so nothing starts after it.
+    _reaper: crate::reaper::Guard,
 }
 
 impl Session {
@@ -371,8 +376,13 @@ impl Session {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let reaper = crate::reaper::start();
         let kms = rt.block_on(AwsKms::load(opts, deadline, default_region));
-        Ok(Session { rt: Some(rt), kms })
+        Ok(Session {
+            rt: Some(rt),
+            kms,
+            _reaper: reaper,
+        })
     }
 
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod input;
 pub mod kms;
+pub mod reaper;
 pub mod resolve;
 pub mod s3;
 pub mod secret;

@@ -5,18 +5,22 @@
 //! 0700 / 0600, and is removed on every way out: success, editor failure, parse
 //! error, SIGINT and SIGQUIT (after the editor exits), SIGTERM and SIGHUP (at once). The file
 //! is not locked while you edit; if someone else changed it meanwhile, nothing is
-//! written.
+//! written. What no handler can catch (SIGKILL, a crash) leaves a folder behind:
+//! the next `edit` removes it (`sweep_stale`).
 
 use std::ffi::CString;
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use zeroize::Zeroizing;
 
@@ -32,8 +36,9 @@ use crate::secret::Secret;
 const MAX_ATTEMPTS: usize = 5;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
+    let started = SystemTime::now();
     let path = ctx.single_file("edit")?.to_path_buf();
-    let original = Document::load(&path)?;
+    let original = Document::load(&path, ctx.deadline)?;
     ctx.admit(&original, false)?;
     let opened = ctx.open(std::slice::from_ref(&original), Selection::ALL)?;
     let values: Vec<(String, Secret)> = opened
@@ -59,9 +64,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             .sum(),
     );
     for (n, v) in &values {
-        dotenv::format_dotenv(n, v.expose(), &mut text);
+        dotenv::format_editable(n, v.expose(), &mut text);
     }
-    let scratch = Scratch::create(&path)?;
+    let scratch = Scratch::create(&path, started)?;
     let Some(edited) = edit_until_valid(&scratch, &text)? else {
         ctx.note(format!("{}: no changes", path.display()));
         return Ok(());
@@ -222,15 +227,20 @@ static SCRATCH: OnceLock<(CString, CString)> = OnceLock::new();
 static EDITOR_PID: AtomicI32 = AtomicI32::new(0);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// The name of every scratch folder: this, then 16 lowercase hex digits.
+const SCRATCH_PREFIX: &str = "kmsenv-edit-";
+
 /// The private tmpfs folder and the plaintext file in it; removed on drop and
-/// by the signal handlers.
+/// by the signal handlers. The folder is locked while it lives, which is how a
+/// later `edit` tells it from one left by a killed edit.
 struct Scratch {
     dir: PathBuf,
     file: PathBuf,
+    _in_use: Flock<File>,
 }
 
 impl Scratch {
-    fn create(target: &Path) -> Result<Scratch> {
+    fn create(target: &Path, started: SystemTime) -> Result<Scratch> {
         let base = tmpfs_dir().ok_or_else(|| {
             Error::usage("no tmpfs folder for the plaintext (tried $XDG_RUNTIME_DIR and /dev/shm)")
                 .with_hint("kmsenv never writes decrypted values to disk; use `kmsenv set` instead")
@@ -238,17 +248,29 @@ impl Scratch {
         let mut suffix = [0u8; 8];
         crate::envelope::random_bytes(&mut suffix);
         let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-        let dir = base.join(format!("kmsenv-edit-{suffix}"));
+        let dir = base.join(format!("{SCRATCH_PREFIX}{suffix}"));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io("create the private folder", &dir, &e))?;
+        let in_use = lock_folder(&dir, FlockArg::LockExclusiveNonblock).map_err(|e| {
+            let _ = std::fs::remove_dir(&dir);
+            Error::io("lock the private folder", &dir, &e)
+        })?;
+        // Our own folder is locked and newer than `started`: the sweep skips it.
+        if let Ok(ours) = std::fs::symlink_metadata(&dir) {
+            sweep_stale(&base, ours.uid(), started);
+        }
         let stem = target
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let file = dir.join(format!("{stem}.env"));
-        let scratch = Scratch { dir, file };
+        let scratch = Scratch {
+            dir,
+            file,
+            _in_use: in_use,
+        };
         let paths = (
             CString::new(scratch.file.as_os_str().as_bytes()).unwrap_or_default(),
             CString::new(scratch.dir.as_os_str().as_bytes()).unwrap_or_default(),
@@ -282,6 +304,52 @@ impl Drop for Scratch {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Remove the scratch folders of edits that were killed (SIGKILL, a crash):
+/// named as ours, a real folder owned by this user, last changed before this
+/// edit started, and not locked (a live edit holds the lock on its own until it
+/// ends). Never another user's folder, another name, or a symlink. Best effort:
+/// a folder that cannot be checked or removed is left as it is.
+/// `uid` is the owner of the folder this edit just made: ours, as the kernel sees it.
+fn sweep_stale(base: &Path, uid: u32, started: SystemTime) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !is_scratch_name(&entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let old = meta.modified().is_ok_and(|m| m < started);
+        if !meta.is_dir() || meta.uid() != uid || !old {
+            continue;
+        }
+        // Unlocked, while we hold its lock: no live edit uses it, nor can start to.
+        let Ok(lock) = lock_folder(&path, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        let _ = std::fs::remove_dir_all(&path);
+        drop(lock);
+    }
+}
+
+fn is_scratch_name(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// Lock the folder `dir` itself (never a symlink in its place).
+fn lock_folder(dir: &Path, how: FlockArg) -> std::io::Result<Flock<File>> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(dir)?;
+    Flock::lock(f, how).map_err(|(_, e)| std::io::Error::from(e))
 }
 
 /// A folder on a tmpfs: `$XDG_RUNTIME_DIR`, else `/dev/shm`.

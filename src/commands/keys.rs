@@ -11,6 +11,7 @@ use crate::commands::{Ctx, Writer, kms_error, write_stdout};
 use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::kms::KeyService;
+use crate::terminal::escape;
 
 pub fn run(ctx: &Ctx, cmd: KeysCommand) -> Result<()> {
     match cmd {
@@ -87,10 +88,11 @@ fn list(ctx: &Ctx) -> Result<()> {
     let mut out = String::new();
     for doc in &docs {
         if docs.len() > 1 {
-            out += &format!("{}\n", doc.path.display());
+            out += &format!("{}\n", escape(&doc.path.to_string_lossy()));
         }
         for k in &doc.keys {
-            out += &format!("{}  {}\n", k.arn, region_of(&k.arn));
+            // The ARN is the file's text: escaped, so it cannot drive the terminal.
+            out += &format!("{}  {}\n", escape(&k.arn), escape(region_of(&k.arn)));
         }
     }
     write_stdout(&[out.as_bytes()])

@@ -1,4 +1,5 @@
-//! `kmsenv list`: names, kinds and keys — never values, and no KMS call.
+//! `kmsenv list`: names, kinds and keys — never values, and no KMS call. Key
+//! ARNs and context come from the file: they are printed escaped (`terminal`).
 //! `--values-hash` is the git `textconv` view: one line per entry with a hash of
 //! its stored text, so `git diff` shows which names changed and nothing else.
 
@@ -9,6 +10,7 @@ use crate::commands::{Ctx, write_stdout};
 use crate::document::{Document, Value};
 use crate::error::Result;
 use crate::kms::arn_region;
+use crate::terminal::escape;
 
 pub fn run(ctx: &Ctx, args: ListArgs) -> Result<()> {
     let docs = ctx.load_all()?;
@@ -24,19 +26,23 @@ pub fn run(ctx: &Ctx, args: ListArgs) -> Result<()> {
 }
 
 fn listing(doc: &Document, out: &mut String) {
-    *out += &format!("{}\n", doc.path.display());
+    *out += &format!("{}\n", escape(&doc.path.to_string_lossy()));
     if !doc.context.is_empty() {
-        let ctx: Vec<String> = doc.context.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let ctx: Vec<String> = doc
+            .context
+            .iter()
+            .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+            .collect();
         *out += &format!("  context  {}\n", ctx.join(" "));
     }
     for k in &doc.keys {
-        *out += &format!("  key      {} ({})\n", k.arn, region_of(&k.arn));
+        *out += &format!("  key      {} ({})\n", escape(&k.arn), escape(region_of(&k.arn)));
     }
     let width = doc.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
     for e in &doc.entries {
         let mut line = format!("  {:width$}  {}", e.name, e.value.kind());
         if let Value::Kms { key: Some(k), .. } = &e.value {
-            line += &format!("  {k}");
+            line += &format!("  {}", escape(k));
         }
         if e.file {
             line += "  file";
@@ -53,10 +59,10 @@ pub fn region_of(arn: &str) -> &str {
 
 fn hashes(doc: &Document, out: &mut String) {
     for (k, v) in &doc.context {
-        *out += &format!("context {k}={v}\n");
+        *out += &format!("context {}={}\n", escape(k), escape(v));
     }
     for k in &doc.keys {
-        *out += &format!("key {} {}\n", k.arn, short_hash(&k.data_key));
+        *out += &format!("key {} {}\n", escape(&k.arn), short_hash(&k.data_key));
     }
     for e in &doc.entries {
         let text: &[u8] = match &e.value {

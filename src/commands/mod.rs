@@ -109,7 +109,7 @@ impl Ctx {
                 remote.push((docs.len(), p, s3::parse(p)?));
                 docs.push(None);
             } else {
-                docs.push(Some(Document::load(p)?));
+                docs.push(Some(Document::load(p, self.deadline)?));
             }
         }
         if !remote.is_empty() {
@@ -208,14 +208,14 @@ impl Ctx {
         }
     }
 
-    /// Progress for people: stderr, unless -q. Escaped: it may quote the file.
+    /// Progress for people: stderr, unless -q. Escaped: it names files and keys.
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.quiet {
             eprintln!("kmsenv: {}", escape(msg.as_ref()));
         }
     }
 
-    /// Details for -v: stderr. Callers pass names, never values.
+    /// Details for -v: stderr, escaped. Callers pass names, never values.
     pub fn info(&self, msg: impl AsRef<str>) {
         if self.verbose {
             eprintln!("kmsenv: {}", escape(msg.as_ref()));
@@ -346,7 +346,7 @@ impl<'c> Writer<'c> {
     /// Lock and load `path`. Nothing is unwrapped yet.
     pub fn open(ctx: &'c Ctx, path: &Path) -> Result<Writer<'c>> {
         let lock = store::lock(path)?;
-        let doc = Document::load(path)?;
+        let doc = Document::load(path, ctx.deadline)?;
         ctx.admit(&doc, true)?;
         let editor = Editor::new(&doc)?;
         Ok(Writer {

@@ -29,7 +29,10 @@ Control API on the same port (never forwarded):
 
 Actions: "error" (code, status=400), "status" (status: 500/503/…), "hang",
 "reset" (RST, no answer), "latency" (ms, then forward), "answer" (any reply:
-status, headers {name: value}, body text — e.g. an S3 XML error or redirect). Any other action may
+status, headers {name: value}, body text — e.g. an S3 XML error or redirect),
+"flood" (a 200 answer of `bytes` bytes, the start of a JSON object that never
+ends, written as it goes; with Content-Length, or with "chunked": true in
+chunks). Any other action may
 also carry "ms": a delay before the fault is delivered. The first rule that
 matches the request's operation and region and has `times` left wins; a rule
 with `times` null applies forever. Requests are counted when received, before
@@ -226,7 +229,7 @@ class State:
             if not isinstance(rule, dict):
                 raise ValueError(f"a rule must be an object: {rule!r}")
             action = rule.get("action")
-            if action not in ("error", "status", "hang", "reset", "latency", "answer", "drop_key_id"):
+            if action not in ("error", "status", "hang", "reset", "latency", "answer", "drop_key_id", "flood"):
                 raise ValueError(f"unknown action {action!r}")
             if action == "error" and not isinstance(rule.get("code"), str):
                 raise ValueError("an error rule needs a string `code`")
@@ -234,6 +237,8 @@ class State:
                 raise ValueError("a status rule needs an integer `status`")
             if action == "answer" and not isinstance(rule.get("headers") or {}, dict):
                 raise ValueError("an answer rule's `headers` must be an object")
+            if action == "flood" and (not isinstance(rule.get("bytes"), int) or rule["bytes"] < 0):
+                raise ValueError("a flood rule needs a non-negative integer `bytes`")
             if action == "latency" and not isinstance(rule.get("ms"), (int, float)):
                 raise ValueError("a latency rule needs a number `ms`")
             if rule.get("ms") is not None and not isinstance(rule.get("ms"), (int, float)):
@@ -402,6 +407,9 @@ class Handler(BaseHTTPRequestHandler):
                 headers = list((rule.get("headers") or {}).items())
                 self.send(int(rule.get("status") or 200), headers, (rule.get("body") or "").encode())
                 return
+            if action == "flood":
+                self.flood(int(rule["bytes"]), bool(rule.get("chunked")))
+                return
             if action == "hang":
                 self.hang()
                 return
@@ -484,6 +492,42 @@ class Handler(BaseHTTPRequestHandler):
             ],
             body,
         )
+
+    def flood(self, size: int, chunked: bool):
+        """A 200 answer of `size` bytes that is never in memory here: the start
+        of a JSON object, then filler, written 64 KiB at a time until done or
+        until the client goes away."""
+        self.close_connection = True
+        entry = getattr(self, "entry", None)
+        if entry is not None:
+            self.server.state.update(entry, status="200")
+        self.log_request(200)
+        self.send_response_only(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(size))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        block = 65536
+        head = b'{"Plaintext":"'
+        filler = b"A" * block
+        sent = 0
+        try:
+            self.wfile.flush()
+            while sent < size:
+                data = (head + filler)[: min(block, size - sent)] if sent == 0 else filler[: min(block, size - sent)]
+                if chunked:
+                    self.wfile.write(b"%x\r\n" % len(data) + data + b"\r\n")
+                else:
+                    self.wfile.write(data)
+                sent += len(data)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            pass  # the client went away: what a capped client does
 
     def hang(self):
         """Never answer: hold the connection until the client goes away."""
