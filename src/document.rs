@@ -212,32 +212,18 @@ impl Document {
     }
 }
 
-/// [`read_text`] in a helper thread, waited for until `deadline`. A FIFO with no
-/// writer, or a hung network mount, blocks `open`/`read` in the kernel where no
-/// timeout reaches; the thread is then left blocked, and the run ends (or
-/// execs) without it. A thread costs tens of microseconds, not a start-up.
+/// [`read_text`] under the deadline: a FIFO with no writer, or a hung mount,
+/// blocks in the kernel where no timeout reaches.
 fn read_text_by(path: &Path, deadline: Instant) -> Result<String> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let owned = path.to_path_buf();
-    std::thread::Builder::new()
-        .name("kmsenv-read".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            // The receiver may have given up: nothing to do then.
-            let _ = tx.send(read_text(&owned));
-        })
-        .map_err(|e| Error::io("start a thread to read", path, &e))?;
-    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(read) => read,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::input(format!(
+    match crate::blocking::within(deadline, move || read_text(&owned)) {
+        Ok(Some(read)) => read,
+        Ok(None) => Err(Error::input(format!(
             "{}: cannot read: still waiting when the deadline passed (--timeout)",
             path.display()
         ))
         .with_hint("a FIFO with no writer, or a hung mount? check the path, or raise --timeout")),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::input(format!(
-            "{}: cannot read: the reading thread ended without an answer",
-            path.display()
-        ))),
+        Err(e) => Err(Error::io("read", path, &e)),
     }
 }
 

@@ -2,6 +2,7 @@
 //! the fuzz targets (and the binary) can reach them. Not a stable API.
 
 pub mod aws;
+pub mod blocking;
 pub mod cli;
 pub mod commands;
 pub mod document;

@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use nix::fcntl::{Flock, FlockArg};
 use toml_edit::{DocumentMut, InlineTable, Item, Value as TomlValue};
@@ -203,19 +204,29 @@ impl Editor {
 #[derive(Debug)]
 pub struct Lock(#[allow(dead_code)] Flock<File>);
 
-/// Lock the folder of `path` against other kmsenv writers. Waits for the holder,
-/// which itself runs under its own `--timeout`.
-pub fn lock(path: &Path) -> Result<Lock> {
+/// Lock the folder of `path` against other kmsenv writers. Waits for the holder
+/// until `deadline`: another kmsenv writer runs under its own `--timeout`, but
+/// whatever else holds the lock need not.
+pub fn lock(path: &Path, deadline: Instant) -> Result<Lock> {
     let dir = folder(&real_path(path));
     let f = File::open(&dir).map_err(|e| Error::io("open the folder of", path, &e))?;
-    Flock::lock(f, FlockArg::LockExclusive)
-        .map(Lock)
-        .map_err(|(_, e)| {
-            Error::new(
-                Class::Io,
-                format!("{}: cannot lock its folder: {}", path.display(), e.desc()),
-            )
-        })
+    let locked = crate::blocking::within(deadline, move || Flock::lock(f, FlockArg::LockExclusive))
+        .map_err(|e| Error::io("lock the folder of", path, &e))?;
+    match locked {
+        Some(Ok(lock)) => Ok(Lock(lock)),
+        Some(Err((_, e))) => Err(Error::new(
+            Class::Io,
+            format!("{}: cannot lock its folder: {}", path.display(), e.desc()),
+        )),
+        None => Err(Error::new(
+            Class::Io,
+            format!(
+                "{}: its folder is still locked by another writer at the deadline (--timeout); nothing was written",
+                path.display()
+            ),
+        )
+        .with_hint("another kmsenv (or another program holding flock on the folder) is writing; retry, or raise --timeout")),
+    }
 }
 
 fn sweep_stale(dir: &Path, name: &str) {

@@ -80,7 +80,7 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
         1,
     );
     Document::parse(path, text.clone())?;
-    let _lock = store::lock(path)?;
+    let _lock = store::lock(path, ctx.deadline)?;
     store::write_atomic(path, &text, Mode::CreateNew)?;
     let arns: Vec<&str> = wrappings.iter().map(|(a, _)| a.as_str()).collect();
     ctx.note(format!(

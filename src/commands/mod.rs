@@ -345,7 +345,7 @@ enum MacCheck {
 impl<'c> Writer<'c> {
     /// Lock and load `path`. Nothing is unwrapped yet.
     pub fn open(ctx: &'c Ctx, path: &Path) -> Result<Writer<'c>> {
-        let lock = store::lock(path)?;
+        let lock = store::lock(path, ctx.deadline)?;
         let doc = Document::load(path, ctx.deadline)?;
         ctx.admit(&doc, true)?;
         let editor = Editor::new(&doc)?;
