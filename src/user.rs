@@ -170,14 +170,17 @@ fn number(spec: &str, text: &str) -> Result<Option<u32>> {
     }
 }
 
-/// A user or group database lookup; a failure to read the database is 125 too.
+/// A user or group database lookup. No database at all (`FROM scratch`: musl then
+/// fails with ENOENT) knows nobody; any other failure to read it is 125.
 fn lookup<T>(spec: &str, find: impl FnOnce() -> nix::Result<Option<T>>) -> Result<Option<T>> {
-    find().map_err(|e| {
-        Error::new(
+    match find() {
+        Ok(found) => Ok(found),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(Error::new(
             Class::Io,
             format!("--user {spec}: cannot read the user database: {}", e.desc()),
-        )
-    })
+        )),
+    }
 }
 
 fn memberships(spec: &str, name: &str, primary: Gid) -> Result<Vec<Gid>> {
