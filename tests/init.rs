@@ -79,7 +79,9 @@ fn wait_ready(child: &mut Child) -> mpsc::Receiver<String> {
             }
         }
     });
-    let first = rx.recv_timeout(Duration::from_secs(60)).expect("the app never said ready");
+    let first = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the app never said ready");
     assert_eq!(first, "ready");
     rx
 }
@@ -104,11 +106,21 @@ fn init_as_pid1_of_a_namespace_reaps_orphans() {
     let sandbox = Sandbox::new();
     let file = file(&sandbox);
     let app = static_app().to_str().expect("utf-8 path");
-    let out = run(&sandbox, true, &file, &["--init"], &[app, "orphans", "3", "reaped"]);
+    let out = run(
+        &sandbox,
+        true,
+        &file,
+        &["--init"],
+        &[app, "orphans", "3", "reaped"],
+    );
     let text = out.stdout_text();
     assert_eq!(out.code(), Some(0), "orphans never reaped:\n{text}{}", out.stderr);
     assert_eq!(field(&text, "zombies"), "0");
-    assert_eq!(field(&text, "pid"), "2", "kmsenv is PID 1, the app its first child");
+    assert_eq!(
+        field(&text, "pid"),
+        "2",
+        "kmsenv is PID 1, the app its first child"
+    );
 }
 
 #[test]
@@ -127,7 +139,13 @@ fn init_outside_a_namespace_is_a_subreaper_and_reaps_orphans() {
     let sandbox = Sandbox::new();
     let file = file(&sandbox);
     let app = static_app().to_str().expect("utf-8 path");
-    let out = run(&sandbox, false, &file, &["--init"], &[app, "orphans", "3", "reaped"]);
+    let out = run(
+        &sandbox,
+        false,
+        &file,
+        &["--init"],
+        &[app, "orphans", "3", "reaped"],
+    );
     let text = out.stdout_text();
     assert_eq!(out.code(), Some(0), "orphans never reaped:\n{text}{}", out.stderr);
     assert_eq!(field(&text, "reaped"), "3");
@@ -173,7 +191,13 @@ fn init_as_pid1_loses_no_exit_code_in_a_signal_storm() {
 fn init_exits_128_plus_n_when_the_app_dies_of_signal_n() {
     let sandbox = Sandbox::new();
     let file = file(&sandbox);
-    let out = run(&sandbox, false, &file, &["--init"], &["sh", "-c", "kill -KILL $$"]);
+    let out = run(
+        &sandbox,
+        false,
+        &file,
+        &["--init"],
+        &["sh", "-c", "kill -KILL $$"],
+    );
     assert_eq!(out.code(), Some(137), "{}", out.stderr);
     let out = run(&sandbox, true, &file, &["--init"], &["sh", "-c", "kill -USR2 $$"]);
     assert_eq!(out.code(), Some(128 + 12), "{}", out.stderr);
@@ -210,11 +234,16 @@ fn the_init_parent_holds_no_memfd_and_one_thread() {
         .filter_map(|e| std::fs::read_link(e.path()).ok())
         .map(|l| l.to_string_lossy().into_owned())
         .collect();
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks").count();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .count();
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     let out = wait_bounded(kmsenv, "kmsenv exec --init");
     assert_eq!(out.code(), Some(0));
-    assert!(!fds.iter().any(|l| l.contains("memfd:")), "the parent kept a memfd: {fds:?}");
+    assert!(
+        !fds.iter().any(|l| l.contains("memfd:")),
+        "the parent kept a memfd: {fds:?}"
+    );
     assert_eq!(threads, 1, "kmsenv forked while multi-threaded");
 }
 
@@ -224,7 +253,10 @@ fn user_switches_after_decryption_and_the_file_value_stays_readable() {
     let file = file(&sandbox);
     let app = static_app().to_str().expect("utf-8 path");
     // The sandbox (and the app in it) must be reachable by uid 65534.
-    for flags in [&["--user", "65534:65534"][..], &["--init", "--user", "65534:65534"][..]] {
+    for flags in [
+        &["--user", "65534:65534"][..],
+        &["--init", "--user", "65534:65534"][..],
+    ] {
         let out = run(&sandbox, false, &file, flags, &[app, "report", "TLS_KEY"]);
         let text = out.stdout_text();
         assert_eq!(out.code(), Some(0), "{flags:?}: {text}{}", out.stderr);
@@ -261,6 +293,10 @@ fn user_is_refused_with_125_when_kmsenv_is_not_root() {
             .stderr(Stdio::piped());
         let out = wait_bounded(command.spawn().expect("setpriv"), "setpriv kmsenv");
         assert_eq!(out.code(), Some(125), "{flags:?}: {}", out.stderr);
-        assert!(out.stderr.contains("setgroups failed: Operation not permitted"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("setgroups failed: Operation not permitted"),
+            "{}",
+            out.stderr
+        );
     }
 }
