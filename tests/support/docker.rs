@@ -238,15 +238,14 @@ impl Container {
     /// Blocks until the container's stdout has a line equal to `line` (docker logs
     /// --follow ends when the container does, so this cannot hang past it).
     pub fn wait_for_line(&self, line: &str) {
-        let out = Command::new("docker")
+        let mut follower = Command::new("docker")
             .args(["logs", "--follow", &self.id])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("docker logs");
-        let pid = out.id();
         let (tx, rx) = mpsc::channel();
-        let mut stdout = out.stdout.expect("piped");
+        let mut stdout = follower.stdout.take().expect("piped");
         let wanted = line.to_string();
         std::thread::spawn(move || {
             use std::io::BufRead;
@@ -264,10 +263,8 @@ impl Container {
             let _ = tx.send(found);
         });
         let found = rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = follower.kill();
+        let _ = follower.wait();
         assert!(
             found,
             "the container never printed {line:?}; logs:\n{}",
