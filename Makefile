@@ -35,12 +35,15 @@ musl:
 	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
 	@command -v musl-gcc >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq musl-tools; }
 
-## Test tools: moto_server (the KMS the tests talk to) and the AWS CLI (one test
-## pastes its output into a file, as users do). Installed only when missing.
+## Test tools: moto_server (the KMS the tests talk to), the AWS CLI (one test
+## pastes its output into a file, as users do) and Docker's engine (docker.io).
+## Installed only when missing.
 tools:
 	@command -v moto_server >/dev/null 2>&1 && python3 -c 'import flask' 2>/dev/null \
 		|| $(PIP) install --quiet 'moto[server]'
 	@command -v aws >/dev/null 2>&1 || $(PIP) install --quiet awscli
+	@# tests/docker.rs: a real engine (the support starts dockerd; a client alone is not enough).
+	@command -v dockerd >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq docker.io; }
 
 ## Clippy twice: the code without S3 and with it differ.
 lint:

@@ -83,8 +83,11 @@ pub enum Command {
   ENTRYPOINT [\"/kmsenv\", \"exec\", \"-f\", \"/app/kmsenv.toml\", \"--\"]   (Dockerfile)
   kmsenv -f s3://config-bucket/billing/kmsenv.toml exec -- ./server   (build with S3)
   kmsenv --trust-key arn:aws:kms:us-east-1:111122223333:key/1234abcd-... exec -- ./server
+  kmsenv exec --init --trust-key arn:aws:kms:us-east-1:111122223333:key/1234abcd-... -- ./server
+  kmsenv exec --user 65534:65534 -- ./server   (decrypt as root, run as nobody)
 
-The command replaces kmsenv (same PID, signals and exit code). If anything
+The command replaces kmsenv (same PID, signals and exit code); with --init
+kmsenv stays as its parent instead. If anything
 cannot be decrypted, nothing is run and kmsenv exits 125.")]
     Exec(ExecArgs),
 
@@ -228,6 +231,19 @@ pub struct ExecArgs {
     /// Set only these variables from the files (repeatable, or comma-separated).
     #[arg(long, value_name = "NAME", value_delimiter = ',', num_args = 1..)]
     pub only: Vec<String>,
+
+    /// Stay as the command's parent, as PID 1 must: reap every orphan, forward
+    /// every signal, exit with the command's code (128+N if signal N killed it).
+    /// For Kubernetes, ECS and any app that does not reap; not needed under
+    /// `docker run --init`.
+    #[arg(long)]
+    pub init: bool,
+
+    /// After decrypting, run the command as USER[:GROUP] (names, or numeric ids
+    /// that need no /etc/passwd). kmsenv must start as root; 125 if it cannot
+    /// switch, or if root could be regained after the switch.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
 
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]

@@ -1,5 +1,6 @@
 //! `kmsenv exec`: parse → validate → unwrap data keys → open values → build the
-//! environment → execve. Top to bottom; no step reaches back.
+//! environment → (switch user) → execve, or fork and supervise with `--init`.
+//! Top to bottom; no step reaches back.
 
 use std::collections::BTreeSet;
 
@@ -9,6 +10,7 @@ use crate::document::check_name;
 use crate::error::{Error, Result};
 use crate::exec::{self, Environment, Policy};
 use crate::resolve::Selection;
+use crate::{init, user};
 
 pub fn run(ctx: &mut Ctx, args: ExecArgs) -> Result<()> {
     let only: Option<BTreeSet<String>> = if args.only.is_empty() {
@@ -19,6 +21,8 @@ pub fn run(ctx: &mut Ctx, args: ExecArgs) -> Result<()> {
         }
         Some(args.only.iter().cloned().collect())
     };
+    // Resolved before any KMS call; switched to only after everything is decrypted.
+    let user = args.user.as_deref().map(user::Target::resolve).transpose()?;
 
     let docs = ctx.load_all()?;
     if let Some(only) = &only {
@@ -54,5 +58,12 @@ pub fn run(ctx: &mut Ctx, args: ExecArgs) -> Result<()> {
     drop(files);
     ctx.end_session();
 
+    if args.init {
+        let code = init::run(&args.command, env, user.as_ref())?;
+        std::process::exit(code);
+    }
+    if let Some(user) = &user {
+        user.switch()?;
+    }
     Err(exec::exec(&args.command, &env))
 }

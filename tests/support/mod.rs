@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod docker;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
