@@ -22,14 +22,12 @@ use aws_sdk_kms::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_kms::config::{ConfigBag, Intercept, RuntimeComponents, SharedHttpClient};
 use aws_sdk_kms::error::BoxError;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_kms::operation::decrypt::DecryptError;
-use aws_sdk_kms::operation::encrypt::EncryptError;
-use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
-use aws_sdk_kms::operation::re_encrypt::ReEncryptError;
 use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpConnector};
 use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
 use aws_smithy_runtime_api::client::interceptors::context::Error as AttemptError;
 use aws_smithy_types::body::SdkBody;
+
+use crate::error::Error;
 
 /// A failed AWS call: the AWS error code (or our name for a transport failure)
 /// and AWS's message. Never holds plaintext.
@@ -47,40 +45,73 @@ impl AwsError {
         }
     }
 
-    /// What a user can do about this code.
-    pub fn hint(&self) -> Option<&'static str> {
-        Some(match self.code.as_str() {
-            "AccessDeniedException" => {
-                "the caller's role may not use this key with this encryption context: grant it in IAM or the key policy"
+    /// What a user can do about this code, when `service` answered it (or failed to).
+    pub fn hint(&self, service: Service) -> Option<&'static str> {
+        Some(match (self.code.as_str(), service) {
+            ("ConnectionError", Service::S3) => {
+                "cannot reach S3: check the network, proxy settings and AWS_ENDPOINT_URL_S3"
             }
-            "InvalidCiphertextException" => {
-                "the ciphertext does not belong to this key and encryption context (copied from another file or variable?)"
+            ("TimeoutError", Service::S3) => {
+                "no answer from S3 in time: check the network, the endpoint and --timeout"
             }
-            "IncorrectKeyException" => {
-                "the ciphertext was encrypted under another KMS key than the one named"
-            }
-            "DisabledException" | "KMSInvalidStateException" => {
-                "the key is disabled or pending deletion: enable it in KMS, or use another wrapping key"
-            }
-            "NotFoundException" => "no such key in this account and region: check the ARN and --region",
-            "ThrottlingException" => {
-                "KMS request quota exceeded after retries: try again, or raise the quota"
-            }
-            "TimeoutError" => "no answer in time: check the network, the endpoint and --timeout",
-            "ConnectionError" => "cannot reach KMS: check the network, proxy settings and the endpoint URL",
-            "CredentialsError" => {
-                "no usable AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with a role"
-            }
-            "NoRegion" => "set --region or AWS_REGION, or use full key ARNs",
-            "NoSuchKey" => "no object at this key: check the s3://BUCKET/KEY URL",
-            "NoSuchBucket" => "no such bucket: check the s3://BUCKET/KEY URL",
-            "AccessDenied" => {
-                "the caller may not s3:GetObject this object (and, for an SSE-KMS object, kms:Decrypt its bucket key)"
-            }
-            _ => return None,
+            (code, _) => match code {
+                "AccessDeniedException" => {
+                    "the caller's role may not use this key with this encryption context: grant it in IAM or the key policy"
+                }
+                "InvalidCiphertextException" => {
+                    "the ciphertext does not belong to this key and encryption context (copied from another file or variable?)"
+                }
+                "IncorrectKeyException" => {
+                    "the ciphertext was encrypted under another KMS key than the one named"
+                }
+                "DisabledException" | "KMSInvalidStateException" => {
+                    "the key is disabled or pending deletion: enable it in KMS, or use another wrapping key"
+                }
+                "NotFoundException" => "no such key in this account and region: check the ARN and --region",
+                "ThrottlingException" => {
+                    "KMS request quota exceeded after retries: try again, or raise the quota"
+                }
+                "TimeoutError" => "no answer in time: check the network, the endpoint and --timeout",
+                "ConnectionError" => {
+                    "cannot reach KMS: check the network, proxy settings and the endpoint URL"
+                }
+                "CredentialsError" => {
+                    "no usable AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with a role"
+                }
+                "NoRegion" => "set --region or AWS_REGION, or use full key ARNs",
+                "NoSuchKey" => "no object at this key: check the s3://BUCKET/KEY URL",
+                "NoSuchBucket" => "no such bucket: check the s3://BUCKET/KEY URL",
+                "AccessDenied" => {
+                    "the caller may not s3:GetObject this object (and, for an SSE-KMS object, kms:Decrypt its bucket key)"
+                }
+                _ => return None,
+            },
         })
     }
+
+    /// The one way a failed AWS call becomes an [`Error`]: `PLACE: CALL failed:
+    /// CODE: message`, with what to do about it. The message is AWS's text,
+    /// escaped when it is printed (`error::report`).
+    pub fn into_error(self, place: impl fmt::Display, call: impl fmt::Display, service: Service) -> Error {
+        let hint = self.hint(service);
+        let err = Error::kms(format!("{place}: {call} failed: {self}"));
+        match hint {
+            Some(h) => err.with_hint(h),
+            None => err,
+        }
+    }
 }
+
+/// Which AWS service a call went to: hints differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Kms,
+    S3,
+}
+
+/// Reads the AWS error code out of one service's modelled operation errors
+/// (the SDK erases their types in an interceptor).
+pub type CodeReader = fn(&AttemptError) -> Option<AwsError>;
 
 impl std::error::Error for AwsError {}
 
@@ -120,8 +151,34 @@ impl HttpClient for LazyHttps {
         components: &RuntimeComponents,
     ) -> SharedHttpConnector {
         self.client
-            .get_or_init(|| http_client(true, self.verbose))
+            .get_or_init(|| match crate::tls::check_env() {
+                Ok(()) => http_client(true, self.verbose),
+                Err(why) => SharedHttpClient::new(Refuse(why)),
+            })
             .http_connector(settings, components)
+    }
+}
+
+/// The HTTPS client when the TLS settings are unusable (an `SSL_CERT_FILE`
+/// without certificates): every request fails with the reason, so a run that
+/// never makes an HTTPS request (a local `http://` KMS) is not refused for it.
+#[derive(Debug, Clone)]
+struct Refuse(String);
+
+impl HttpClient for Refuse {
+    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
+}
+
+impl aws_smithy_runtime_api::client::http::HttpConnector for Refuse {
+    fn call(
+        &self,
+        _: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+    ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        aws_smithy_runtime_api::client::http::HttpConnectorFuture::ready(Err(
+            aws_smithy_runtime_api::client::result::ConnectorError::user(self.0.clone().into()),
+        ))
     }
 }
 
@@ -250,13 +307,19 @@ impl Aws {
 
     /// Run one call under the deadline (or `by`, if sooner). `call` gets a
     /// [`LastAttempt`] to attach to its request, so that when the deadline cuts
-    /// retries short we report what AWS last said, not just "timeout".
-    pub async fn timed<T, F, Fut>(&self, by: Option<Instant>, call: F) -> Result<T, AwsError>
+    /// retries short we report what AWS last said, not just "timeout"; `codes`
+    /// reads the service's error codes for it.
+    pub async fn timed<T, F, Fut>(
+        &self,
+        by: Option<Instant>,
+        codes: CodeReader,
+        call: F,
+    ) -> Result<T, AwsError>
     where
         F: FnOnce(LastAttempt) -> Fut,
         Fut: Future<Output = Result<T, AwsError>>,
     {
-        let last = LastAttempt::default();
+        let last = LastAttempt::new(codes);
         let deadline = by.map_or(self.deadline, |b| b.min(self.deadline));
         match tokio::time::timeout_at(deadline.into(), call(last.clone())).await {
             Ok(Ok(v)) => Ok(v),
@@ -391,16 +454,26 @@ impl http_body::Body for CappedBody {
 }
 
 /// Remembers why the last attempt of one call failed, as the SDK retries it.
-#[derive(Debug, Clone, Default)]
-pub struct LastAttempt(Arc<Mutex<Option<AwsError>>>);
+#[derive(Debug, Clone)]
+pub struct LastAttempt {
+    last: Arc<Mutex<Option<AwsError>>>,
+    codes: CodeReader,
+}
 
 impl LastAttempt {
+    fn new(codes: CodeReader) -> LastAttempt {
+        LastAttempt {
+            last: Arc::default(),
+            codes,
+        }
+    }
+
     /// A timeout after failed attempts is reported as the attempts' failure.
     pub fn explain(&self, err: AwsError) -> AwsError {
         if err.code != "TimeoutError" {
             return err;
         }
-        match self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        match self.last.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(last) if last.code != "TimeoutError" => AwsError::new(
                 last.code,
                 format!(
@@ -426,16 +499,11 @@ impl Intercept for LastAttempt {
     ) -> Result<(), BoxError> {
         if let Some(Err(e)) = ctx.output_or_error() {
             let summary = match e.as_operation_error() {
-                Some(op) => code_of::<DecryptError>(op)
-                    .or_else(|| code_of::<EncryptError>(op))
-                    .or_else(|| code_of::<GenerateDataKeyError>(op))
-                    .or_else(|| code_of::<ReEncryptError>(op))
-                    .or_else(|| crate::s3::code_of(op))
-                    .unwrap_or_else(|| AwsError::new("UnknownError", op.to_string())),
+                Some(op) => (self.codes)(op).unwrap_or_else(|| AwsError::new("UnknownError", op.to_string())),
                 None if e.is_timeout_error() => AwsError::new("TimeoutError", "attempt timed out"),
                 None => AwsError::new("ConnectionError", causes(e).pop().unwrap_or_default()),
             };
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
         }
         Ok(())
     }

@@ -285,19 +285,78 @@ pub fn valid_name(name: &str) -> bool {
     chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
-/// Check a name given on the command line or in a dotenv file.
-pub fn check_name(name: &str) -> Result<()> {
+/// The name rule (DESIGN §2.1), for the file, the command line and dotenv
+/// files alike: what is wrong with `name`, if anything.
+pub fn name_rule(name: &str) -> Option<String> {
     if !valid_name(name) {
-        return Err(Error::usage(format!(
+        return Some(format!(
             "invalid variable name {name:?}: names must match [A-Za-z_][A-Za-z0-9_]*"
-        )));
+        ));
     }
     if name.starts_with(OWN_ENV_PREFIX) {
-        return Err(Error::usage(format!(
+        return Some(format!(
             "{name}: names starting with {OWN_ENV_PREFIX} are reserved for kmsenv's own settings"
-        )));
+        ));
     }
-    Ok(())
+    None
+}
+
+/// Check a name given on the command line or in a dotenv file.
+pub fn check_name(name: &str) -> Result<()> {
+    match name_rule(name) {
+        Some(why) => Err(Error::usage(why)),
+        None => Ok(()),
+    }
+}
+
+/// The NUL rule (DESIGN §2.1): an environment string cannot hold a NUL byte; a
+/// value delivered as a file (a memfd) may hold any bytes. What is wrong, if anything.
+pub fn value_rule(name: &str, value: &[u8], file: bool) -> Option<String> {
+    (!file && value.contains(&0))
+        .then(|| format!("{name}: value contains a NUL byte, which an environment variable cannot hold"))
+}
+
+/// The reserved-context rule (DESIGN §2.5): keys starting with `kmsenv:` are
+/// kmsenv's. The file's context may hold none; a direct value of `name` only
+/// `"kmsenv:var" = name` and `"kmsenv:file" = "true"`.
+pub fn context_rule(key: &str, value: &str, value_of: Option<&str>) -> Option<String> {
+    if !key.starts_with(RESERVED_PREFIX) {
+        return None;
+    }
+    match value_of {
+        None => Some(format!(
+            "context key `{key}`: keys starting with `{RESERVED_PREFIX}` are reserved"
+        )),
+        Some(name)
+            if (key == VAR_CONTEXT_KEY && value == name)
+                || (key == FILE_CONTEXT_KEY && value == FILE_CONTEXT_VALUE) =>
+        {
+            None
+        }
+        Some(name) => Some(format!(
+            "{name}: context key `{key}` is reserved; a kms value may carry only \
+             \"{VAR_CONTEXT_KEY}\" = \"{name}\" and \"{FILE_CONTEXT_KEY}\" = \"{FILE_CONTEXT_VALUE}\""
+        )),
+    }
+}
+
+/// `K=V` pairs from `--context`, under [`context_rule`] (`value_of`: the
+/// variable whose direct value they are the context of).
+pub fn parse_context(pairs: &[String], value_of: Option<&str>) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(Error::usage(format!("--context {p:?}: expected KEY=VALUE")));
+        };
+        if k.is_empty() {
+            return Err(Error::usage(format!("--context {p:?}: the key is empty")));
+        }
+        if let Some(why) = context_rule(k, v, value_of) {
+            return Err(Error::usage(format!("--context {why}")));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
 }
 
 struct Parser<'a> {
@@ -374,13 +433,8 @@ impl Parser<'_> {
                 }
                 "context" => {
                     context = self.string_table(item, "context", span.clone())?;
-                    if let Some(bad) = context.keys().find(|k| k.starts_with(RESERVED_PREFIX)) {
-                        return Err(self.err(
-                            span,
-                            format!(
-                                "context key `{bad}`: keys starting with `{RESERVED_PREFIX}` are reserved"
-                            ),
-                        ));
+                    if let Some(why) = context.iter().find_map(|(k, v)| context_rule(k, v, None)) {
+                        return Err(self.err(span, why));
                     }
                 }
                 "mac" => {
@@ -549,26 +603,12 @@ impl Parser<'_> {
     fn entry(&self, env: &dyn TableLike, name: &str, item: &Item, version: Option<i64>) -> Result<Entry> {
         let span = env.key(name).and_then(Key::span);
         let at = self.pos(span.clone());
-        if !valid_name(name) {
-            return Err(self.err_at(
-                at,
-                format!("invalid variable name {name:?}: names must match [A-Za-z_][A-Za-z0-9_]*"),
-            ));
-        }
-        if name.starts_with(OWN_ENV_PREFIX) {
-            return Err(self.err_at(
-                at,
-                format!(
-                    "{name}: names starting with {OWN_ENV_PREFIX} are reserved for kmsenv's own settings"
-                ),
-            ));
+        if let Some(why) = name_rule(name) {
+            return Err(self.err_at(at, why));
         }
         if let Some(s) = item.as_str() {
-            if s.contains('\0') {
-                return Err(self.err_at(
-                    at,
-                    format!("{name}: value contains a NUL byte, which an environment cannot hold"),
-                ));
+            if let Some(why) = value_rule(name, s.as_bytes(), false) {
+                return Err(self.err_at(at, why));
             }
             return Ok(Entry {
                 name: name.into(),
@@ -652,18 +692,8 @@ impl Parser<'_> {
                     ));
                 }
                 let (context, cspan) = context.unwrap_or_default();
-                for (k, v) in &context {
-                    let allowed = (k == VAR_CONTEXT_KEY && v == name)
-                        || (k == FILE_CONTEXT_KEY && v == FILE_CONTEXT_VALUE);
-                    if k.starts_with(RESERVED_PREFIX) && !allowed {
-                        return Err(self.err(
-                            cspan.clone(),
-                            format!(
-                                "{name}: context key `{k}` is reserved; a kms value may carry only \
-                                 \"{VAR_CONTEXT_KEY}\" = \"{name}\" and \"{FILE_CONTEXT_KEY}\" = \"{FILE_CONTEXT_VALUE}\""
-                            ),
-                        ));
-                    }
+                if let Some(why) = context.iter().find_map(|(k, v)| context_rule(k, v, Some(name))) {
+                    return Err(self.err(cspan, why));
                 }
                 // The flag is not under the MAC; the context binds it, so that
                 // dropping it makes KMS refuse the ciphertext (DESIGN §2.5).

@@ -30,6 +30,11 @@ pub enum Class {
     Kms,
     /// A local system call failed (write, rename, memfd…).
     Io,
+    /// The file changed under a command that read it first (`edit`): nothing
+    /// was written, and running it again is the answer.
+    Conflict,
+    /// An invariant of kmsenv's own did not hold: a bug to report.
+    Internal,
     /// `exec`: the command exists but cannot be executed (exit 126).
     NotExecutable,
     /// `exec`: the command was not found (exit 127).

@@ -118,7 +118,7 @@ fn child(argv: &[OsString], env: &Environment, user: Option<&user::Target>, fore
         Err(exec::exec(argv, env))
     })();
     let e = match result {
-        Ok(()) => Error::new(Class::Io, "exec --init: the command returned without exec"),
+        Ok(()) => Error::new(Class::Internal, "exec --init: the command returned without exec"),
         Err(e) => e,
     };
     error::report(&e);

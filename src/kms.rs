@@ -13,7 +13,13 @@ use aws_config::Region;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 
-use crate::aws::{AnswerCap, Aws, classify, env_endpoint};
+use aws_sdk_kms::operation::decrypt::DecryptError;
+use aws_sdk_kms::operation::encrypt::EncryptError;
+use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
+use aws_sdk_kms::operation::re_encrypt::ReEncryptError;
+use aws_smithy_runtime_api::client::interceptors::context::Error as AttemptError;
+
+use crate::aws::{AnswerCap, Aws, classify, code_of, env_endpoint};
 pub use crate::aws::{AwsError, AwsOptions};
 use crate::secret::Secret;
 
@@ -71,6 +77,19 @@ pub trait KeyService {
         dest_key: &str,
         dest_ctx: &Context,
     ) -> impl Future<Output = Result<(Vec<u8>, String), AwsError>>;
+}
+
+/// KMS's error codes, for [`crate::aws::LastAttempt`].
+fn kms_codes(op: &AttemptError) -> Option<AwsError> {
+    code_of::<DecryptError>(op)
+        .or_else(|| code_of::<EncryptError>(op))
+        .or_else(|| code_of::<GenerateDataKeyError>(op))
+        .or_else(|| code_of::<ReEncryptError>(op))
+}
+
+/// The region a key is used in, for people.
+pub fn region_of(arn: &str) -> &str {
+    arn_region(arn).unwrap_or("configured region")
 }
 
 /// The region named by a key ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`), if it is one.
@@ -162,12 +181,6 @@ pub struct AwsKms {
 }
 
 impl AwsKms {
-    /// Load the AWS configuration, then [`AwsKms::new`].
-    pub async fn load(opts: &AwsOptions, deadline: Instant, fallback_region: Option<String>) -> AwsKms {
-        let aws = Aws::load(opts, deadline, fallback_region.clone()).await;
-        AwsKms::new(aws, opts, fallback_region)
-    }
-
     /// KMS on a loaded configuration (no I/O): `fallback_region` is the region
     /// for keys without an ARN when the user configured none.
     pub fn new(aws: Aws, opts: &AwsOptions, fallback_region: Option<String>) -> AwsKms {
@@ -237,7 +250,7 @@ impl KeyService for AwsKms {
     async fn generate_data_key(&self, key: &str, ctx: &Context) -> Result<GeneratedKey, AwsError> {
         let client = self.client(key)?;
         self.aws
-            .timed(None, |last| async move {
+            .timed(None, kms_codes, |last| async move {
                 let req = client.generate_data_key().key_id(key).number_of_bytes(32);
                 let out = with_context(req, ctx, |b, k, v| b.encryption_context(k, v))
                     .customize()
@@ -270,7 +283,7 @@ impl KeyService for AwsKms {
     ) -> Result<(Vec<u8>, String), AwsError> {
         let client = self.client(key)?;
         self.aws
-            .timed(None, |last| async move {
+            .timed(None, kms_codes, |last| async move {
                 let req = client.encrypt().key_id(key).plaintext(Blob::new(plaintext));
                 let out = with_context(req, ctx, |b, k, v| b.encryption_context(k, v))
                     .customize()
@@ -294,7 +307,7 @@ impl KeyService for AwsKms {
         // Without a key the region is the configured one.
         let client = self.client(key.unwrap_or(""))?;
         self.aws
-            .timed(by, |last| async move {
+            .timed(by, kms_codes, |last| async move {
                 let mut req = client.decrypt().ciphertext_blob(Blob::new(blob));
                 if let Some(k) = key {
                     req = req.key_id(k);
@@ -335,7 +348,7 @@ impl KeyService for AwsKms {
     ) -> Result<(Vec<u8>, String), AwsError> {
         let client = self.client(dest_key)?;
         self.aws
-            .timed(None, |last| async move {
+            .timed(None, kms_codes, |last| async move {
                 let mut req = client
                     .re_encrypt()
                     .ciphertext_blob(Blob::new(blob))
@@ -357,50 +370,6 @@ impl KeyService for AwsKms {
     }
 }
 
-/// A runtime and a loaded [`AwsKms`], for commands that make several KMS calls
-/// in sequence (read the data key, then encrypt, …). Processes it started (a
-/// `credential_process`) are killed when it ends (`reaper`).
-pub struct Session {
-    rt: Option<tokio::runtime::Runtime>,
-    pub kms: AwsKms,
-    /// Last: dropped after the runtime is shut down, so nothing starts after it.
-    _reaper: crate::reaper::Guard,
-}
-
-impl Session {
-    pub fn start(
-        opts: &AwsOptions,
-        deadline: Instant,
-        default_region: Option<String>,
-    ) -> std::io::Result<Session> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let reaper = crate::reaper::start();
-        let kms = rt.block_on(AwsKms::load(opts, deadline, default_region));
-        Ok(Session {
-            rt: Some(rt),
-            kms,
-            _reaper: reaper,
-        })
-    }
-
-    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
-        match &self.rt {
-            Some(rt) => rt.block_on(fut),
-            None => unreachable!("the runtime lives until drop"),
-        }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 #[cfg(test)]
 pub mod fake {
     //! An in-memory KMS for unit tests: "wraps" by prefixing the key id and the
@@ -409,6 +378,65 @@ pub mod fake {
     use super::*;
     use std::cell::Cell;
 
+    /// The fake KMS does no I/O: a runtime with only a clock (for deadlines) runs it.
+    pub fn block_on<F: std::future::Future>(fut: F) -> std::io::Result<F::Output> {
+        Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?
+            .block_on(fut))
+    }
+
+    /// A file made through the fake KMS, with the given sealed and plain values.
+    pub fn make_file(
+        kms: &FakeKms,
+        sealed: &[(&str, &[u8])],
+        plain: &[(&str, &str)],
+    ) -> std::result::Result<crate::document::Document, Box<dyn std::error::Error>> {
+        let ctx: Context = [("app".to_string(), "t".to_string())].into();
+        let mut dk_ctx = ctx.clone();
+        dk_ctx.insert("kmsenv:purpose".into(), "data-key".into());
+        let g = block_on(kms.generate_data_key("k1", &dk_ctx))??;
+        let dk = crate::envelope::DataKey::from_plaintext(&g.plaintext)
+            .ok_or("the fake's data key has 32 bytes")?;
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&g.blob);
+        let mut text = format!(
+            "[kmsenv]\nversion = 2\ncontext = {{ app = \"t\" }}\n\n[[kmsenv.keys]]\narn = \"k1\"\ndata_key = \"{b64}\"\n\n[env]\n"
+        );
+        for (n, v) in sealed {
+            text += &format!("{n} = {{ sealed = \"{}\" }}\n", dk.seal(n, v));
+        }
+        for (n, v) in plain {
+            text += &format!("{n} = \"{v}\"\n");
+        }
+        let doc = crate::document::Document::parse(std::path::Path::new("t.toml"), text.clone())?;
+        let mac = dk.mac(&doc.mac_input());
+        text = text.replacen("version = 2\n", &format!("version = 2\nmac = \"{mac}\"\n"), 1);
+        Ok(crate::document::Document::parse(
+            std::path::Path::new("t.toml"),
+            text,
+        )?)
+    }
+
+    pub fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(30)
+    }
+
+    /// The fake is given to a run up front (`Run::offline`), never started.
+    impl crate::run::Connect for FakeKms {
+        fn connect(
+            _: &crate::session::Session,
+            _: &AwsOptions,
+            _: Option<String>,
+        ) -> crate::error::Result<Self> {
+            Err(crate::error::Error::new(
+                crate::error::Class::Internal,
+                "internal: the in-memory key service is installed up front",
+            ))
+        }
+    }
+
+    /// A fake KMS: every operation in memory; `calls` counts them.
     #[derive(Default)]
     pub struct FakeKms {
         pub calls: Cell<usize>,

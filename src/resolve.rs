@@ -7,17 +7,19 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::join_all;
 
-use crate::document::{Document, Entry, Value};
+use crate::aws::Service;
+use crate::document::{Document, Entry, Value, value_rule};
 use crate::envelope::DataKey;
 use crate::error::{Error, Result};
-use crate::kms::{AwsError, KeyService, arn_region};
+use crate::kms::{KeyService, arn_region};
 use crate::secret::Secret;
 use crate::terminal::escape;
 use crate::trust::TrustPin;
+use crate::unlock;
 
 /// One decrypted variable.
 #[derive(Debug)]
@@ -71,7 +73,9 @@ pub fn needs_kms(docs: &[Document], sel: Selection<'_>) -> bool {
 
 /// Open `docs` when [`needs_kms`] says no KMS call is needed.
 pub fn open_local(docs: &[Document], sel: Selection<'_>) -> Result<Vec<OpenedFile>> {
-    docs.iter().map(|d| finish(d, None, Vec::new(), sel)).collect()
+    docs.iter()
+        .map(|d| finish(d, None, None, Vec::new(), sel))
+        .collect()
 }
 
 /// The region of the first key ARN in `docs`, used when none is configured.
@@ -101,7 +105,7 @@ pub async fn open_with<K: KeyService>(
 ) -> Result<Vec<OpenedFile>> {
     let data_keys = join_all(docs.iter().map(|d| async move {
         if d.has_keys() {
-            Some(unwrap_data_key(kms, d, deadline, pin).await)
+            Some(unlock::unwrap_data_key(kms, d, deadline, pin).await)
         } else {
             None
         }
@@ -112,126 +116,27 @@ pub async fn open_with<K: KeyService>(
     let mut opened = Vec::with_capacity(docs.len());
     for ((doc, dk), direct) in docs.iter().zip(data_keys).zip(directs) {
         let dk = dk.transpose()?;
-        opened.push(finish(doc, dk, direct?, sel)?);
+        let (key, by) = match dk {
+            Some((k, arn)) => (Some(k), Some(arn)),
+            None => (None, None),
+        };
+        opened.push(finish(doc, key.as_ref(), by, direct?, sel)?);
     }
     Ok(opened)
 }
 
-/// Decrypt the file's data key through its wrapping keys, in order, stopping at
-/// the first that works (DESIGN §2.2). Each key gets an equal share of the time
-/// left, so a first region that never answers still leaves time for the second.
-/// Under a pin, untrusted wrappings are skipped without a call.
-pub async fn unwrap_data_key<K: KeyService>(
+/// Open `doc` whose data key the caller already holds (`dk`, opened through
+/// `opened_by`): its direct values are decrypted, its sealed values opened.
+pub async fn open_unlocked<K: KeyService>(
     kms: &K,
     doc: &Document,
-    deadline: Instant,
+    dk: Option<&DataKey>,
+    opened_by: Option<String>,
+    sel: Selection<'_>,
     pin: Option<&TrustPin>,
-) -> Result<(DataKey, String)> {
-    let ctx = doc.data_key_context();
-    let mut causes = Vec::new();
-    let mut last: Option<AwsError> = None;
-    let keys: Vec<_> = doc
-        .keys
-        .iter()
-        .filter(|k| pin.is_none_or(|p| p.trusts(&k.arn)))
-        .collect();
-    if keys.is_empty() {
-        return Err(Error::integrity(format!(
-            "{}: none of its wrapping keys is trusted",
-            doc.path.display()
-        )));
-    }
-    for (i, key) in keys.iter().enumerate() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let share = left / (keys.len() - i) as u32;
-        let attempt = kms.decrypt(Some(&key.arn), &key.data_key, &ctx, Some(Instant::now() + share));
-        // The service enforces the share itself (and says what it last saw);
-        // this outer limit only guards against one that does not.
-        let result = match tokio::time::timeout(share + Duration::from_millis(100), attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(AwsError::new(
-                "TimeoutError",
-                "no answer within this key's share of --timeout",
-            )),
-        };
-        match result.and_then(|d| data_key_of(&d.plaintext)) {
-            Ok(dk) => return Ok((dk, key.arn.clone())),
-            Err(e) => {
-                causes.push(format!("{}: {e}", key.arn));
-                last = Some(e);
-            }
-        }
-    }
-    let what = if causes.len() == 1 {
-        "its key"
-    } else {
-        "any of its keys"
-    };
-    let mut err = Error::kms(format!(
-        "{}: cannot decrypt the data key through {what}: {}",
-        doc.path.display(),
-        causes.join("; ")
-    ));
-    if let Some(h) = last.as_ref().and_then(AwsError::hint) {
-        err = err.with_hint(h);
-    }
-    Err(err)
-}
-
-fn data_key_of(plain: &Secret) -> std::result::Result<DataKey, AwsError> {
-    DataKey::from_plaintext(plain).ok_or_else(|| {
-        AwsError::new(
-            "InvalidDataKey",
-            format!("KMS returned {} bytes, not a 32-byte data key", plain.len()),
-        )
-    })
-}
-
-/// Decrypt every wrapping of the data key, and accept the data key only if all
-/// of them hold the same one. This is how a key list that no MAC covers yet (a
-/// version-1 file, or `check --fix-mac`, which does not trust the old MAC) is
-/// authenticated before a new MAC covers it: an entry someone added fails here.
-pub async fn unwrap_every_key<K: KeyService>(
-    kms: &K,
-    doc: &Document,
-    deadline: Instant,
-) -> Result<(DataKey, String)> {
-    let ctx = doc.data_key_context();
-    let ctx = &ctx;
-    let answers = join_all(doc.keys.iter().map(|k| async move {
-        let by = Some(deadline);
-        (k, kms.decrypt(Some(&k.arn), &k.data_key, ctx, by).await)
-    }))
-    .await;
-    let mut first: Option<(DataKey, String)> = None;
-    let mut causes = Vec::new();
-    for (key, answer) in answers {
-        match answer.and_then(|d| data_key_of(&d.plaintext)) {
-            Ok(dk) => match &first {
-                None => first = Some((dk, key.arn.clone())),
-                Some((f, _)) if f.plaintext().expose() == dk.plaintext().expose() => {}
-                Some((_, arn)) => causes.push(format!("{}: wraps another data key than {}", key.arn, arn)),
-            },
-            Err(e) => causes.push(format!("{}: {e}", key.arn)),
-        }
-    }
-    match first {
-        Some(found) if causes.is_empty() => Ok(found),
-        // Not one opened: a matter of access (or of the network), not of trust.
-        None => Err(Error::kms(format!(
-            "{}: cannot decrypt the data key through its keys: {}",
-            doc.path.display(),
-            causes.join("; ")
-        ))),
-        Some(_) => Err(Error::integrity(format!(
-            "{}: every wrapping key must open the same data key before its key list can be trusted, and {}",
-            doc.path.display(),
-            causes.join("; ")
-        ))
-        .with_hint(
-            "a [[kmsenv.keys]] entry you did not add may be an attacker's: remove it by hand, or retry if a key was unreachable",
-        )),
-    }
+) -> Result<OpenedFile> {
+    let direct = decrypt_directs(kms, doc, sel, pin).await?;
+    finish(doc, dk, opened_by, direct, sel)
 }
 
 /// Decrypt the selected direct `kms` values of `doc`, concurrently.
@@ -272,16 +177,12 @@ async fn decrypt_directs<K: KeyService>(
                 } else {
                     format!("context {context:?}")
                 };
-                let mut err = Error::kms(format!(
-                    "{}:{}: {}: KMS Decrypt with key {key} and {ctx} failed: {k}",
-                    doc.path.display(),
-                    e.at,
-                    e.name
+                let place = format!("{}:{}: {}", doc.path.display(), e.at, e.name);
+                return Err(k.into_error(
+                    place,
+                    format!("KMS Decrypt with key {key} and {ctx}"),
+                    Service::Kms,
                 ));
-                if let Some(h) = k.hint() {
-                    err = err.with_hint(h);
-                }
-                return Err(err);
             }
         }
     }
@@ -291,21 +192,22 @@ async fn decrypt_directs<K: KeyService>(
 /// Verify the MAC, open sealed values and assemble the file's values in order.
 fn finish(
     doc: &Document,
-    dk: Option<(DataKey, String)>,
+    dk: Option<&DataKey>,
+    opened_by: Option<String>,
     direct: Vec<(String, Secret)>,
     sel: Selection<'_>,
 ) -> Result<OpenedFile> {
     let mut direct: std::collections::HashMap<String, Secret> = direct.into_iter().collect();
     let path = doc.path.display();
-    if let (Some((dk, _)), true) = (&dk, sel.verify_mac) {
-        verify_mac(doc, dk)?;
+    if let (Some(dk), true) = (dk, sel.verify_mac) {
+        unlock::verify_mac(doc, dk)?;
     }
     let mut values = Vec::new();
     for e in doc.entries.iter().filter(|e| sel.wants(&e.name)) {
         let secret = match &e.value {
             Value::Plain(t) => Secret::new(t.as_bytes().to_vec()),
             Value::Sealed(text) => {
-                let Some((dk, _)) = &dk else {
+                let Some(dk) = dk else {
                     return Err(Error::input(format!(
                         "{path}: {}: sealed value in a file without keys",
                         e.name
@@ -319,11 +221,8 @@ fn finish(
             },
         };
         // A file value reaches the program through a memfd, which may hold any bytes.
-        if !e.file && secret.expose().contains(&0) {
-            return Err(Error::input(format!(
-                "{path}: {}: decrypted value contains a NUL byte, which an environment variable cannot hold",
-                e.name
-            )));
+        if let Some(why) = value_rule(&e.name, secret.expose(), e.file) {
+            return Err(Error::input(format!("{path}: {why}")));
         }
         values.push(OpenedValue {
             name: e.name.clone(),
@@ -333,7 +232,7 @@ fn finish(
     }
     Ok(OpenedFile {
         path: doc.path.clone(),
-        opened_by: dk.map(|(_, arn)| arn),
+        opened_by,
         values,
     })
 }
@@ -351,74 +250,12 @@ pub fn open_sealed(doc: &Document, dk: &DataKey, e: &Entry, text: &str) -> Resul
     })
 }
 
-/// Check the file MAC under `dk`; a missing or wrong MAC is a hard error.
-pub fn verify_mac(doc: &Document, dk: &DataKey) -> Result<()> {
-    let ok = doc
-        .mac
-        .as_deref()
-        .is_some_and(|m| dk.verify_mac(&doc.mac_input(), m));
-    if ok {
-        return Ok(());
-    }
-    let what = if doc.mac.is_none() {
-        "it has no `mac`"
-    } else {
-        "the MAC does not match"
-    };
-    Err(Error::integrity(format!(
-        "{}: file was modified outside kmsenv: {what} (a plain or sealed value was edited, added or removed, a wrapping key was added, removed, reordered or edited, or the context changed)",
-        doc.path.display()
-    ))
-    .with_hint("if this is your own hand merge, review it, then run `kmsenv check --fix-mac`"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::TestResult;
-    use crate::kms::Context;
-    use crate::kms::fake::FakeKms;
-
-    /// The fake KMS does no I/O: a runtime with only a clock (for deadlines) runs it.
-    fn block_on<F: std::future::Future>(fut: F) -> std::io::Result<F::Output> {
-        Ok(tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()?
-            .block_on(fut))
-    }
+    use crate::kms::fake::{FakeKms, block_on, far, make_file};
     use std::path::Path;
-
-    /// A file made through the fake KMS, with the given sealed and plain values.
-    fn make_file(
-        kms: &FakeKms,
-        sealed: &[(&str, &[u8])],
-        plain: &[(&str, &str)],
-    ) -> std::result::Result<Document, Box<dyn std::error::Error>> {
-        let ctx: Context = [("app".to_string(), "t".to_string())].into();
-        let mut dk_ctx = ctx.clone();
-        dk_ctx.insert("kmsenv:purpose".into(), "data-key".into());
-        let g = block_on(kms.generate_data_key("k1", &dk_ctx))??;
-        let dk = DataKey::from_plaintext(&g.plaintext).ok_or("the fake's data key has 32 bytes")?;
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&g.blob);
-        let mut text = format!(
-            "[kmsenv]\nversion = 2\ncontext = {{ app = \"t\" }}\n\n[[kmsenv.keys]]\narn = \"k1\"\ndata_key = \"{b64}\"\n\n[env]\n"
-        );
-        for (n, v) in sealed {
-            text += &format!("{n} = {{ sealed = \"{}\" }}\n", dk.seal(n, v));
-        }
-        for (n, v) in plain {
-            text += &format!("{n} = \"{v}\"\n");
-        }
-        let doc = Document::parse(Path::new("t.toml"), text.clone())?;
-        let mac = dk.mac(&doc.mac_input());
-        text = text.replacen("version = 2\n", &format!("version = 2\nmac = \"{mac}\"\n"), 1);
-        Ok(Document::parse(Path::new("t.toml"), text)?)
-    }
-
-    fn far() -> Instant {
-        Instant::now() + Duration::from_secs(30)
-    }
 
     #[test]
     fn opens_sealed_and_plain_values_with_one_kms_call() -> TestResult {
@@ -443,58 +280,6 @@ mod tests {
         let tampered = Document::parse(Path::new("t.toml"), doc.text.replace("db1", "evil"))?;
         let err = block_on(open_with(&kms, &[tampered], Selection::ALL, far(), None))?.unwrap_err();
         assert!(err.to_string().contains("modified outside kmsenv"), "{err}");
-        Ok(())
-    }
-
-    #[test]
-    fn data_key_failure_lists_every_key() -> TestResult {
-        let kms = FakeKms {
-            denied: vec!["k1".into()],
-            ..Default::default()
-        };
-        let doc = make_file(&FakeKms::default(), &[("A", b"one")], &[])?;
-        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far(), None))?.unwrap_err();
-        assert!(err.to_string().contains("k1: AccessDeniedException"), "{err}");
-        Ok(())
-    }
-
-    #[test]
-    fn under_a_pin_untrusted_wrappings_are_skipped_without_a_call() -> TestResult {
-        let kms = FakeKms::default();
-        let doc = make_file(&kms, &[("A", b"one")], &[])?;
-        let trusted = "arn:aws:kms:us-east-1:1:key/trusted";
-        let pin = crate::trust::TrustPin::from_sources(&[trusted.into()], None)?.ok_or("a pin")?;
-        kms.calls.set(0);
-        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far(), Some(&pin)))?.unwrap_err();
-        assert!(
-            err.to_string().contains("none of its wrapping keys is trusted"),
-            "{err}"
-        );
-        assert_eq!(kms.calls.get(), 0);
-        Ok(())
-    }
-
-    #[test]
-    fn every_wrapping_must_open_the_same_data_key() -> TestResult {
-        let kms = FakeKms::default();
-        let doc = make_file(&kms, &[("A", b"one")], &[])?;
-        let (dk, _) = block_on(unwrap_every_key(&kms, &doc, far()))??;
-        // A second wrapping of another data key, as an attacker would append it.
-        let mut ctx: Context = [("app".to_string(), "t".to_string())].into();
-        ctx.insert("kmsenv:purpose".into(), "data-key".into());
-        let other = block_on(kms.generate_data_key("k2", &ctx))??;
-        let mut injected = doc.clone();
-        injected.keys.push(crate::document::WrappingKey {
-            arn: "k2".into(),
-            data_key: other.blob,
-            data_key_text: String::new(),
-        });
-        let err = block_on(unwrap_every_key(&kms, &injected, far()))?.unwrap_err();
-        assert!(
-            err.to_string().contains("k2: wraps another data key than k1"),
-            "{err}"
-        );
-        assert_eq!(dk.plaintext().len(), 32);
         Ok(())
     }
 

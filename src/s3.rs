@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use crate::aws::AwsError;
 use crate::error::{Error, Result};
 
 /// An `s3://BUCKET/KEY` location.
@@ -57,18 +56,6 @@ pub fn split_file_list(list: &std::ffi::OsStr) -> Vec<std::path::PathBuf> {
         rejoin = part.as_os_str() == "s3";
     }
     out
-}
-
-/// What a user can do about a failed GetObject: S3's own words for the
-/// failures that [`AwsError::hint`] words for KMS.
-pub fn hint(e: &AwsError) -> Option<&'static str> {
-    match e.code.as_str() {
-        "ConnectionError" => {
-            Some("cannot reach S3: check the network, proxy settings and AWS_ENDPOINT_URL_S3")
-        }
-        "TimeoutError" => Some("no answer from S3 in time: check the network, the endpoint and --timeout"),
-        _ => e.hint(),
-    }
 }
 
 /// Whether this build reads `s3://` files.
@@ -129,7 +116,7 @@ mod enabled {
 
     async fn get(aws: &Aws, url: &S3Url, region: &str) -> Result<Answer, AwsError> {
         let client = client(aws, region);
-        aws.timed(None, |last| async move {
+        aws.timed(None, code_of, |last| async move {
             let sent = client
                 .get_object()
                 .bucket(&url.bucket)

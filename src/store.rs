@@ -27,7 +27,36 @@ pub struct Editor {
     doc: DocumentMut,
 }
 
+/// The first line of every new file.
+const HEADER: &str =
+    "# kmsenv — encrypted environment. Safe to commit; edit with `kmsenv set` / `kmsenv edit`.\n";
+
 impl Editor {
+    /// The text of a new file (`init`): the header comment, `[kmsenv]` with the
+    /// format version and `context`, and an empty `[env]`. Keys come with
+    /// [`Editor::add_key`], the MAC with [`Editor::set_mac`].
+    pub fn create(path: &Path, context: &BTreeMap<String, String>) -> Result<Editor> {
+        let mut head = toml_edit::Table::new();
+        head.decor_mut().set_prefix(HEADER);
+        head.insert("version", toml_edit::value(crate::document::FORMAT_VERSION));
+        if !context.is_empty() {
+            let mut ctx = InlineTable::new();
+            for (k, v) in context {
+                ctx.insert(k.as_str(), v.as_str().into());
+            }
+            head.insert("context", toml_edit::value(ctx));
+        }
+        let mut doc = DocumentMut::new();
+        doc.insert("kmsenv", Item::Table(head));
+        let mut env = toml_edit::Table::new();
+        env.decor_mut().set_prefix("\n");
+        doc.insert("env", Item::Table(env));
+        Ok(Editor {
+            path: path.to_path_buf(),
+            doc,
+        })
+    }
+
     pub fn new(doc: &Document) -> Result<Editor> {
         let parsed = doc
             .text
@@ -113,13 +142,18 @@ impl Editor {
         Ok(self.env()?.remove(name).is_some())
     }
 
-    /// The `[[kmsenv.keys]]` tables, for editing wrappings.
+    /// The `[[kmsenv.keys]]` tables, for editing wrappings (made if there are none).
     fn keys(&mut self) -> Result<&mut toml_edit::ArrayOfTables> {
         let path = self.path.display().to_string();
-        self.doc
+        let head = self
+            .doc
             .get_mut("kmsenv")
             .and_then(Item::as_table_like_mut)
-            .and_then(|t| t.get_mut("keys"))
+            .ok_or_else(|| Error::input(format!("{path}: missing [kmsenv]")))?;
+        if !head.contains_key("keys") {
+            head.insert("keys", Item::ArrayOfTables(toml_edit::ArrayOfTables::new()));
+        }
+        head.get_mut("keys")
             .and_then(Item::as_array_of_tables_mut)
             .ok_or_else(|| {
                 Error::input(format!(
@@ -146,8 +180,11 @@ impl Editor {
         let mut t = toml_edit::Table::new();
         t["arn"] = toml_edit::value(arn);
         t["data_key"] = toml_edit::value(blob_b64);
-        // Place it right after the last key table, before [env].
+        // Place it right after the last key table, before [env]; the first one
+        // of a new file goes after [kmsenv] (the tables of a new document are
+        // not positioned, so their insertion order is their order).
         t.set_position(position);
+        t.decor_mut().set_prefix("\n");
         keys.push(t);
         Ok(())
     }
@@ -219,7 +256,7 @@ pub fn lock(path: &Path, deadline: Instant) -> Result<Lock> {
             format!("{}: cannot lock its folder: {}", path.display(), e.desc()),
         )),
         None => Err(Error::new(
-            Class::Io,
+            Class::Conflict,
             format!(
                 "{}: its folder is still locked by another writer at the deadline (--timeout); nothing was written",
                 path.display()

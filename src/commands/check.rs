@@ -3,28 +3,29 @@
 //! `--fix-mac` re-verifies every value and writes a new MAC, for after a hand merge.
 
 use crate::cli::CheckArgs;
-use crate::commands::{Ctx, Writer, write_stdout};
 use crate::document::{Document, VAR_CONTEXT_KEY, Value};
-use crate::error::{Error, Result};
-use crate::resolve::{self, Selection};
+use crate::error::{Class, Error, Result};
+use crate::resolve::Selection;
+use crate::run::{Connect, Run, write_stdout};
 use crate::terminal::escape;
+use crate::writer::Writer;
 
-pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
+pub fn run<K: Connect>(run: &Run<K>, args: CheckArgs) -> Result<()> {
     if args.fix_mac {
-        return fix_mac(ctx);
+        return fix_mac(run);
     }
-    let docs = ctx.load_all()?;
+    let docs = run.load_all()?;
     let mut failures = 0;
     for doc in &docs {
-        match ctx.open(std::slice::from_ref(doc), Selection::ALL) {
+        match run.open(std::slice::from_ref(doc), Selection::ALL) {
             Ok(files) => {
                 let path = doc.path.display().to_string();
                 let path = escape(&path);
-                warn_unbound(ctx, doc);
+                warn_unbound(run, doc);
                 let protection = match files.first().and_then(|f| f.opened_by.as_deref()) {
                     Some(arn) => format!("MAC ok, data key opened with {}", escape(arn)),
                     None => {
-                        ctx.note(format!(
+                        run.note(format!(
                             "warning: {path} has no [[kmsenv.keys]] and so no MAC: anyone who can write it can change it"
                         ));
                         "no keys, no MAC".into()
@@ -54,12 +55,12 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<()> {
 
 /// A direct value without `kmsenv:var` (pasted from `aws kms encrypt`) decrypts
 /// under any name: someone who can write the file can move it to another variable.
-fn warn_unbound(ctx: &Ctx, doc: &Document) {
+fn warn_unbound<K: Connect>(run: &Run<K>, doc: &Document) {
     for e in &doc.entries {
         if let Value::Kms { context, .. } = &e.value
             && !context.contains_key(VAR_CONTEXT_KEY)
         {
-            ctx.note(format!(
+            run.note(format!(
                 "warning: {}:{}: {}: this kms value is not bound to its name (no \"{VAR_CONTEXT_KEY}\" in its context): \
                  a writer of the file could move it to another variable; re-set it with `kmsenv set --kms {}`",
                 doc.path.display(),
@@ -72,32 +73,29 @@ fn warn_unbound(ctx: &Ctx, doc: &Document) {
 }
 
 /// Open everything without trusting the old MAC, then write a new one.
-fn fix_mac(ctx: &Ctx) -> Result<()> {
-    let path = ctx.single_file("check --fix-mac")?;
-    let mut w = Writer::open(ctx, path)?;
+fn fix_mac<K: Connect>(run: &Run<K>) -> Result<()> {
+    let path = run.single_file("check --fix-mac")?;
+    let mut w = Writer::open(run, path)?;
     let doc = w.doc().clone();
     // Every wrapping must open the same data key: the new MAC will vouch for them.
     let dk = w.data_key_for_new_mac()?;
-    // Every sealed value must open under this file's data key and name.
-    for e in &doc.entries {
-        if let Value::Sealed(text) = &e.value {
-            resolve::open_sealed(&doc, dk, e, text).map_err(|err| {
+    // Every sealed value must open under this file's data key and name, and
+    // every direct value must decrypt (they are not under the MAC, but a merge
+    // that broke one should not pass as fixed).
+    let everything = Selection {
+        only: None,
+        verify_mac: false,
+    };
+    run.open_unlocked(&doc, Some(dk), None, everything)
+        .map_err(|err| match err.class {
+            Class::Integrity => {
                 err.with_hint("re-set this value with `kmsenv set`, then run --fix-mac again")
-            })?;
-        }
-    }
-    // And every direct value must decrypt (they are not under the MAC, but a
-    // merge that broke one should not pass as fixed).
-    ctx.open(
-        std::slice::from_ref(&doc),
-        Selection {
-            only: None,
-            verify_mac: false,
-        },
-    )?;
+            }
+            _ => err,
+        })?;
     // Say what the new MAC vouches for, so a reviewer can compare with the merge.
     let keys: Vec<&str> = doc.keys.iter().map(|k| k.arn.as_str()).collect();
-    ctx.note(format!(
+    run.note(format!(
         "{}: the new MAC covers the keys {}",
         path.display(),
         keys.join(", ")
@@ -108,7 +106,7 @@ fn fix_mac(ctx: &Ctx) -> Result<()> {
         .filter(|e| !matches!(e.value, Value::Kms { .. }))
         .map(|e| format!("{} ({})", e.name, e.value.kind()))
         .collect();
-    ctx.note(format!(
+    run.note(format!(
         "{}: and the entries {}",
         path.display(),
         if entries.is_empty() {
@@ -119,7 +117,7 @@ fn fix_mac(ctx: &Ctx) -> Result<()> {
     ));
     let n = doc.entries.len();
     w.save()?;
-    ctx.note(format!(
+    run.note(format!(
         "{}: all {n} values verified; new MAC written",
         path.display()
     ));

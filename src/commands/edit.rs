@@ -24,28 +24,32 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use zeroize::Zeroizing;
 
-use crate::commands::{Ctx, Writer, kms_error_for};
-use crate::document::{Document, Value};
+use crate::document::{Document, Value, value_rule};
 use crate::dotenv;
 use crate::error::{Class, Error, Result};
-use crate::kms::KeyService;
 use crate::resolve::Selection;
+use crate::run::{Connect, Run};
 use crate::secret::Secret;
+use crate::writer::Writer;
 
 /// Times the editor is re-opened after a parse error before giving up.
 const MAX_ATTEMPTS: usize = 5;
 
-pub fn run(ctx: &Ctx) -> Result<()> {
+pub fn run<K: Connect>(run: &Run<K>) -> Result<()> {
     let started = SystemTime::now();
-    let path = ctx.single_file("edit")?.to_path_buf();
-    let original = Document::load(&path, ctx.deadline)?;
-    ctx.admit(&original, false)?;
-    let opened = ctx.open(std::slice::from_ref(&original), Selection::ALL)?;
-    let values: Vec<(String, Secret)> = opened
-        .into_iter()
-        .flat_map(|f| f.values)
-        .map(|v| (v.name, v.secret))
-        .collect();
+    let path = run.single_file("edit")?.to_path_buf();
+    let original = Document::load(&path, run.deadline)?;
+    run.admit(&original, false)?;
+    // The data key is opened once: for showing the values, and again for writing
+    // them back if the file is still what it was.
+    let unlocked = run.unlock(&original)?;
+    let opened = run.open_unlocked(
+        &original,
+        unlocked.as_ref().map(|(k, _)| k),
+        unlocked.as_ref().map(|(_, arn)| arn.clone()),
+        Selection::ALL,
+    )?;
+    let values: Vec<(String, Secret)> = opened.values.into_iter().map(|v| (v.name, v.secret)).collect();
     if let Some((n, _)) = values.iter().find(|(_, v)| v.expose().contains(&0)) {
         return Err(Error::usage(format!(
             "{}: {n} holds binary data (NUL bytes) that a text editor cannot show",
@@ -68,30 +72,20 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     }
     let scratch = Scratch::create(&path, started)?;
     let Some(edited) = edit_until_valid(&scratch, &text)? else {
-        ctx.note(format!("{}: no changes", path.display()));
+        run.note(format!("{}: no changes", path.display()));
         return Ok(());
     };
     drop(scratch);
 
     // Apply, under the lock, to the file exactly as it was when we read it.
-    let mut w = Writer::open(ctx, &path)?;
-    if w.doc().text != original.text {
-        return Err(Error::new(
-            Class::Io,
-            format!(
-                "{}: the file changed while you were editing; nothing was written",
-                path.display()
-            ),
-        )
-        .with_hint("run `kmsenv edit` again"));
-    }
+    let mut w = Writer::open_unchanged(run, &original, unlocked.map(|(k, _)| k))?;
     let changed = apply(&mut w, &values, &edited)?;
     if changed.is_empty() {
-        ctx.note(format!("{}: no changes", path.display()));
+        run.note(format!("{}: no changes", path.display()));
         return Ok(());
     }
     w.save()?;
-    ctx.note(format!("{}: changed {}", path.display(), changed.join(" ")));
+    run.note(format!("{}: changed {}", path.display(), changed.join(" ")));
     Ok(())
 }
 
@@ -175,8 +169,11 @@ fn run_editor(file: &Path) -> Result<()> {
 }
 
 /// Turn the edited values into file edits; the names changed.
-fn apply(w: &mut Writer, before: &[(String, Secret)], after: &[(String, Secret)]) -> Result<Vec<String>> {
-    let path = w.doc().path.clone();
+pub(super) fn apply<K: Connect>(
+    w: &mut Writer<K>,
+    before: &[(String, Secret)],
+    after: &[(String, Secret)],
+) -> Result<Vec<String>> {
     let mut changed = Vec::new();
     for (name, value) in after {
         let old = before.iter().find(|(n, _)| n == name).map(|(_, v)| v);
@@ -185,8 +182,8 @@ fn apply(w: &mut Writer, before: &[(String, Secret)], after: &[(String, Secret)]
         }
         let entry = w.doc().entry(name).cloned();
         let file = entry.as_ref().is_some_and(|e| e.file);
-        if !file && value.expose().contains(&0) {
-            return Err(Error::usage(format!("{name}: value contains a NUL byte")));
+        if let Some(why) = value_rule(name, value.expose(), file) {
+            return Err(Error::usage(why));
         }
         match entry.map(|e| e.value) {
             Some(Value::Plain(_)) => {
@@ -199,10 +196,10 @@ fn apply(w: &mut Writer, before: &[(String, Secret)], after: &[(String, Secret)]
                     Some(k) => k,
                     None => w.direct_value_key()?,
                 };
-                let session = w.session()?;
+                let (session, kms) = w.kms()?;
                 let (blob, arn) = session
-                    .block_on(session.kms.encrypt(&key, value.expose(), &context))
-                    .map_err(|e| kms_error_for(&path, Some(name), &key, "Encrypt", e))?;
+                    .block_on(kms.encrypt(&key, value.expose(), &context))
+                    .map_err(|e| w.kms_error(Some(name), &key, "Encrypt", e))?;
                 w.check_trusted(name, &arn)?;
                 w.editor()
                     .set_kms(name, &B64.encode(blob), Some(&arn), &context, file)?;

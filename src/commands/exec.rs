@@ -5,14 +5,14 @@
 use std::collections::BTreeSet;
 
 use crate::cli::ExecArgs;
-use crate::commands::Ctx;
 use crate::document::check_name;
 use crate::error::{Error, Result};
 use crate::exec::{self, Environment, Policy};
 use crate::resolve::Selection;
+use crate::run::{Connect, Run};
 use crate::{init, user};
 
-pub fn run(ctx: &mut Ctx, args: ExecArgs) -> Result<()> {
+pub fn run<K: Connect>(run: &mut Run<K>, args: ExecArgs) -> Result<()> {
     let only: Option<BTreeSet<String>> = if args.only.is_empty() {
         None
     } else {
@@ -24,7 +24,7 @@ pub fn run(ctx: &mut Ctx, args: ExecArgs) -> Result<()> {
     // Resolved before any KMS call; switched to only after everything is decrypted.
     let user = args.user.as_deref().map(user::Target::resolve).transpose()?;
 
-    let docs = ctx.load_all()?;
+    let docs = run.load_all()?;
     if let Some(only) = &only {
         for n in only {
             if !docs.iter().any(|d| d.entry(n).is_some()) {
@@ -37,7 +37,7 @@ pub fn run(ctx: &mut Ctx, args: ExecArgs) -> Result<()> {
         only: only.as_ref(),
         verify_mac: true,
     };
-    let files = ctx.open(&docs, sel)?;
+    let files = run.open(&docs, sel)?;
 
     let policy = Policy {
         pristine: args.pristine,
@@ -47,16 +47,16 @@ pub fn run(ctx: &mut Ctx, args: ExecArgs) -> Result<()> {
     let names = env.apply(&files, policy)?;
     for f in &files {
         match &f.opened_by {
-            Some(arn) => ctx.info(format!("{}: data key opened with {arn}", f.path.display())),
-            None => ctx.info(format!(
+            Some(arn) => run.info(format!("{}: data key opened with {arn}", f.path.display())),
+            None => run.info(format!(
                 "{}: no data key (plain and kms values only)",
                 f.path.display()
             )),
         }
     }
-    ctx.info(format!("setting {}", names.join(" ")));
+    run.info(format!("setting {}", names.join(" ")));
     drop(files);
-    ctx.end_session();
+    run.end_session();
 
     if args.init {
         let code = init::run(&args.command, env, user.as_ref())?;

@@ -5,15 +5,15 @@
 use std::collections::HashMap;
 
 use crate::cli::{ExportArgs, Format};
-use crate::commands::{Ctx, write_stdout};
 use crate::dotenv;
 use crate::error::{Error, Result};
 use crate::resolve::Selection;
+use crate::run::{Connect, Run, write_stdout};
 use crate::secret::Secret;
 
-pub fn run(ctx: &Ctx, args: ExportArgs) -> Result<()> {
-    let docs = ctx.load_all()?;
-    let files = ctx.open(&docs, Selection::ALL)?;
+pub fn run<K: Connect>(run: &Run<K>, args: ExportArgs) -> Result<()> {
+    let docs = run.load_all()?;
+    let files = run.open(&docs, Selection::ALL)?;
     // Later files win; each name once, in order of first appearance. The index
     // keeps this linear: 200 000 entries took half a minute with a scan per name.
     let mut merged: Vec<(&str, &Secret)> = Vec::new();

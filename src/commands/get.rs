@@ -4,12 +4,12 @@ use std::collections::BTreeSet;
 use std::io::IsTerminal;
 
 use crate::cli::GetArgs;
-use crate::commands::{Ctx, write_stdout};
 use crate::error::{Error, Result};
 use crate::resolve::Selection;
+use crate::run::{Connect, Run, write_stdout};
 
-pub fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
-    let docs = ctx.load_all()?;
+pub fn run<K: Connect>(run: &Run<K>, args: GetArgs) -> Result<()> {
+    let docs = run.load_all()?;
     // The last file that defines the name wins, as in `exec`.
     let Some(doc) = docs.iter().rev().find(|d| d.entry(&args.name).is_some()) else {
         let files: Vec<String> = docs.iter().map(|d| d.path.display().to_string()).collect();
@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
         )));
     };
     let only: BTreeSet<String> = [args.name.clone()].into();
-    let opened = ctx.open(
+    let opened = run.open(
         std::slice::from_ref(doc),
         Selection {
             only: Some(&only),

@@ -3,13 +3,14 @@
 use std::path::Path;
 
 use crate::cli::ImportArgs;
-use crate::commands::{Ctx, Writer};
 use crate::dotenv;
 use crate::error::{Error, Result};
 use crate::input::read_limited;
+use crate::run::{Connect, Run};
+use crate::writer::Writer;
 
-pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
-    let path = ctx.single_file("import")?;
+pub fn run<K: Connect>(run: &Run<K>, args: ImportArgs) -> Result<()> {
+    let path = run.single_file("import")?;
     let (origin, text) = match &args.path {
         Some(p) if crate::s3::is_url(p) => {
             return Err(Error::usage(format!(
@@ -35,7 +36,7 @@ pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     if entries.is_empty() {
         return Err(Error::usage(format!("{origin}: no NAME=VALUE lines to import")));
     }
-    let mut w = Writer::open(ctx, path)?;
+    let mut w = Writer::open(run, path)?;
     for (name, value) in &entries {
         let keep = w.doc().entry(name).is_some_and(|e| e.file);
         if !keep && value.expose().contains(&0) {
@@ -62,7 +63,7 @@ pub fn run(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     }
     w.save()?;
     let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-    ctx.note(format!("{}: imported {}", path.display(), names.join(" ")));
+    run.note(format!("{}: imported {}", path.display(), names.join(" ")));
     Ok(())
 }
 

@@ -6,26 +6,26 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::KeysCommand;
-use crate::commands::list::region_of;
-use crate::commands::{Ctx, Writer, kms_error, write_stdout};
 use crate::document::Document;
 use crate::error::{Error, Result};
-use crate::kms::KeyService;
+use crate::kms::region_of;
+use crate::run::{Connect, Run, write_stdout};
 use crate::terminal::escape;
+use crate::writer::{Writer, kms_failure};
 
-pub fn run(ctx: &Ctx, cmd: KeysCommand) -> Result<()> {
+pub fn run<K: Connect>(run: &Run<K>, cmd: KeysCommand) -> Result<()> {
     match cmd {
-        KeysCommand::Add { key } => add(ctx, &key),
-        KeysCommand::Remove { key } => remove(ctx, &key),
-        KeysCommand::List => list(ctx),
+        KeysCommand::Add { key } => add(run, &key),
+        KeysCommand::Remove { key } => remove(run, &key),
+        KeysCommand::List => list(run),
     }
 }
 
-fn add(ctx: &Ctx, key: &str) -> Result<()> {
-    let path = ctx.single_file("keys add")?;
-    let mut w = Writer::open(ctx, path)?;
+fn add<K: Connect>(run: &Run<K>, key: &str) -> Result<()> {
+    let path = run.single_file("keys add")?;
+    let mut w = Writer::open(run, path)?;
     let dk_ctx = w.doc().data_key_context();
-    let session = w.session()?;
+    let (session, kms) = w.kms()?;
     let Some(dk) = w.data_key()? else {
         return Err(
             Error::usage(format!("{}: has no data key to wrap", path.display()))
@@ -33,8 +33,8 @@ fn add(ctx: &Ctx, key: &str) -> Result<()> {
         );
     };
     let (blob, arn) = session
-        .block_on(session.kms.encrypt(key, dk.plaintext().expose(), &dk_ctx))
-        .map_err(|e| kms_error(path, key, "Encrypt", e))?;
+        .block_on(kms.encrypt(key, dk.plaintext().expose(), &dk_ctx))
+        .map_err(|e| kms_failure(path, None, key, "Encrypt", e))?;
     if w.doc().keys.iter().any(|k| k.arn == arn) {
         return Err(Error::usage(format!(
             "{}: {arn} already wraps the data key",
@@ -43,13 +43,13 @@ fn add(ctx: &Ctx, key: &str) -> Result<()> {
     }
     w.editor().add_key(&arn, &B64.encode(blob))?;
     w.save()?;
-    ctx.note(format!("{}: added {arn} ({})", path.display(), region_of(&arn)));
+    run.note(format!("{}: added {arn} ({})", path.display(), region_of(&arn)));
     Ok(())
 }
 
-fn remove(ctx: &Ctx, key: &str) -> Result<()> {
-    let path = ctx.single_file("keys remove")?;
-    let mut w = Writer::open(ctx, path)?;
+fn remove<K: Connect>(run: &Run<K>, key: &str) -> Result<()> {
+    let path = run.single_file("keys remove")?;
+    let mut w = Writer::open(run, path)?;
     let keys = &w.doc().keys;
     let matches: Vec<usize> = (0..keys.len())
         .filter(|&i| keys[i].arn == key || keys[i].arn.ends_with(&format!("/{key}")))
@@ -79,12 +79,12 @@ fn remove(ctx: &Ctx, key: &str) -> Result<()> {
     w.data_key_without(index)?;
     w.editor().remove_key(index)?;
     w.save()?;
-    ctx.note(format!("{}: removed {removed}", path.display()));
+    run.note(format!("{}: removed {removed}", path.display()));
     Ok(())
 }
 
-fn list(ctx: &Ctx) -> Result<()> {
-    let docs: Vec<Document> = ctx.load_all()?;
+fn list<K: Connect>(run: &Run<K>) -> Result<()> {
+    let docs: Vec<Document> = run.load_all()?;
     let mut out = String::new();
     for doc in &docs {
         if docs.len() > 1 {

@@ -6,14 +6,14 @@
 use sha2::{Digest, Sha256};
 
 use crate::cli::ListArgs;
-use crate::commands::{Ctx, write_stdout};
 use crate::document::{Document, Value};
 use crate::error::Result;
-use crate::kms::arn_region;
+use crate::kms::region_of;
+use crate::run::{Connect, Run, write_stdout};
 use crate::terminal::escape;
 
-pub fn run(ctx: &Ctx, args: ListArgs) -> Result<()> {
-    let docs = ctx.load_all()?;
+pub fn run<K: Connect>(run: &Run<K>, args: ListArgs) -> Result<()> {
+    let docs = run.load_all()?;
     let mut out = String::new();
     for doc in &docs {
         if args.values_hash {
@@ -28,12 +28,12 @@ pub fn run(ctx: &Ctx, args: ListArgs) -> Result<()> {
 fn listing(doc: &Document, out: &mut String) {
     *out += &format!("{}\n", escape(&doc.path.to_string_lossy()));
     if !doc.context.is_empty() {
-        let ctx: Vec<String> = doc
+        let run: Vec<String> = doc
             .context
             .iter()
             .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
             .collect();
-        *out += &format!("  context  {}\n", ctx.join(" "));
+        *out += &format!("  context  {}\n", run.join(" "));
     }
     for k in &doc.keys {
         *out += &format!("  key      {} ({})\n", escape(&k.arn), escape(region_of(&k.arn)));
@@ -50,11 +50,6 @@ fn listing(doc: &Document, out: &mut String) {
         *out += line.trim_end();
         *out += "\n";
     }
-}
-
-/// The region a key is used in, for people.
-pub fn region_of(arn: &str) -> &str {
-    arn_region(arn).unwrap_or("configured region")
 }
 
 fn hashes(doc: &Document, out: &mut String) {

@@ -7,56 +7,36 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::RotateArgs;
-use crate::commands::{Ctx, Writer, kms_error, kms_error_for};
 use crate::document::Value;
-use crate::envelope::DataKey;
-use crate::error::{Error, Result};
-use crate::kms::{KeyService, arn_region, new_data_key};
+use crate::error::Result;
+use crate::kms::arn_region;
 use crate::resolve;
-use crate::secret::Secret;
+use crate::run::{Connect, Run};
+use crate::writer::Writer;
 
-pub fn run(ctx: &Ctx, args: RotateArgs) -> Result<()> {
-    let path = ctx.single_file("rotate")?;
-    let mut w = Writer::open(ctx, path)?;
+pub fn run<K: Connect>(run: &Run<K>, args: RotateArgs) -> Result<()> {
+    let path = run.single_file("rotate")?;
+    let mut w = Writer::open(run, path)?;
     let doc = w.doc().clone();
-    let Some(old) = w.data_key()? else {
-        return Err(Error::usage(format!(
-            "{}: has no data key to rotate",
-            path.display()
-        )));
-    };
-    // Every sealed value, opened under the old key before anything changes.
-    let mut sealed: Vec<(&str, Secret, bool)> = Vec::new();
-    for e in &doc.entries {
-        if let Value::Sealed(text) = &e.value {
-            sealed.push((&e.name, resolve::open_sealed(&doc, old, e, text)?, e.file));
-        }
-    }
     let dest = if args.kms_values {
         Some(w.direct_value_key()?)
     } else {
         None
     };
-
-    let session = w.session()?;
-    let kms = &session.kms;
-    let arns: Vec<&str> = doc.keys.iter().map(|k| k.arn.as_str()).collect();
-    let made = session
-        .block_on(new_data_key(kms, &arns, &doc.data_key_context()))
-        .map_err(|f| kms_error(path, &f.key, f.op, f.error))?;
-    let new = DataKey::from_plaintext(&made.plaintext).ok_or_else(|| {
-        Error::kms(format!(
-            "{}: KMS returned a data key that is not 32 bytes",
-            path.display()
-        ))
-    })?;
-
-    for (name, plain, file) in &sealed {
-        w.editor()
-            .set_sealed(name, &new.seal(name, plain.expose()), *file)?;
+    let old = w.rekey()?;
+    let mut resealed = 0;
+    for e in &doc.entries {
+        if let Value::Sealed(text) = &e.value {
+            let plain = resolve::open_sealed(&doc, &old, e, text)?;
+            let sealed = w.seal(&e.name, plain.expose())?;
+            w.editor().set_sealed(&e.name, &sealed, e.file)?;
+            resealed += 1;
+        }
     }
-    let mut reencrypted = Vec::new();
+    drop(old);
+    let mut reencrypted = 0;
     if let Some(dest) = &dest {
+        let (session, kms) = w.kms()?;
         for e in &doc.entries {
             let Value::Kms { blob, key, context } = &e.value else {
                 continue;
@@ -71,26 +51,20 @@ pub fn run(ctx: &Ctx, args: RotateArgs) -> Result<()> {
                     Err(e) => Err(e),
                 }
             };
-            let (nblob, arn) =
-                result.map_err(|k| kms_error_for(path, Some(&e.name), dest, "ReEncrypt", k))?;
+            let (nblob, arn) = result.map_err(|k| w.kms_error(Some(&e.name), dest, "ReEncrypt", k))?;
             w.editor()
                 .set_kms(&e.name, &B64.encode(nblob), Some(&arn), context, e.file)?;
-            reencrypted.push(e.name.clone());
+            reencrypted += 1;
         }
     }
-    for (i, (_, blob)) in made.wrappings.iter().enumerate() {
-        w.editor().set_key_blob(i, &B64.encode(blob))?;
-    }
-    w.replace_data_key(new);
     w.save()?;
     let mut msg = format!(
-        "{}: new data key; {} sealed values re-sealed",
-        path.display(),
-        sealed.len()
+        "{}: new data key; {resealed} sealed values re-sealed",
+        path.display()
     );
     if let Some(dest) = dest {
-        msg += &format!("; {} kms values re-encrypted to {dest}", reencrypted.len());
+        msg += &format!("; {reencrypted} kms values re-encrypted to {dest}");
     }
-    ctx.note(msg);
+    run.note(msg);
     Ok(())
 }

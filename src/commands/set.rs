@@ -6,15 +6,17 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::cli::SetArgs;
-use crate::commands::{Ctx, Writer, kms_error_for, parse_context};
-use crate::document::{FILE_CONTEXT_KEY, FILE_CONTEXT_VALUE, MAX_KMS_BLOB, VAR_CONTEXT_KEY, check_name};
+use crate::document::{
+    FILE_CONTEXT_KEY, FILE_CONTEXT_VALUE, MAX_KMS_BLOB, check_name, parse_context, value_rule,
+};
 use crate::error::{Error, Result};
 use crate::input::read_value;
-use crate::kms::KeyService;
+use crate::run::{Connect, Run};
 use crate::secret::Secret;
+use crate::writer::Writer;
 
-pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
-    let path = ctx.single_file("set")?;
+pub fn run<K: Connect>(run: &Run<K>, args: SetArgs) -> Result<()> {
+    let path = run.single_file("set")?;
     // `--plain NAME=VALUE` is allowed: a plain value is not a secret.
     let (name, inline) = match (args.plain, args.name.split_once('=')) {
         (true, Some((n, v))) => (n.to_string(), Some(Secret::new(v.as_bytes().to_vec()))),
@@ -40,15 +42,15 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
 
     // The data key is opened only when needed: a direct kms value that replaces
     // nothing under the MAC needs only kms:Encrypt.
-    let mut w = Writer::open(ctx, path)?;
+    let mut w = Writer::open(run, path)?;
     let file = args.as_file || w.doc().entry(&name).is_some_and(|e| e.file);
     if args.plain && std::str::from_utf8(value.expose()).is_err() {
         return Err(Error::usage(format!(
             "{name}: a --plain value must be UTF-8 text (TOML strings are); seal it instead"
         )));
     }
-    if !args.ciphertext && !file && value.expose().contains(&0) {
-        return Err(nul_error(&name));
+    if !args.ciphertext {
+        check_value(&name, value.expose(), file)?;
     }
 
     let what = if args.ciphertext {
@@ -60,10 +62,10 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
             None => w.direct_value_key()?,
         };
         let context = w.doc().direct_value_context(&name, file);
-        let session = w.session()?;
+        let (session, kms) = w.kms()?;
         let (blob, arn) = session
-            .block_on(session.kms.encrypt(&key, value.expose(), &context))
-            .map_err(|e| kms_error_for(path, Some(&name), &key, "Encrypt", e))?;
+            .block_on(kms.encrypt(&key, value.expose(), &context))
+            .map_err(|e| w.kms_error(Some(&name), &key, "Encrypt", e))?;
         w.check_trusted(&name, &arn)?;
         w.editor()
             .set_kms(&name, &B64.encode(blob), Some(&arn), &context, file)?;
@@ -79,21 +81,29 @@ pub fn run(ctx: &Ctx, args: SetArgs) -> Result<()> {
     };
     drop(value);
     w.save()?;
-    ctx.note(format!("{}: set {name} ({what})", path.display()));
+    run.note(format!("{}: set {name} ({what})", path.display()));
     Ok(())
 }
 
-fn nul_error(name: &str) -> Error {
-    Error::usage(format!(
-        "{name}: value contains a NUL byte, which an environment variable cannot hold"
-    ))
-    .with_hint("binary values can be delivered as a file: add --as-file")
+/// The NUL rule for a value given to `set`.
+fn check_value(name: &str, value: &[u8], file: bool) -> Result<()> {
+    match value_rule(name, value, file) {
+        Some(why) => {
+            Err(Error::usage(why).with_hint("binary values can be delivered as a file: add --as-file"))
+        }
+        None => Ok(()),
+    }
 }
 
 /// `--ciphertext`: the input is a CiphertextBlob (raw, or base64 as the AWS CLI
 /// prints it). Checked with a test Decrypt unless `--no-verify`.
-fn store_ciphertext(w: &mut Writer, args: &SetArgs, name: &str, input: &Secret, file: bool) -> Result<()> {
-    let path = w.doc().path.clone();
+fn store_ciphertext<K: Connect>(
+    w: &mut Writer<K>,
+    args: &SetArgs,
+    name: &str,
+    input: &Secret,
+    file: bool,
+) -> Result<()> {
     let text = input.expose();
     let looks_base64 = text
         .iter()
@@ -115,18 +125,9 @@ fn store_ciphertext(w: &mut Writer, args: &SetArgs, name: &str, input: &Secret, 
             blob.len()
         )));
     }
-    let mut context = std::collections::BTreeMap::new();
-    for pair in &args.context {
-        // The reserved pairs a direct value may carry: its own name, and the
-        // binding of its `file` flag.
-        if pair == &format!("{VAR_CONTEXT_KEY}={name}") {
-            context.insert(VAR_CONTEXT_KEY.to_string(), name.to_string());
-        } else if pair == &format!("{FILE_CONTEXT_KEY}={FILE_CONTEXT_VALUE}") {
-            context.insert(FILE_CONTEXT_KEY.to_string(), FILE_CONTEXT_VALUE.to_string());
-        } else {
-            context.extend(parse_context(std::slice::from_ref(pair))?);
-        }
-    }
+    // The reserved pairs a direct value may carry: its own name, and the
+    // binding of its `file` flag.
+    let context = parse_context(&args.context, Some(name))?;
     if file != context.contains_key(FILE_CONTEXT_KEY) {
         return Err(Error::usage(format!(
             "{name}: a value delivered as a file must be encrypted with \"{FILE_CONTEXT_KEY}\" = \"{FILE_CONTEXT_VALUE}\" \
@@ -137,18 +138,16 @@ fn store_ciphertext(w: &mut Writer, args: &SetArgs, name: &str, input: &Secret, 
         ));
     }
     if !args.no_verify {
-        let session = w.session()?;
+        let (session, kms) = w.kms()?;
         let plain = session
-            .block_on(session.kms.decrypt(args.key.as_deref(), &blob, &context, None))
+            .block_on(kms.decrypt(args.key.as_deref(), &blob, &context, None))
             .map_err(|e| {
                 let key = args.key.as_deref().unwrap_or("(the key named in the ciphertext)");
-                kms_error_for(&path, Some(name), key, "Decrypt", e)
+                w.kms_error(Some(name), key, "Decrypt", e)
                     .with_hint("pass the --context and --key it was encrypted with, or --no-verify")
             })?;
         w.check_trusted(name, &plain.key_arn)?;
-        if !file && plain.plaintext.expose().contains(&0) {
-            return Err(nul_error(name));
-        }
+        check_value(name, plain.plaintext.expose(), file)?;
     }
     w.editor()
         .set_kms(name, &B64.encode(&blob), args.key.as_deref(), &context, file)

@@ -1,12 +1,13 @@
 //! `kmsenv unset`: remove entries and rewrite the MAC.
 
 use crate::cli::UnsetArgs;
-use crate::commands::{Ctx, Writer};
 use crate::error::{Error, Result};
+use crate::run::{Connect, Run};
+use crate::writer::Writer;
 
-pub fn run(ctx: &Ctx, args: UnsetArgs) -> Result<()> {
-    let path = ctx.single_file("unset")?;
-    let mut w = Writer::open(ctx, path)?;
+pub fn run<K: Connect>(run: &Run<K>, args: UnsetArgs) -> Result<()> {
+    let path = run.single_file("unset")?;
+    let mut w = Writer::open(run, path)?;
     for n in &args.names {
         if w.doc().entry(n).is_none() {
             return Err(Error::usage(format!(
@@ -19,6 +20,6 @@ pub fn run(ctx: &Ctx, args: UnsetArgs) -> Result<()> {
         w.editor().remove(n)?;
     }
     w.save()?;
-    ctx.note(format!("{}: removed {}", path.display(), args.names.join(" ")));
+    run.note(format!("{}: removed {}", path.display(), args.names.join(" ")));
     Ok(())
 }

@@ -9,16 +9,16 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::commands::{Ctx, Writer, kms_error_for};
 use crate::document::{FILE_CONTEXT_KEY, FILE_CONTEXT_VALUE, Value};
 use crate::error::Result;
-use crate::kms::KeyService;
+use crate::run::{Connect, Run};
+use crate::writer::Writer;
 
-pub fn run(ctx: &Ctx) -> Result<()> {
-    let path = ctx.single_file("upgrade")?;
-    let mut w = Writer::open(ctx, path)?;
+pub fn run<K: Connect>(run: &Run<K>) -> Result<()> {
+    let path = run.single_file("upgrade")?;
+    let mut w = Writer::open(run, path)?;
     if !w.doc().is_legacy() {
-        ctx.note(format!(
+        run.note(format!(
             "{}: already format version {}; nothing to do",
             path.display(),
             w.doc().version
@@ -36,34 +36,28 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
         let mut bound = context.clone();
         bound.insert(FILE_CONTEXT_KEY.into(), FILE_CONTEXT_VALUE.into());
-        let session = w.session()?;
+        let (session, kms) = w.kms()?;
         // ReEncrypt needs the destination key: the value's own, or the one KMS
         // names when the value does not.
         let dest = match key {
             Some(k) => k.clone(),
             None => {
                 session
-                    .block_on(session.kms.decrypt(None, blob, context, None))
-                    .map_err(|err| {
-                        kms_error_for(path, Some(&e.name), "(named in the ciphertext)", "Decrypt", err)
-                    })?
+                    .block_on(kms.decrypt(None, blob, context, None))
+                    .map_err(|err| w.kms_error(Some(&e.name), "(named in the ciphertext)", "Decrypt", err))?
                     .key_arn
             }
         };
         let (nblob, arn) = session
-            .block_on(
-                session
-                    .kms
-                    .re_encrypt(blob, key.as_deref(), context, &dest, &bound),
-            )
-            .map_err(|err| kms_error_for(path, Some(&e.name), &dest, "ReEncrypt", err))?;
+            .block_on(kms.re_encrypt(blob, key.as_deref(), context, &dest, &bound))
+            .map_err(|err| w.kms_error(Some(&e.name), &dest, "ReEncrypt", err))?;
         w.editor()
             .set_kms(&e.name, &B64.encode(nblob), Some(&arn), &bound, true)?;
         rebound.push(e.name.as_str());
     }
     w.save()?;
     if !rebound.is_empty() {
-        ctx.note(format!(
+        run.note(format!(
             "{}: {} bound to their file flag: {}",
             path.display(),
             rebound.len(),

@@ -1,0 +1,322 @@
+//! The writing commands, run against the in-memory key service: what each
+//! leaves in the file, and what it refuses. The integration tests do the same
+//! against moto and the fault proxy; these show the logic alone, fast.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{CheckArgs, InitArgs, KeysCommand, RotateArgs, SetArgs, UnsetArgs};
+use crate::document::{Document, Value};
+use crate::error::{Class, TestResult};
+use crate::kms::fake::FakeKms;
+use crate::resolve::Selection;
+use crate::run::Run;
+use crate::secret::Secret;
+use crate::writer::Writer;
+
+/// A step's result: any error fails the test.
+type Outcome<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A folder with a file `k.toml` made by `init --key k1 --context app=t`.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Outcome<Fixture> {
+        let f = Fixture {
+            dir: tempfile::tempdir()?,
+        };
+        super::init::run(
+            &f.run()?,
+            InitArgs {
+                keys: vec!["k1".into()],
+                context: vec!["app=t".into()],
+            },
+        )?;
+        Ok(f)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("k.toml")
+    }
+
+    fn run(&self) -> crate::error::Result<Run<FakeKms>> {
+        self.run_with(FakeKms::default())
+    }
+
+    fn run_with(&self, kms: FakeKms) -> crate::error::Result<Run<FakeKms>> {
+        Run::offline(vec![self.path()], kms, None)
+    }
+
+    fn text(&self) -> std::io::Result<String> {
+        std::fs::read_to_string(self.path())
+    }
+
+    /// Every value of the file, opened (MAC verified) through `kms`.
+    fn values_with(&self, kms: FakeKms) -> Outcome<Vec<(String, Vec<u8>)>> {
+        let run = self.run_with(kms)?;
+        let docs = run.load_all()?;
+        Ok(run
+            .open(&docs, Selection::ALL)?
+            .into_iter()
+            .flat_map(|f| f.values)
+            .map(|v| (v.name, v.secret.expose().to_vec()))
+            .collect())
+    }
+
+    fn values(&self) -> Outcome<Vec<(String, Vec<u8>)>> {
+        self.values_with(FakeKms::default())
+    }
+
+    /// `set NAME` of `value` (sealed), through a file as `--from-file`.
+    fn set(&self, name: &str, value: &[u8]) -> TestResult {
+        let from = self.dir.path().join(format!("{name}.value"));
+        std::fs::write(&from, value)?;
+        super::set::run(&self.run()?, set_args(name, Some(&from)))?;
+        Ok(())
+    }
+}
+
+fn set_args(name: &str, from_file: Option<&Path>) -> SetArgs {
+    SetArgs {
+        name: name.into(),
+        plain: false,
+        kms: false,
+        key: None,
+        from_file: from_file.map(Path::to_path_buf),
+        as_file: false,
+        ciphertext: false,
+        context: vec![],
+        no_verify: false,
+    }
+}
+
+fn pairs(list: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+    list.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect()
+}
+
+#[test]
+fn init_writes_a_format_2_file_with_a_mac_that_opens() -> TestResult {
+    let f = Fixture::new()?;
+    let doc = Document::parse(&f.path(), f.text()?)?;
+    assert_eq!(doc.version, 2);
+    assert!(doc.mac.is_some());
+    assert_eq!(
+        doc.keys.iter().map(|k| k.arn.as_str()).collect::<Vec<_>>(),
+        ["k1"]
+    );
+    assert!(
+        f.text()?.starts_with("# kmsenv — encrypted environment."),
+        "{}",
+        f.text()?
+    );
+    assert_eq!(f.values()?, vec![]);
+    Ok(())
+}
+
+#[test]
+fn set_seals_a_value_and_set_plain_stores_one_both_under_the_mac() -> TestResult {
+    let f = Fixture::new()?;
+    f.set("TOKEN", b"s3cret")?;
+    let mut plain = set_args("HOST=db.internal", None);
+    plain.plain = true;
+    super::set::run(&f.run()?, plain)?;
+    assert!(!f.text()?.contains("s3cret"));
+    assert_eq!(
+        f.values()?,
+        pairs(&[("TOKEN", b"s3cret"), ("HOST", b"db.internal")])
+    );
+    Ok(())
+}
+
+#[test]
+fn set_kms_without_key_encrypts_to_the_verified_first_key() -> TestResult {
+    let f = Fixture::new()?;
+    let from = f.dir.path().join("v");
+    std::fs::write(&from, b"direct")?;
+    let mut args = set_args("API", Some(&from));
+    args.kms = true;
+    super::set::run(&f.run()?, args)?;
+    let doc = Document::parse(&f.path(), f.text()?)?;
+    let Some(Value::Kms { key, context, .. }) = doc.entry("API").map(|e| &e.value) else {
+        return Err("API is not a kms value".into());
+    };
+    assert_eq!(key.as_deref(), Some("k1"));
+    assert_eq!(context.get("kmsenv:var").map(String::as_str), Some("API"));
+    assert_eq!(f.values()?, pairs(&[("API", b"direct")]));
+    Ok(())
+}
+
+#[test]
+fn unset_removes_entries_and_the_file_still_verifies() -> TestResult {
+    let f = Fixture::new()?;
+    f.set("A", b"1")?;
+    f.set("B", b"2")?;
+    super::unset::run(
+        &f.run()?,
+        UnsetArgs {
+            names: vec!["A".into()],
+        },
+    )?;
+    assert_eq!(f.values()?, pairs(&[("B", b"2")]));
+    let err = super::unset::run(
+        &f.run()?,
+        UnsetArgs {
+            names: vec!["A".into()],
+        },
+    )
+    .err()
+    .ok_or("no error")?;
+    assert!(err.to_string().contains("A is not in the file"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn rotate_changes_the_data_key_and_every_sealed_text_but_no_value() -> TestResult {
+    let f = Fixture::new()?;
+    f.set("A", b"alpha")?;
+    let before = Document::parse(&f.path(), f.text()?)?;
+    super::rotate::run(&f.run()?, RotateArgs { kms_values: false })?;
+    let after = Document::parse(&f.path(), f.text()?)?;
+    assert_ne!(before.keys[0].data_key_text, after.keys[0].data_key_text);
+    assert_ne!(
+        before.entry("A").map(|e| &e.value),
+        after.entry("A").map(|e| &e.value)
+    );
+    assert_eq!(f.values()?, pairs(&[("A", b"alpha")]));
+    Ok(())
+}
+
+#[test]
+fn keys_add_then_remove_moves_the_file_to_the_other_key() -> TestResult {
+    let f = Fixture::new()?;
+    f.set("A", b"alpha")?;
+    super::keys::run(&f.run()?, KeysCommand::Add { key: "k2".into() })?;
+    let only_k2 = || FakeKms {
+        denied: vec!["k1".into()],
+        ..Default::default()
+    };
+    assert_eq!(f.values_with(only_k2())?, pairs(&[("A", b"alpha")]));
+    super::keys::run(&f.run()?, KeysCommand::Remove { key: "k1".into() })?;
+    let doc = Document::parse(&f.path(), f.text()?)?;
+    assert_eq!(
+        doc.keys.iter().map(|k| k.arn.as_str()).collect::<Vec<_>>(),
+        ["k2"]
+    );
+    assert_eq!(f.values_with(only_k2())?, pairs(&[("A", b"alpha")]));
+    let err = super::keys::run(&f.run()?, KeysCommand::Remove { key: "k2".into() })
+        .err()
+        .ok_or("no error")?;
+    assert!(err.to_string().contains("the file's only key"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn check_fix_mac_blesses_a_hand_edit_but_not_an_added_wrapping_key() -> TestResult {
+    let f = Fixture::new()?;
+    let mut plain = set_args("HOST=db", None);
+    plain.plain = true;
+    super::set::run(&f.run()?, plain)?;
+    std::fs::write(f.path(), f.text()?.replace("HOST = \"db\"", "HOST = \"db2\""))?;
+    assert_eq!(
+        f.values()
+            .err()
+            .map(|e| e.to_string().contains("modified outside kmsenv")),
+        Some(true)
+    );
+    super::check::run(&f.run()?, CheckArgs { fix_mac: true })?;
+    assert_eq!(f.values()?, pairs(&[("HOST", b"db2")]));
+
+    // A second wrapping of another data key, appended by hand: refused, unchanged.
+    let ctx = Document::parse(&f.path(), f.text()?)?.data_key_context();
+    let theirs = crate::kms::fake::block_on(crate::kms::KeyService::generate_data_key(
+        &FakeKms::default(),
+        "k2",
+        &ctx,
+    ))??;
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD.encode(&theirs.blob);
+    let injected = f.text()?.replace(
+        "\n[env]",
+        &format!("\n[[kmsenv.keys]]\narn = \"k2\"\ndata_key = \"{blob}\"\n\n[env]"),
+    );
+    std::fs::write(f.path(), &injected)?;
+    let err = super::check::run(&f.run()?, CheckArgs { fix_mac: true })
+        .err()
+        .ok_or("no error")?;
+    assert_eq!(err.class, Class::Integrity, "{err}");
+    assert!(
+        err.to_string().contains("k2: wraps another data key than k1"),
+        "{err}"
+    );
+    assert_eq!(f.text()?, injected);
+    Ok(())
+}
+
+#[test]
+fn edit_merge_reseals_changes_keeps_the_rest_and_removes_deleted_names() -> TestResult {
+    let f = Fixture::new()?;
+    f.set("KEEP", b"same")?;
+    f.set("CHANGE", b"old")?;
+    f.set("DROP", b"gone")?;
+    let keep_text = Document::parse(&f.path(), f.text()?)?
+        .entry("KEEP")
+        .map(|e| e.value.clone());
+    let run = f.run()?;
+    let mut w = Writer::open(&run, &f.path())?;
+    let s = |v: &[u8]| Secret::new(v.to_vec());
+    let before = vec![
+        ("KEEP".to_string(), s(b"same")),
+        ("CHANGE".to_string(), s(b"old")),
+        ("DROP".to_string(), s(b"gone")),
+    ];
+    let after = vec![
+        ("KEEP".to_string(), s(b"same")),
+        ("CHANGE".to_string(), s(b"new")),
+        ("ADDED".to_string(), s(b"fresh")),
+    ];
+    let changed = super::edit::apply(&mut w, &before, &after)?;
+    assert_eq!(changed, ["CHANGE", "ADDED", "-DROP"]);
+    w.save()?;
+    assert_eq!(
+        f.values()?,
+        pairs(&[("KEEP", b"same"), ("CHANGE", b"new"), ("ADDED", b"fresh")])
+    );
+    let doc = Document::parse(&f.path(), f.text()?)?;
+    assert_eq!(
+        doc.entry("KEEP").map(|e| e.value.clone()),
+        keep_text,
+        "an unchanged value keeps its ciphertext"
+    );
+    Ok(())
+}
+
+#[test]
+fn init_text_reads_like_a_hand_written_file() -> TestResult {
+    let f = Fixture::new()?;
+    super::keys::run(&f.run()?, KeysCommand::Add { key: "k2".into() })?;
+    let text = f.text()?;
+    let shape: Vec<&str> = text.lines().map(|l| l.split(" = ").next().unwrap_or(l)).collect();
+    assert_eq!(
+        shape,
+        [
+            "# kmsenv — encrypted environment. Safe to commit; edit with `kmsenv set` / `kmsenv edit`.",
+            "[kmsenv]",
+            "version",
+            "context",
+            "mac",
+            "",
+            "[[kmsenv.keys]]",
+            "arn",
+            "data_key",
+            "",
+            "[[kmsenv.keys]]",
+            "arn",
+            "data_key",
+            "",
+            "[env]",
+        ],
+        "{text}"
+    );
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! One run of kmsenv: the files, the deadline, what is printed, the trust pin,
+//! and the one AWS session and key service, started lazily and shared.
+//!
+//! Every command gets a [`Run`]; nothing else reaches AWS. A reading command
+//! loads its files here ([`Run::load_all`]) and opens them ([`Run::open`]); a
+//! writing command opens its one file through a `Writer` built on the run. The
+//! key service is generic ([`Connect`]), so every command also runs against the
+//! in-memory one of the unit tests.
+
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::aws::{AwsOptions, Service};
+use crate::cli::Global;
+use crate::document::Document;
+use crate::envelope::DataKey;
+use crate::error::{Class, Error, Result};
+use crate::kms::{AwsKms, KeyService};
+use crate::resolve::{self, OpenedFile, Selection};
+use crate::s3;
+use crate::session::Session;
+use crate::terminal::escape;
+use crate::trust::{TRUST_ENV, TrustPin};
+use crate::unlock;
+
+/// How a key service is started on the run's session: the AWS one from the
+/// session's configuration, the unit tests' one up front ([`Run::offline`]).
+pub trait Connect: KeyService + Sized {
+    /// The service for the run's files; `fallback_region` is their first key
+    /// ARN's region, for keys given without an ARN when none is configured.
+    fn connect(session: &Session, opts: &AwsOptions, fallback_region: Option<String>) -> Result<Self>;
+}
+
+impl Connect for AwsKms {
+    fn connect(session: &Session, opts: &AwsOptions, fallback_region: Option<String>) -> Result<Self> {
+        Ok(AwsKms::new(session.aws()?.clone(), opts, fallback_region))
+    }
+}
+
+/// Everything a command needs from the global options, and the session.
+pub struct Run<K = AwsKms> {
+    pub files: Vec<PathBuf>,
+    pub deadline: Instant,
+    pub verbose: bool,
+    pub quiet: bool,
+    /// `--trust-key` / `KMSENV_TRUST_KEYS`: the keys every file must open through.
+    pub pin: Option<TrustPin>,
+    aws: AwsOptions,
+    /// Started on first need (an S3 file, a KMS call), then shared, so
+    /// credentials are resolved once.
+    session: OnceCell<Session>,
+    /// Built once, on the session, for the files' keys.
+    kms: OnceCell<K>,
+    /// The first key ARN region of every file loaded (the fallback region).
+    loaded_region: OnceCell<Option<String>>,
+}
+
+impl Run<AwsKms> {
+    pub fn new(g: &Global) -> Result<Run<AwsKms>> {
+        if !(g.timeout.is_finite() && g.timeout > 0.0 && g.timeout <= 86_400.0) {
+            return Err(Error::usage(format!(
+                "--timeout {}: give a number of seconds between 0 and 86400",
+                g.timeout
+            )));
+        }
+        let files = if !g.files.is_empty() {
+            g.files.clone()
+        } else {
+            match std::env::var_os("KMSENV_FILE") {
+                Some(list) if !list.is_empty() => s3::split_file_list(&list),
+                _ => vec![PathBuf::from("kmsenv.toml")],
+            }
+        };
+        Ok(Run {
+            files,
+            deadline: Instant::now() + Duration::from_secs_f64(g.timeout),
+            verbose: g.verbose,
+            quiet: g.quiet,
+            pin: TrustPin::from_sources(&g.trust_keys, std::env::var_os(TRUST_ENV))?,
+            aws: AwsOptions {
+                region: g.region.clone(),
+                profile: g.profile.clone(),
+                endpoint_url: g.endpoint_url.clone(),
+                verbose: g.verbose,
+            },
+            session: OnceCell::new(),
+            kms: OnceCell::new(),
+            loaded_region: OnceCell::new(),
+        })
+    }
+}
+
+impl<K: Connect> Run<K> {
+    /// A run on `files` whose key service is `kms`, with an offline session:
+    /// how unit tests run commands against the in-memory service.
+    pub fn offline(files: Vec<PathBuf>, kms: K, pin: Option<TrustPin>) -> Result<Run<K>> {
+        Ok(Run {
+            files,
+            deadline: Instant::now() + Duration::from_secs(30),
+            verbose: false,
+            quiet: true,
+            pin,
+            aws: AwsOptions::default(),
+            session: OnceCell::from(Session::offline()?),
+            kms: OnceCell::from(kms),
+            loaded_region: OnceCell::new(),
+        })
+    }
+
+    /// The session, started now if need be.
+    fn session(&self, fallback_region: Option<String>) -> Result<&Session> {
+        if let Some(s) = self.session.get() {
+            return Ok(s);
+        }
+        let started = Session::start(&self.aws, self.deadline, fallback_region)?;
+        Ok(self.session.get_or_init(|| started))
+    }
+
+    /// The session and the key service for `docs`, started on first use.
+    pub fn kms(&self, docs: &[Document]) -> Result<(&Session, &K)> {
+        let fallback = match self.loaded_region.get() {
+            Some(r) => r.clone(),
+            None => resolve::first_arn_region(docs),
+        };
+        let session = self.session(fallback.clone())?;
+        if let Some(k) = self.kms.get() {
+            return Ok((session, k));
+        }
+        let k = K::connect(session, &self.aws, fallback)?;
+        Ok((session, self.kms.get_or_init(|| k)))
+    }
+
+    /// Stop the session (its runtime, its connections, what it started) before exec.
+    pub fn end_session(&mut self) {
+        drop(self.kms.take());
+        drop(self.session.take());
+    }
+
+    /// What every loaded file must pass before it is used: the trust pin's
+    /// offline checks (`writing`: for a writer, which upgrades a format-1 file).
+    pub fn admit(&self, doc: &Document, writing: bool) -> Result<()> {
+        match &self.pin {
+            Some(pin) => pin.admit(doc, writing),
+            None => Ok(()),
+        }
+    }
+
+    /// The one-line warning for a format-1 file that is read (not written:
+    /// writers upgrade it).
+    fn warn_legacy(&self, doc: &Document) {
+        if doc.is_legacy() && doc.has_keys() {
+            self.note(format!(
+                "warning: {}: format version 1: its MAC does not cover the wrapping keys; upgrade it with `kmsenv upgrade`",
+                doc.path.display()
+            ));
+        }
+    }
+
+    /// Parse and validate every file before anything else happens: local files
+    /// first (no network for a typo), then the `s3://` ones, fetched at once.
+    pub fn load_all(&self) -> Result<Vec<Document>> {
+        let mut docs: Vec<Option<Document>> = Vec::with_capacity(self.files.len());
+        let mut remote = Vec::new();
+        for p in &self.files {
+            if s3::is_url(p) {
+                remote.push((docs.len(), p, s3::parse(p)?));
+                docs.push(None);
+            } else {
+                docs.push(Some(Document::load(p, self.deadline)?));
+            }
+        }
+        if !remote.is_empty() {
+            if !s3::ENABLED {
+                return Err(Error::usage(format!(
+                    "{}: this kmsenv was built without S3 support",
+                    remote[0].1.display()
+                ))
+                .with_hint(
+                    "use a build with the `s3` cargo feature (`make static-full`), or `aws s3 cp` the file",
+                ));
+            }
+            // The local files' key region, for the SDK's own calls (STS).
+            let session = self.session(resolve::first_arn_region(docs.iter().flatten()))?;
+            let aws = session.aws()?;
+            let fetched = session.block_on(futures_util::future::join_all(
+                remote.iter().map(|(_, _, url)| s3::fetch(aws, url)),
+            ));
+            for ((i, path, _), got) in remote.into_iter().zip(fetched) {
+                let bytes = got.map_err(|e| e.into_error(path.display(), "S3 GetObject", Service::S3))?;
+                self.info(format!(
+                    "{}: read from S3 ({} bytes)",
+                    path.display(),
+                    bytes.len()
+                ));
+                docs[i] = Some(Document::from_bytes(path, bytes)?);
+            }
+        }
+        let docs: Vec<Document> = docs.into_iter().flatten().collect();
+        for doc in &docs {
+            self.admit(doc, false)?;
+            self.warn_legacy(doc);
+        }
+        let _ = self.loaded_region.set(resolve::first_arn_region(&docs));
+        Ok(docs)
+    }
+
+    /// Open `docs`, calling KMS only when something needs it.
+    pub fn open(&self, docs: &[Document], sel: Selection<'_>) -> Result<Vec<OpenedFile>> {
+        if !resolve::needs_kms(docs, sel) {
+            return resolve::open_local(docs, sel);
+        }
+        if let Some(pin) = &self.pin {
+            for d in docs {
+                for k in d.keys.iter().filter(|k| !pin.trusts(&k.arn)) {
+                    self.info(format!(
+                        "{}: skipping untrusted wrapping key {}",
+                        d.path.display(),
+                        k.arn
+                    ));
+                }
+            }
+        }
+        let (session, kms) = self.kms(docs)?;
+        session.block_on(resolve::open_with(
+            kms,
+            docs,
+            sel,
+            self.deadline,
+            self.pin.as_ref(),
+        ))
+    }
+
+    /// The data key of `doc` (and the key that opened it), MAC verified;
+    /// `None` for a file without keys. With [`Run::open_unlocked`], for a
+    /// command that needs the key again later (`edit`).
+    pub fn unlock(&self, doc: &Document) -> Result<Option<(DataKey, String)>> {
+        if !doc.has_keys() {
+            return Ok(None);
+        }
+        let (session, kms) = self.kms(std::slice::from_ref(doc))?;
+        let (dk, arn) = session.block_on(unlock::unwrap_data_key(
+            kms,
+            doc,
+            self.deadline,
+            self.pin.as_ref(),
+        ))?;
+        unlock::verify_mac(doc, &dk)?;
+        Ok(Some((dk, arn)))
+    }
+
+    /// Open `doc` under a data key the caller holds (`unlock`, or a writer's).
+    pub fn open_unlocked(
+        &self,
+        doc: &Document,
+        dk: Option<&DataKey>,
+        opened_by: Option<String>,
+        sel: Selection<'_>,
+    ) -> Result<OpenedFile> {
+        let (session, kms) = self.kms(std::slice::from_ref(doc))?;
+        session.block_on(resolve::open_unlocked(
+            kms,
+            doc,
+            dk,
+            opened_by,
+            sel,
+            self.pin.as_ref(),
+        ))
+    }
+
+    /// The one file a writing command works on (local: S3 files are read-only).
+    pub fn single_file(&self, command: &str) -> Result<&Path> {
+        match self.files.as_slice() {
+            [one] if s3::is_url(one) => Err(Error::usage(format!(
+                "`{command}` writes a local file, and {} is in S3",
+                one.display()
+            ))
+            .with_hint("change a local copy, then upload it: `aws s3 cp kmsenv.toml s3://BUCKET/KEY`")),
+            [one] => Ok(one),
+            _ => Err(Error::usage(format!(
+                "`{command}` writes one file, but {} were given; pass exactly one -f PATH",
+                self.files.len()
+            ))),
+        }
+    }
+
+    /// Progress for people: stderr, unless -q. Escaped: it names files and keys.
+    pub fn note(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("kmsenv: {}", escape(msg.as_ref()));
+        }
+    }
+
+    /// Details for -v: stderr, escaped. Callers pass names, never values.
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if self.verbose {
+            eprintln!("kmsenv: {}", escape(msg.as_ref()));
+        }
+    }
+}
+
+/// Write command output to stdout. An error (a closed pipe, a full disk) is a
+/// failure like any other, never a panic as with `print!`.
+pub fn write_stdout(parts: &[&[u8]]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    parts
+        .iter()
+        .try_for_each(|p| out.write_all(p))
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::new(Class::Io, format!("cannot write to stdout: {e}")))
+}
