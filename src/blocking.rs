@@ -5,6 +5,7 @@
 //! timeout reaches. Such a call runs in a helper thread, waited for until the
 //! deadline; if it is still blocked then, the thread is left behind and the run
 //! ends (or execs) without it. A thread costs tens of microseconds, not a start-up.
+//! A call that returns in time is joined: kmsenv is single-threaded again after.
 
 use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::time::Instant;
@@ -16,7 +17,7 @@ pub fn within<T: Send + 'static>(
     call: impl FnOnce() -> T + Send + 'static,
 ) -> std::io::Result<Option<T>> {
     let (tx, rx) = sync_channel(1);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("kmsenv-blocking".into())
         .stack_size(256 * 1024)
         .spawn(move || {
@@ -24,7 +25,13 @@ pub fn within<T: Send + 'static>(
             let _ = tx.send(call());
         })?;
     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(v) => Ok(Some(v)),
+        Ok(v) => {
+            // It has sent, so it is ending: wait for it, so that no second thread
+            // is running (and maybe holding the allocator's lock) when `exec
+            // --init` forks.
+            let _ = thread.join();
+            Ok(Some(v))
+        }
         Err(RecvTimeoutError::Timeout) => Ok(None),
         // The thread panicked (the release build aborts instead).
         Err(RecvTimeoutError::Disconnected) => {

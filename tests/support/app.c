@@ -50,8 +50,8 @@ static void handle(int sig, void (*fn)(int)) {
 }
 
 static void ids(void) {
-    printf("pid=%d\nuid=%d\ngid=%d\ngroups=%d\n", (int)getpid(), (int)getuid(), (int)getgid(),
-           getgroups(0, NULL));
+    printf("pid=%d\nppid=%d\nuid=%d\ngid=%d\ngroups=%d\n", (int)getpid(), (int)getppid(), (int)getuid(),
+           (int)getgid(), getgroups(0, NULL));
 }
 
 static int report(int argc, char **argv) {
