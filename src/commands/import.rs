@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::cli::ImportArgs;
+use crate::document::value_rule;
 use crate::dotenv;
 use crate::error::{Error, Result};
 use crate::input::read_limited;
@@ -38,20 +39,14 @@ pub fn run<K: Connect>(run: &Run<K>, args: ImportArgs) -> Result<()> {
     }
     let mut w = Writer::open(run, path)?;
     for (name, value) in &entries {
-        let keep = w.doc().entry(name).is_some_and(|e| e.file);
-        if !keep && value.expose().contains(&0) {
-            return Err(Error::usage(format!(
-                "{origin}: {name}: value contains a NUL byte"
-            )));
+        // A sealed entry delivered as a file stays one; a plain value never is.
+        let keep = !args.plain && w.doc().entry(name).is_some_and(|e| e.file);
+        if let Some(why) = value_rule(name, value.expose(), keep) {
+            return Err(Error::usage(format!("{origin}: {why}")));
         }
         if args.plain {
             let text = std::str::from_utf8(value.expose())
                 .map_err(|_| Error::usage(format!("{origin}: {name}: a --plain value must be UTF-8 text")))?;
-            if text.contains('\0') {
-                return Err(Error::usage(format!(
-                    "{origin}: {name}: value contains a NUL byte"
-                )));
-            }
             w.editor().set_plain(name, text)?;
         } else {
             if !w.doc().has_keys() {

@@ -185,6 +185,9 @@ pub fn build_image(dockerfile: &str, files: &[(&str, &Path)]) -> Image {
         "build".as_ref(),
         "--network".as_ref(),
         "host".as_ref(),
+        // Tests build and remove images at once: a layer cached from another
+        // test's image may be gone by the time this build names it as a parent.
+        "--no-cache".as_ref(),
         "-q".as_ref(),
         "-t".as_ref(),
         tag.as_ref(),
