@@ -268,7 +268,7 @@ fn a_profiles_region_is_used_for_a_bare_key_id_and_region_overrides_it() {
         assert_decrypts(choose, &eu_file);
         assert_signed_by(&proxy, "AKIDREGIONAL000001", None);
         assert_eq!(
-            json_map(&proxy.counts(), "regions"),
+            proxy.regions(),
             BTreeMap::from([(EU.to_string(), 1)]),
             "the bare key id should be used in the profile's region"
         );
@@ -281,7 +281,7 @@ fn a_profiles_region_is_used_for_a_bare_key_id_and_region_overrides_it() {
         &west_file,
     );
     assert_eq!(
-        json_map(&proxy.counts(), "regions"),
+        proxy.regions(),
         BTreeMap::from([(WEST.to_string(), 1)]),
         "--region should win over the profile's region"
     );

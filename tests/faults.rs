@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use support::*;
 
 const WEST: &str = "us-west-2";
@@ -105,15 +106,13 @@ impl Timed {
 
 /// A rule list of one rule as JSON.
 fn rule(op: Option<&str>, region: Option<&str>, times: Option<u32>, action: &str) -> String {
-    let op = op.map_or("null".to_string(), json_string);
-    let region = region.map_or("null".to_string(), json_string);
-    let times = times.map_or("null".to_string(), |t| t.to_string());
+    let (op, region, times) = (Value::from(op), Value::from(region), Value::from(times));
     format!("{{\"op\": {op}, \"region\": {region}, \"times\": {times}, {action}}}")
 }
 
 /// `"action": "error", "code": CODE`.
 fn error_action(code: &str) -> String {
-    format!("\"action\": \"error\", \"code\": {}", json_string(code))
+    format!("\"action\": \"error\", \"code\": {}", Value::from(code))
 }
 
 /// A file under a new us-east-1 key holding one sealed value: (path, key ARN).
@@ -566,16 +565,16 @@ fn no_credentials_fails_fast_with_a_hint() {
     let sandbox = Sandbox::new();
     let (file, key) = sealed_file(&sandbox);
     let proxy = Proxy::start();
-    let empty_home = TempDir::new();
+    let empty_home = temp_dir();
     let start = Instant::now();
     let out = sandbox
         .kmsenv_without_aws()
         .env("HOME", empty_home.path())
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", empty_home.join("no-such-config"))
+        .env("AWS_CONFIG_FILE", empty_home.path().join("no-such-config"))
         .env(
             "AWS_SHARED_CREDENTIALS_FILE",
-            empty_home.join("no-such-credentials"),
+            empty_home.path().join("no-such-credentials"),
         )
         .endpoint(&proxy.endpoint())
         .file(&file)

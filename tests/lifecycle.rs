@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use support::random::Rng;
 use support::*;
 
 const WEST: &str = "us-west-2";
@@ -316,18 +317,6 @@ fn rotate_with_two_wrapping_keys_replaces_both_and_opens_through_either() {
     }
 }
 
-/// xorshift64: a reproducible sequence of kill delays.
-struct Prng(u64);
-
-impl Prng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .expect("read the sandbox")
@@ -348,7 +337,8 @@ fn rotate_killed_at_any_moment_leaves_a_valid_file_with_the_same_values() {
     rotate(&sandbox, &file);
     // Kill points spread over 0 .. 1.5 × one rotate's run time.
     let span = (started.elapsed().as_micros() as u64 * 3 / 2).max(1);
-    let mut rng = Prng(0x9E37_79B9_7F4A_7C15);
+    // A reproducible sequence of kill delays.
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     let (mut killed, mut completed, mut killed_after_commit, mut temp_left) = (0, 0, 0, 0);
     let mut previous = sandbox.read(&file);
 

@@ -19,6 +19,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use support::tls::make_test_ca;
 use support::*;
 
 const NAME: &str = "API_TOKEN";
