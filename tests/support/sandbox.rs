@@ -27,6 +27,16 @@ pub fn temp_dir() -> TempDir {
     temp_dir_in(&std::env::temp_dir())
 }
 
+/// A copy of `program` in `folder`, mode 0755: for a test that runs it as another
+/// user, who may not reach the build's target folder (a clone in a 0700 home or
+/// `mktemp -d` folder). A [`temp_dir`] or a sandbox is reachable by all.
+pub fn reachable_copy(program: &Path, folder: &Path) -> PathBuf {
+    let copy = folder.join(program.file_name().expect("a program's file name"));
+    std::fs::copy(program, &copy).unwrap_or_else(|e| panic!("copy {}: {e}", program.display()));
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod 0755");
+    copy
+}
+
 /// One value for [`Sandbox::file_with`]: a name, its value, and the flags of
 /// `kmsenv set` that say how it is kept.
 pub struct Entry<'a> {
@@ -176,17 +186,6 @@ impl Sandbox {
         std::fs::write(&path, text).expect("write executable");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         path
-    }
-
-    /// A copy of `program` in the sandbox, mode 0755: for a test that runs it as
-    /// another user, who may not reach the build's target folder (a clone in a 0700
-    /// home or `mktemp -d` folder); the sandbox itself is reachable by all.
-    pub fn copy_program(&self, program: &Path) -> PathBuf {
-        let name = program.file_name().expect("a program's file name");
-        let copy = self.dir.path().join(name);
-        std::fs::copy(program, &copy).unwrap_or_else(|e| panic!("copy {}: {e}", program.display()));
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod 0755");
-        copy
     }
 
     /// A path that a command creates to prove it ran.
