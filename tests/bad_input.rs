@@ -1285,17 +1285,8 @@ fn run_kmsenv(ctx: &Ctx, run: &Run) -> (Option<Output>, Duration) {
         None => kmsenv.to_path_buf(),
     };
     let mut command = Command::new(&program);
-    command
+    test_env(&mut command, ctx.dir())
         .args(&run.args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", ctx.dir())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL_KMS", moto().endpoint())
-        .current_dir(ctx.dir())
         .stdin(if run.stdin.is_some() {
             Stdio::piped()
         } else {

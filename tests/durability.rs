@@ -402,21 +402,13 @@ fn confined(sandbox: &Sandbox, file: &Path, script: &str) -> Option<Confined> {
     std::fs::create_dir(&dir).expect("mkdir mnt");
     std::fs::create_dir(&out).expect("mkdir out");
     let mut command = Command::new("unshare");
-    command
+    test_env(&mut command, sandbox.dir.path())
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
         .arg(&dir)
         .arg(file)
         .arg(env!("CARGO_BIN_EXE_kmsenv"))
         .arg(&out)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("HOME", sandbox.dir.path())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL_KMS", moto().endpoint())
-        .current_dir(sandbox.dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

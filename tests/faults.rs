@@ -115,12 +115,8 @@ fn error_action(code: &str) -> String {
     format!("\"action\": \"error\", \"code\": {}", Value::from(code))
 }
 
-/// A file under a new us-east-1 key holding one sealed value: (path, key ARN).
-fn sealed_file(sandbox: &Sandbox) -> (PathBuf, String) {
-    let (file, key) = sandbox.new_file("kmsenv.toml");
-    sandbox.set(&file, "DATABASE_URL", b"postgres://app:s3cret@db/app");
-    (file, key)
-}
+/// A file under a new us-east-1 key holding one sealed value.
+const SEALED_FILE: &[Entry] = &[sealed("DATABASE_URL", b"postgres://app:s3cret@db/app")];
 
 /// The proxy forwards faithfully: the file runs the command through it.
 #[track_caller]
@@ -135,7 +131,7 @@ fn assert_runs_through(sandbox: &Sandbox, proxy: &Proxy, file: &Path) {
 #[test]
 fn throttled_twice_then_answered_exec_succeeds() {
     let sandbox = Sandbox::new();
-    let (file, _) = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -160,7 +156,7 @@ fn throttled_twice_then_answered_exec_succeeds() {
 #[test]
 fn throttled_forever_fails_after_retries_naming_throttling() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -184,7 +180,7 @@ fn throttled_forever_fails_after_retries_naming_throttling() {
 #[test]
 fn throttled_until_the_deadline_fails_in_time_naming_throttling() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -207,7 +203,7 @@ fn throttled_until_the_deadline_fails_in_time_naming_throttling() {
 #[test]
 fn endpoint_that_never_answers_fails_within_the_timeout() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!("[{}]", rule(None, None, None, "\"action\": \"hang\"")));
     exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "2"])
@@ -220,7 +216,7 @@ fn endpoint_that_never_answers_fails_within_the_timeout() {
 #[test]
 fn slow_answers_inside_the_deadline_are_waited_for() {
     let sandbox = Sandbox::new();
-    let (file, _) = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.config("{\"latency_ms\": 700}");
     exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "10"])
@@ -233,7 +229,7 @@ fn slow_answers_inside_the_deadline_are_waited_for() {
 #[test]
 fn slow_answers_beyond_the_deadline_fail_within_it() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -252,7 +248,7 @@ fn slow_answers_beyond_the_deadline_fail_within_it() {
 #[test]
 fn connection_reset_is_retried_then_fails() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!("[{}]", rule(None, None, None, "\"action\": \"reset\"")));
     exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "30"])
@@ -269,7 +265,7 @@ fn connection_reset_is_retried_then_fails() {
 #[test]
 fn connection_reset_once_is_retried_and_succeeds() {
     let sandbox = Sandbox::new();
-    let (file, _) = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -284,7 +280,7 @@ fn connection_reset_once_is_retried_and_succeeds() {
 #[test]
 fn connection_refused_fails_quickly() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     // Port 1 (tcpmux): privileged, and nothing on a test machine listens there. A
     // port from free_port() could be taken meanwhile by another test's proxy.
     let refused = std::net::TcpStream::connect(("127.0.0.1", 1)).map_err(|e| e.kind());
@@ -305,7 +301,7 @@ fn connection_refused_fails_quickly() {
 #[test]
 fn service_unavailable_twice_then_answered_exec_succeeds() {
     let sandbox = Sandbox::new();
-    let (file, _) = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -325,7 +321,7 @@ fn service_unavailable_twice_then_answered_exec_succeeds() {
 #[test]
 fn internal_failure_forever_fails_after_retries() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -563,7 +559,7 @@ fn both_regions_failing_lists_both_keys_and_causes() {
 #[test]
 fn no_credentials_fails_fast_with_a_hint() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     let empty_home = temp_dir();
     let start = Instant::now();

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,27 +32,20 @@ const ENV_COMMENT: &str = "# the values below are rotated quarterly";
 /// A file with two sealed values, a plain one, a direct `kms` one and two user
 /// comments: (path, key ARN).
 fn populated(sandbox: &Sandbox) -> (PathBuf, String) {
-    let (file, key) = sandbox.new_file("kmsenv.toml");
-    sandbox.set(&file, "DATABASE_URL", VALUES[0].1);
-    sandbox.set(&file, "API_TOKEN", VALUES[1].1);
-    sandbox.set_with(&file, &["--plain"], "LOG_LEVEL", VALUES[2].1);
-    sandbox.set_with(&file, &["--kms"], "PARTNER_KEY", VALUES[3].1);
+    let (file, key) = sandbox.file_with(
+        "kmsenv.toml",
+        &[
+            sealed("DATABASE_URL", VALUES[0].1),
+            sealed("API_TOKEN", VALUES[1].1),
+            plain("LOG_LEVEL", VALUES[2].1),
+            direct("PARTNER_KEY", VALUES[3].1),
+        ],
+    );
     let text = sandbox.read(&file);
     let text = format!("{TOP_COMMENT}\n{}", insert_in_env(&text, ENV_COMMENT));
     sandbox.write(&file, &text);
     sandbox.kmsenv().file(&file).arg("check").run().ok();
     (file, key)
-}
-
-#[track_caller]
-fn assert_values(env: &BTreeMap<String, Vec<u8>>, values: &[(&str, &[u8])]) {
-    for (name, value) in values {
-        assert_eq!(
-            env.get(*name).map(Vec::as_slice),
-            Some(*value),
-            "{name} should hold its value byte for byte"
-        );
-    }
 }
 
 fn rotate(sandbox: &Sandbox, file: &Path) -> Output {

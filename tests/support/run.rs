@@ -181,23 +181,14 @@ impl Kmsenv {
     /// kmsenv with a clean environment and test credentials pointing to moto.
     pub fn new(home: &Path) -> Kmsenv {
         let mut run = Kmsenv::without_aws(home);
-        run.command
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", REGION)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ENDPOINT_URL_KMS", moto().endpoint());
+        moto_credentials(&mut run.command);
         run
     }
 
     /// kmsenv with only PATH and HOME: no AWS configuration at all.
     pub fn without_aws(home: &Path) -> Kmsenv {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kmsenv"));
-        command
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", home)
-            .current_dir(home);
+        bare_env(&mut command, home);
         Kmsenv {
             command,
             stdin: None,
@@ -291,6 +282,31 @@ impl Kmsenv {
         let output = wait_bounded(child, &what);
         (pid, output)
     }
+}
+
+/// The environment of a kmsenv run as [`Kmsenv::new`] makes it, for a test that
+/// needs a [`Command`] of its own: nothing of the test's environment, PATH, `home`
+/// as HOME and working directory, test credentials and moto's KMS endpoint.
+pub fn test_env<'a>(command: &'a mut Command, home: &Path) -> &'a mut Command {
+    bare_env(command, home);
+    moto_credentials(command)
+}
+
+fn bare_env<'a>(command: &'a mut Command, home: &Path) -> &'a mut Command {
+    command
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", home)
+        .current_dir(home)
+}
+
+fn moto_credentials(command: &mut Command) -> &mut Command {
+    command
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL_KMS", moto().endpoint())
 }
 
 /// Waits for a child with a watchdog, so a hanging kmsenv fails the test instead of

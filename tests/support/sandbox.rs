@@ -46,7 +46,7 @@ pub struct Entry<'a> {
 }
 
 /// A value sealed under the file's data key (`set NAME`).
-pub fn sealed<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
+pub const fn sealed<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
     Entry {
         name,
         value,
@@ -55,7 +55,7 @@ pub fn sealed<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
 }
 
 /// A plain value (`set --plain NAME`).
-pub fn plain<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
+pub const fn plain<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
     Entry {
         name,
         value,
@@ -64,7 +64,7 @@ pub fn plain<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
 }
 
 /// A value encrypted by KMS directly (`set --kms NAME`).
-pub fn direct<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
+pub const fn direct<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
     Entry {
         name,
         value,
@@ -73,7 +73,7 @@ pub fn direct<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
 }
 
 /// A sealed value delivered as a file (`set --as-file NAME`).
-pub fn as_file<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
+pub const fn as_file<'a>(name: &'a str, value: &'a [u8]) -> Entry<'a> {
     Entry {
         name,
         value,
