@@ -89,14 +89,7 @@ impl Output {
             "first stderr line should start with `kmsenv: `: {}",
             self.describe()
         );
-        for needle in needles {
-            assert!(
-                self.stderr.contains(needle),
-                "stderr should contain {needle:?}: {}",
-                self.describe()
-            );
-        }
-        self
+        needles.iter().fold(self, |out, needle| out.stderr_has(needle))
     }
 
     /// Asserts that stderr contains `needle`.
