@@ -2,12 +2,15 @@
 
 CARGO  ?= cargo
 PIP    ?= python3 -m pip
-BIN    := target/debug/kmsenv
+# Where cargo builds: `target/`, unless CARGO_TARGET_DIR (or a cargo config) moved it.
+TARGET := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null \
+	| python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)
+BIN    := $(TARGET)/debug/kmsenv
 
 MUSL   := x86_64-unknown-linux-musl
-STATIC := target/$(MUSL)/release/kmsenv
+STATIC := $(TARGET)/$(MUSL)/release/kmsenv
 # With `-f s3://…` (cargo feature `s3`); its own target dir keeps both binaries.
-FULL   := target/full/$(MUSL)/release/kmsenv
+FULL   := $(TARGET)/full/$(MUSL)/release/kmsenv
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := parse open dotenv
@@ -28,7 +31,7 @@ static: musl
 
 ## The same with `-f s3://BUCKET/KEY` (cargo feature `s3`).
 static-full: musl
-	$(CARGO) build --release --target $(MUSL) --features s3 --target-dir target/full
+	$(CARGO) build --release --target $(MUSL) --features s3 --target-dir $(TARGET)/full
 	@ls -l $(FULL) | awk '{print "$(FULL): " $$5 " bytes"}'
 
 musl:
@@ -56,7 +59,7 @@ lint:
 ## (moto serves S3 too). The static binary is built first: tests/scratch_image.rs
 ## runs it in an empty root, and tests/s3.rs checks that it refuses s3:// files.
 test: tools lint static
-	KMSENV_STATIC_BIN=$(CURDIR)/$(STATIC) $(CARGO) test --all-targets --features s3
+	KMSENV_STATIC_BIN=$(abspath $(STATIC)) $(CARGO) test --all-targets --features s3
 	@scripts/verify-systemd.sh $(STATIC)
 
 ## Starts moto_server on loopback, creates a key, init/set/exec, stops it.

@@ -32,11 +32,7 @@ const NONE: &str = "(none)";
 const ACCOUNT: &str = "123456789012";
 
 /// A file with one sealed value, made with static credentials against moto directly.
-fn sealed_file(sandbox: &Sandbox) -> PathBuf {
-    let (file, _key) = sandbox.new_file("app.toml");
-    sandbox.set(&file, NAME, VALUE);
-    file
-}
+const SEALED_FILE: &[Entry] = &[sealed(NAME, VALUE)];
 
 /// kmsenv without any AWS configuration but a KMS endpoint: HOME and the two
 /// AWS files in the sandbox (absent unless the test writes them), IMDS off.
@@ -116,7 +112,7 @@ fn show(log: &[String]) -> String {
 #[test]
 fn static_keys_from_the_environment() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let proxy = Proxy::start();
 
     let env_keys = |run: Kmsenv| {
@@ -171,7 +167,7 @@ aws_session_token = TOKEN-CONFIG-FILE-0001
 #[test]
 fn profile_chosen_with_profile_flag_or_aws_profile() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     aws_files(&sandbox, PROFILE_CONFIG, Some(PROFILE_CREDENTIALS));
     let proxy = Proxy::start();
 
@@ -268,7 +264,7 @@ fn a_profiles_region_is_used_for_a_bare_key_id_and_region_overrides_it() {
         assert_decrypts(choose, &eu_file);
         assert_signed_by(&proxy, "AKIDREGIONAL000001", None);
         assert_eq!(
-            json_map(&proxy.counts(), "regions"),
+            proxy.regions(),
             BTreeMap::from([(EU.to_string(), 1)]),
             "the bare key id should be used in the profile's region"
         );
@@ -281,7 +277,7 @@ fn a_profiles_region_is_used_for_a_bare_key_id_and_region_overrides_it() {
         &west_file,
     );
     assert_eq!(
-        json_map(&proxy.counts(), "regions"),
+        proxy.regions(),
         BTreeMap::from([(WEST.to_string(), 1)]),
         "--region should win over the profile's region"
     );
@@ -302,7 +298,7 @@ fn a_profiles_region_is_used_for_a_bare_key_id_and_region_overrides_it() {
 #[test]
 fn credential_process_in_a_profile() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let ran = sandbox.path("credential-process-ran");
     let helper = sandbox.write_executable(
         "bin/credentials-helper",
@@ -347,7 +343,7 @@ fn credential_process_in_a_profile() {
 #[test]
 fn profile_that_assumes_a_role_through_sts() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let role = format!("arn:aws:iam::{ACCOUNT}:role/kmsenv-deployer");
     aws_files(
         &sandbox,
@@ -414,7 +410,7 @@ fn sha1_hex(text: &str) -> String {
 fn sso_profile_with_a_cached_token() {
     const START_URL: &str = "https://kmsenv-test.awsapps.com/start";
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let sso = StandIn::start(
         "sso",
         &[
@@ -479,7 +475,7 @@ fn sso_profile_with_a_cached_token() {
 #[test]
 fn web_identity_token_file_and_role_arn() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let token_file = sandbox.path("eks/token");
     std::fs::create_dir_all(sandbox.path("eks")).expect("create dir");
     // Moto does not check the JWT; its content only has to arrive.
@@ -532,7 +528,7 @@ fn web_identity_token_file_and_role_arn() {
 #[test]
 fn container_credentials_full_uri_with_authorization_token() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let ecs = StandIn::start(
         "container",
         &[
@@ -567,7 +563,7 @@ fn container_credentials_full_uri_with_authorization_token() {
 #[test]
 fn container_credentials_with_authorization_token_file_as_eks_pod_identity() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let agent = StandIn::start(
         "container",
         &[
@@ -605,7 +601,7 @@ const IMDS_TOKEN: &str = "kmsenv-imds-session-token";
 #[test]
 fn imds_v2_instance_role() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let imds = StandIn::start(
         "imds",
         &[
@@ -656,7 +652,7 @@ fn imds_v2_instance_role() {
 #[test]
 fn with_credentials_and_region_in_the_environment_imds_is_never_asked() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     aws_files(&sandbox, PROFILE_CONFIG, Some(PROFILE_CREDENTIALS));
     let imds = StandIn::start("imds", &["--akid", "ASIAIMDSSHOULDNOT1"]);
     let proxy = Proxy::start();

@@ -31,10 +31,9 @@ fn image(file: &Path, key: &str, exec_flags: &[&str]) -> Image {
     let mut entrypoint = vec!["/kmsenv", "exec", "--trust-key", key, "-f", "/kmsenv.toml"];
     entrypoint.extend_from_slice(exec_flags);
     entrypoint.push("--");
-    let json: Vec<String> = entrypoint.iter().map(|a| json_string(a)).collect();
     let dockerfile = format!(
-        "FROM scratch\nCOPY kmsenv /kmsenv\nCOPY app /app\nCOPY kmsenv.toml /kmsenv.toml\nENTRYPOINT [{}]\n",
-        json.join(", ")
+        "FROM scratch\nCOPY kmsenv /kmsenv\nCOPY app /app\nCOPY kmsenv.toml /kmsenv.toml\nENTRYPOINT {}\n",
+        serde_json::Value::from(entrypoint)
     );
     build_image(
         &dockerfile,

@@ -14,25 +14,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use support::random::Rng;
 use support::*;
-
-/// A small deterministic PRNG (xorshift64*), so that a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `[0, limit)`.
-    fn below(&mut self, limit: Duration) -> Duration {
-        let nanos = limit.as_nanos().max(1) as u64;
-        Duration::from_nanos(self.next() % nanos)
-    }
-}
 
 /// Busy-waits until `at`. This is the fault injection's timing (when the SIGKILL
 /// lands), not synchronisation; a spin is far more precise than a sleep at this scale.
@@ -169,7 +152,7 @@ fn kill_9_of_set_at_any_moment_leaves_the_old_or_the_new_value() {
     let window = calibrate(&sandbox, &file, &["set", "TARGET"], b"value-initial");
 
     let mut clock = KillClock {
-        rng: Rng(SEED),
+        rng: Rng::new(SEED),
         edge: window * 3 / 4,
     };
     let mut tally = Tally::default();
@@ -231,7 +214,7 @@ fn kill_9_of_rotate_at_any_moment_leaves_a_working_file_with_the_same_values() {
     let window = calibrate(&sandbox, &file, &["rotate"], b"");
 
     let mut clock = KillClock {
-        rng: Rng(SEED),
+        rng: Rng::new(SEED),
         edge: window * 3 / 4,
     };
     let mut killed_runs = 0;
@@ -304,10 +287,8 @@ fn twenty_concurrent_sets_of_different_names_all_land() {
         .run()
         .ok()
         .stdout_text();
-    let values: std::collections::BTreeMap<String, String> = parse_json_object_of_strings(&json)
-        .expect("export json")
-        .into_iter()
-        .collect();
+    let values: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&json).expect("export json");
     let missing: Vec<&String> = names.iter().filter(|n| !values.contains_key(*n)).collect();
     assert!(
         missing.is_empty(),
@@ -421,21 +402,13 @@ fn confined(sandbox: &Sandbox, file: &Path, script: &str) -> Option<Confined> {
     std::fs::create_dir(&dir).expect("mkdir mnt");
     std::fs::create_dir(&out).expect("mkdir out");
     let mut command = Command::new("unshare");
-    command
+    test_env(&mut command, sandbox.dir.path())
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
         .arg(&dir)
         .arg(file)
         .arg(env!("CARGO_BIN_EXE_kmsenv"))
         .arg(&out)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("HOME", sandbox.dir.path())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL_KMS", moto().endpoint())
-        .current_dir(sandbox.dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

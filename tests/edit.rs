@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -32,14 +31,12 @@ const DIRECT: &[u8] = b"direct-kms-value-c0a8";
 const NAMES: &[&str] = &["SEALED_1", "SEALED_2", "PLAIN", "DIRECT"];
 
 /// A file with two sealed values, a plain one and a direct `kms` one.
-fn populated(sandbox: &Sandbox) -> PathBuf {
-    let (file, _) = sandbox.new_file("kmsenv.toml");
-    sandbox.set(&file, "SEALED_1", SEALED_1);
-    sandbox.set(&file, "SEALED_2", SEALED_2);
-    sandbox.set_with(&file, &["--plain"], "PLAIN", PLAIN);
-    sandbox.set_with(&file, &["--kms"], "DIRECT", DIRECT);
-    file
-}
+const POPULATED: &[Entry] = &[
+    sealed("SEALED_1", SEALED_1),
+    sealed("SEALED_2", SEALED_2),
+    plain("PLAIN", PLAIN),
+    direct("DIRECT", DIRECT),
+];
 
 /// Writes an editor script (`#!/bin/sh` + `body`) into the sandbox.
 fn editor(sandbox: &Sandbox, name: &str, body: &str) -> PathBuf {
@@ -62,17 +59,6 @@ fn sed_set(name: &str, value: &str) -> String {
 }
 
 #[track_caller]
-fn assert_values(env: &BTreeMap<String, Vec<u8>>, values: &[(&str, &[u8])]) {
-    for (name, value) in values {
-        assert_eq!(
-            env.get(*name).map(Vec::as_slice),
-            Some(*value),
-            "{name} should hold its value byte for byte"
-        );
-    }
-}
-
-#[track_caller]
 fn assert_lines_kept(before: &str, after: &str, names: &[&str]) {
     for name in names {
         assert_eq!(
@@ -89,7 +75,7 @@ fn assert_lines_kept(before: &str, after: &str, names: &[&str]) {
 #[test]
 fn edit_reseals_only_the_changed_entry() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let before = sandbox.read(&file);
     let script = editor(&sandbox, "ed.sh", &sed_set("SEALED_1", "sealed-one-changed"));
 
@@ -113,7 +99,7 @@ fn edit_reseals_only_the_changed_entry() {
 #[test]
 fn edit_keeps_a_plain_entry_plain() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let before = sandbox.read(&file);
     let script = editor(&sandbox, "ed.sh", &sed_set("PLAIN", "plain-changed"));
 
@@ -128,7 +114,7 @@ fn edit_keeps_a_plain_entry_plain() {
 #[test]
 fn edit_keeps_a_kms_entry_kms_and_encrypts_the_new_value() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let before = sandbox.read(&file);
     let script = editor(&sandbox, "ed.sh", &sed_set("DIRECT", "direct-changed"));
 
@@ -148,7 +134,7 @@ fn edit_keeps_a_kms_entry_kms_and_encrypts_the_new_value() {
 #[test]
 fn edit_seals_a_new_line_as_a_new_entry() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let before = sandbox.read(&file);
     let script = editor(
         &sandbox,
@@ -169,7 +155,7 @@ fn edit_seals_a_new_line_as_a_new_entry() {
 #[test]
 fn edit_removes_the_entry_of_a_deleted_line() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let before = sandbox.read(&file);
     let script = editor(&sandbox, "ed.sh", "sed -i '/^SEALED_2=/d' \"$1\"\n");
 
@@ -197,7 +183,7 @@ const AWKWARD: &[(&str, &[u8])] = &[
 #[test]
 fn edit_keeps_awkward_values_byte_exact_when_another_line_changes() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     for (name, value) in AWKWARD {
         sandbox.set(&file, name, value);
     }
@@ -215,7 +201,7 @@ fn edit_keeps_awkward_values_byte_exact_when_another_line_changes() {
 #[test]
 fn edit_stores_escaped_text_written_in_the_editor_as_its_bytes() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let script = editor(
         &sandbox,
         "ed.sh",
@@ -242,7 +228,7 @@ fn edit_stores_escaped_text_written_in_the_editor_as_its_bytes() {
 #[test]
 fn edit_with_no_changes_leaves_the_file_byte_identical() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let before = std::fs::read(&file).expect("read");
     let script = editor(&sandbox, "ed.sh", "exit 0\n");
 
@@ -254,7 +240,7 @@ fn edit_with_no_changes_leaves_the_file_byte_identical() {
 #[test]
 fn edit_refuses_to_write_when_the_file_changed_while_editing() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let script = editor(
         &sandbox,
         "ed.sh",
@@ -333,7 +319,7 @@ fn assert_scratch_private_and_gone(side: &Path) -> Vec<Seen> {
 #[test]
 fn edit_scratch_file_is_private_on_tmpfs_and_removed_after_success() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let side = sandbox.path("side.txt");
     let body = format!("{}{}", record(&side), sed_set("SEALED_1", "changed"));
     let script = editor(&sandbox, "ed.sh", &body);
@@ -347,7 +333,7 @@ fn edit_scratch_file_is_private_on_tmpfs_and_removed_after_success() {
 #[test]
 fn edit_scratch_file_is_removed_when_the_editor_fails() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let before = sandbox.read(&file);
     let side = sandbox.path("side.txt");
     let body = format!("{}{}exit 3\n", record(&side), sed_set("SEALED_1", "changed"));
@@ -362,7 +348,7 @@ fn edit_scratch_file_is_removed_when_the_editor_fails() {
 #[test]
 fn edit_reopens_the_editor_with_the_error_after_a_parse_error() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let side = sandbox.path("side.txt");
     let count = sandbox.path("count.txt");
     let shown = sandbox.path("shown-error.txt");
@@ -394,7 +380,7 @@ fn edit_reopens_the_editor_with_the_error_after_a_parse_error() {
 #[test]
 fn edit_gives_up_when_the_text_never_parses() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let before = sandbox.read(&file);
     let side = sandbox.path("side.txt");
     let body = format!(
@@ -420,17 +406,8 @@ fn edit_gives_up_when_the_text_never_parses() {
 /// its output in files (an orphaned editor must not hold a pipe the test reads).
 fn edit_command(sandbox: &Sandbox, file: &Path, editor: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kmsenv"));
-    command
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", sandbox.dir.path())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL_KMS", moto().endpoint())
+    test_env(&mut command, sandbox.dir.path())
         .env("EDITOR", editor)
-        .current_dir(sandbox.dir.path())
         .arg("-f")
         .arg(file)
         .arg("edit")
@@ -539,7 +516,7 @@ impl Drop for EditorGuard {
 #[test]
 fn edit_scratch_file_is_removed_when_kmsenv_gets_sigterm() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let before = sandbox.read(&file);
     let ready = sandbox.path("ready.txt");
     let script = sleeping_editor(&sandbox, &ready);
@@ -561,7 +538,7 @@ fn edit_scratch_file_is_removed_when_kmsenv_gets_sigterm() {
 #[test]
 fn edit_sigterm_also_ends_the_editor() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let ready = sandbox.path("ready.txt");
     let script = sleeping_editor(&sandbox, &ready);
     let mut child = edit_command(&sandbox, &file, &script)
@@ -583,7 +560,7 @@ fn edit_sigterm_also_ends_the_editor() {
 #[test]
 fn edit_scratch_file_is_removed_when_the_process_group_gets_sigint() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let before = sandbox.read(&file);
     let ready = sandbox.path("ready.txt");
     let script = sleeping_editor(&sandbox, &ready);
@@ -626,7 +603,7 @@ fn assert_no_value_in(out: &Output, values: &[&[u8]]) {
 #[test]
 fn edit_prints_no_value_on_success() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let body = format!(
         "{}{}printf 'ADDED=\"added-value-4e21\"\\n' >> \"$1\"\n",
         sed_set("SEALED_1", "new-sealed-value-1d9f"),
@@ -659,7 +636,7 @@ fn edit_prints_no_value_on_success() {
 #[test]
 fn edit_prints_no_value_when_the_text_does_not_parse() {
     let sandbox = Sandbox::new();
-    let file = populated(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
     let body = format!(
         "{}printf 'BROKEN new-value-without-equals-3c3c\\nX=\"unterminated-value-8b8b\\n' >> \"$1\"\n",
         sed_set("SEALED_1", "new-sealed-value-1d9f")

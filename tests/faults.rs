@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use support::*;
 
 const WEST: &str = "us-west-2";
@@ -105,23 +106,17 @@ impl Timed {
 
 /// A rule list of one rule as JSON.
 fn rule(op: Option<&str>, region: Option<&str>, times: Option<u32>, action: &str) -> String {
-    let op = op.map_or("null".to_string(), json_string);
-    let region = region.map_or("null".to_string(), json_string);
-    let times = times.map_or("null".to_string(), |t| t.to_string());
+    let (op, region, times) = (Value::from(op), Value::from(region), Value::from(times));
     format!("{{\"op\": {op}, \"region\": {region}, \"times\": {times}, {action}}}")
 }
 
 /// `"action": "error", "code": CODE`.
 fn error_action(code: &str) -> String {
-    format!("\"action\": \"error\", \"code\": {}", json_string(code))
+    format!("\"action\": \"error\", \"code\": {}", Value::from(code))
 }
 
-/// A file under a new us-east-1 key holding one sealed value: (path, key ARN).
-fn sealed_file(sandbox: &Sandbox) -> (PathBuf, String) {
-    let (file, key) = sandbox.new_file("kmsenv.toml");
-    sandbox.set(&file, "DATABASE_URL", b"postgres://app:s3cret@db/app");
-    (file, key)
-}
+/// A file under a new us-east-1 key holding one sealed value.
+const SEALED_FILE: &[Entry] = &[sealed("DATABASE_URL", b"postgres://app:s3cret@db/app")];
 
 /// The proxy forwards faithfully: the file runs the command through it.
 #[track_caller]
@@ -136,7 +131,7 @@ fn assert_runs_through(sandbox: &Sandbox, proxy: &Proxy, file: &Path) {
 #[test]
 fn throttled_twice_then_answered_exec_succeeds() {
     let sandbox = Sandbox::new();
-    let (file, _) = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -161,7 +156,7 @@ fn throttled_twice_then_answered_exec_succeeds() {
 #[test]
 fn throttled_forever_fails_after_retries_naming_throttling() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -185,7 +180,7 @@ fn throttled_forever_fails_after_retries_naming_throttling() {
 #[test]
 fn throttled_until_the_deadline_fails_in_time_naming_throttling() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -208,7 +203,7 @@ fn throttled_until_the_deadline_fails_in_time_naming_throttling() {
 #[test]
 fn endpoint_that_never_answers_fails_within_the_timeout() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!("[{}]", rule(None, None, None, "\"action\": \"hang\"")));
     exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "2"])
@@ -221,7 +216,7 @@ fn endpoint_that_never_answers_fails_within_the_timeout() {
 #[test]
 fn slow_answers_inside_the_deadline_are_waited_for() {
     let sandbox = Sandbox::new();
-    let (file, _) = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.config("{\"latency_ms\": 700}");
     exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "10"])
@@ -234,7 +229,7 @@ fn slow_answers_inside_the_deadline_are_waited_for() {
 #[test]
 fn slow_answers_beyond_the_deadline_fail_within_it() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -253,7 +248,7 @@ fn slow_answers_beyond_the_deadline_fail_within_it() {
 #[test]
 fn connection_reset_is_retried_then_fails() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!("[{}]", rule(None, None, None, "\"action\": \"reset\"")));
     exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "30"])
@@ -270,7 +265,7 @@ fn connection_reset_is_retried_then_fails() {
 #[test]
 fn connection_reset_once_is_retried_and_succeeds() {
     let sandbox = Sandbox::new();
-    let (file, _) = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -285,7 +280,7 @@ fn connection_reset_once_is_retried_and_succeeds() {
 #[test]
 fn connection_refused_fails_quickly() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     // Port 1 (tcpmux): privileged, and nothing on a test machine listens there. A
     // port from free_port() could be taken meanwhile by another test's proxy.
     let refused = std::net::TcpStream::connect(("127.0.0.1", 1)).map_err(|e| e.kind());
@@ -306,7 +301,7 @@ fn connection_refused_fails_quickly() {
 #[test]
 fn service_unavailable_twice_then_answered_exec_succeeds() {
     let sandbox = Sandbox::new();
-    let (file, _) = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -326,7 +321,7 @@ fn service_unavailable_twice_then_answered_exec_succeeds() {
 #[test]
 fn internal_failure_forever_fails_after_retries() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -564,18 +559,18 @@ fn both_regions_failing_lists_both_keys_and_causes() {
 #[test]
 fn no_credentials_fails_fast_with_a_hint() {
     let sandbox = Sandbox::new();
-    let (file, key) = sealed_file(&sandbox);
+    let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
-    let empty_home = TempDir::new();
+    let empty_home = temp_dir();
     let start = Instant::now();
     let out = sandbox
         .kmsenv_without_aws()
         .env("HOME", empty_home.path())
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", empty_home.join("no-such-config"))
+        .env("AWS_CONFIG_FILE", empty_home.path().join("no-such-config"))
         .env(
             "AWS_SHARED_CREDENTIALS_FILE",
-            empty_home.join("no-such-credentials"),
+            empty_home.path().join("no-such-credentials"),
         )
         .endpoint(&proxy.endpoint())
         .file(&file)

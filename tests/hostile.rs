@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
+use support::random::random_hex;
 use support::*;
 
 /// An ARN as a hostile writer puts it in a file: a forged second line, and the
@@ -355,9 +356,7 @@ const SHM: &str = "/dev/shm";
 /// A scratch-like folder in /dev/shm named `kmsenv-edit-<16 hex>` (or `name`
 /// when given), holding a file, last modified `age` ago (negative: in the future).
 fn scratch_folder(name: Option<&str>, age_s: i64) -> PathBuf {
-    let mut random = [0u8; 8];
-    getrandom::getrandom(&mut random).expect("random");
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = random_hex(8);
     let name = name.map_or(format!("kmsenv-edit-{hex}"), |n| format!("{n}{hex}"));
     let dir = Path::new(SHM).join(name);
     std::fs::create_dir(&dir).expect("create scratch folder");

@@ -250,8 +250,10 @@ fn the_init_parent_holds_no_memfd_and_one_thread() {
 fn user_switches_after_decryption_and_the_file_value_stays_readable() {
     let sandbox = Sandbox::new();
     let file = file(&sandbox);
-    let app = static_app().to_str().expect("utf-8 path");
-    // The sandbox (and the app in it) must be reachable by uid 65534.
+    // uid 65534 runs the app: a copy in the sandbox, which it can reach (the build's
+    // target folder may be in a 0700 folder).
+    let app = reachable_copy(static_app(), sandbox.dir.path());
+    let app = app.to_str().expect("utf-8 path");
     for flags in [
         &["--user", "65534:65534"][..],
         &["--init", "--user", "65534:65534"][..],
@@ -270,11 +272,13 @@ fn user_is_refused_with_125_when_kmsenv_is_not_root() {
     let sandbox = Sandbox::new();
     let file = file(&sandbox);
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+    // uid 1000 runs kmsenv: a copy it can reach, as above.
+    let kmsenv = reachable_copy(Path::new(env!("CARGO_BIN_EXE_kmsenv")), sandbox.dir.path());
     for flags in [&["--user", "65534"][..], &["--init", "--user", "65534"][..]] {
         let mut command = Command::new("setpriv");
         command
             .args(["--reuid", "1000", "--regid", "1000", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_kmsenv"))
+            .arg(&kmsenv)
             .arg("-f")
             .arg(&file)
             .arg("exec")

@@ -18,6 +18,7 @@ use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
+use support::random::random_hex;
 use support::*;
 
 /// How long a test waits (polling) for another process to reach a state.
@@ -28,12 +29,7 @@ const SCAN_SIZE_LIMIT: u64 = 64 << 20;
 
 /// A fresh `CANARY-<32 hex digits>`.
 fn new_canary() -> String {
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .expect("read /dev/urandom");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("CANARY-{hex}")
+    format!("CANARY-{}", random_hex(16))
 }
 
 /// The secret values of one test; each starts with the canary.
@@ -668,10 +664,10 @@ fn the_detectors_find_a_planted_canary() {
     let started = SystemTime::now() - Duration::from_secs(2);
     let canary = new_canary();
     for dir in ["/tmp", "/dev/shm"] {
-        let planted = TempDirIn::new(dir);
-        std::fs::write(planted.0.join("planted"), format!("xx{canary}yy")).expect("plant");
+        let planted = temp_dir_in(Path::new(dir));
+        std::fs::write(planted.path().join("planted"), format!("xx{canary}yy")).expect("plant");
         let found = files_holding(Path::new(dir), canary.as_bytes(), started);
-        assert_eq!(found, vec![planted.0.join("planted")], "in {dir}");
+        assert_eq!(found, vec![planted.path().join("planted")], "in {dir}");
     }
 
     let mut child = std::process::Command::new("sh")
@@ -688,21 +684,4 @@ fn the_detectors_find_a_planted_canary() {
     drop(child.stdin.take());
     let _ = child.wait();
     assert_eq!(found.len(), 1, "{found:?}");
-}
-
-/// A folder under `parent`, removed on drop.
-struct TempDirIn(PathBuf);
-
-impl TempDirIn {
-    fn new(parent: &str) -> TempDirIn {
-        let path = Path::new(parent).join(format!("kmsenv-leaks-plant-{}", new_canary().to_lowercase()));
-        std::fs::create_dir(&path).expect("mkdir");
-        TempDirIn(path)
-    }
-}
-
-impl Drop for TempDirIn {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

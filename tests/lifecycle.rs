@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use support::random::Rng;
 use support::*;
 
 const WEST: &str = "us-west-2";
@@ -32,27 +32,20 @@ const ENV_COMMENT: &str = "# the values below are rotated quarterly";
 /// A file with two sealed values, a plain one, a direct `kms` one and two user
 /// comments: (path, key ARN).
 fn populated(sandbox: &Sandbox) -> (PathBuf, String) {
-    let (file, key) = sandbox.new_file("kmsenv.toml");
-    sandbox.set(&file, "DATABASE_URL", VALUES[0].1);
-    sandbox.set(&file, "API_TOKEN", VALUES[1].1);
-    sandbox.set_with(&file, &["--plain"], "LOG_LEVEL", VALUES[2].1);
-    sandbox.set_with(&file, &["--kms"], "PARTNER_KEY", VALUES[3].1);
+    let (file, key) = sandbox.file_with(
+        "kmsenv.toml",
+        &[
+            sealed("DATABASE_URL", VALUES[0].1),
+            sealed("API_TOKEN", VALUES[1].1),
+            plain("LOG_LEVEL", VALUES[2].1),
+            direct("PARTNER_KEY", VALUES[3].1),
+        ],
+    );
     let text = sandbox.read(&file);
     let text = format!("{TOP_COMMENT}\n{}", insert_in_env(&text, ENV_COMMENT));
     sandbox.write(&file, &text);
     sandbox.kmsenv().file(&file).arg("check").run().ok();
     (file, key)
-}
-
-#[track_caller]
-fn assert_values(env: &BTreeMap<String, Vec<u8>>, values: &[(&str, &[u8])]) {
-    for (name, value) in values {
-        assert_eq!(
-            env.get(*name).map(Vec::as_slice),
-            Some(*value),
-            "{name} should hold its value byte for byte"
-        );
-    }
 }
 
 fn rotate(sandbox: &Sandbox, file: &Path) -> Output {
@@ -316,18 +309,6 @@ fn rotate_with_two_wrapping_keys_replaces_both_and_opens_through_either() {
     }
 }
 
-/// xorshift64: a reproducible sequence of kill delays.
-struct Prng(u64);
-
-impl Prng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .expect("read the sandbox")
@@ -348,7 +329,8 @@ fn rotate_killed_at_any_moment_leaves_a_valid_file_with_the_same_values() {
     rotate(&sandbox, &file);
     // Kill points spread over 0 .. 1.5 × one rotate's run time.
     let span = (started.elapsed().as_micros() as u64 * 3 / 2).max(1);
-    let mut rng = Prng(0x9E37_79B9_7F4A_7C15);
+    // A reproducible sequence of kill delays.
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     let (mut killed, mut completed, mut killed_after_commit, mut temp_left) = (0, 0, 0, 0);
     let mut previous = sandbox.read(&file);
 

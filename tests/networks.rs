@@ -16,20 +16,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::tls::make_test_ca;
 use support::*;
 
 const NAME: &str = "API_TOKEN";
 const VALUE: &[u8] = b"decrypted-over-the-network";
 
 /// A file with one sealed value, made against moto directly.
-fn sealed_file(sandbox: &Sandbox) -> PathBuf {
-    let (file, _key) = sandbox.new_file("app.toml");
-    sandbox.set(&file, NAME, VALUE);
-    file
-}
+const SEALED_FILE: &[Entry] = &[sealed(NAME, VALUE)];
 
 /// `kmsenv … -f FILE exec -- env -0`, asserted to succeed with the value decrypted.
 #[track_caller]
@@ -49,7 +46,7 @@ fn show(log: &[String]) -> String {
 #[test]
 fn http_proxy_carries_a_plain_http_endpoint_and_no_proxy_bypasses_it() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let proxy = StandIn::start("forward-proxy", &[]);
     let through = format!("FORWARD POST {}/ op=Decrypt -> 200", moto().endpoint());
 
@@ -125,7 +122,7 @@ fn tls_endpoint_is_trusted_through_ssl_cert_file_only() {
     let Some(ca) = make_test_ca(sandbox.dir.path()) else {
         return;
     };
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let tls = Proxy::start_tls(&ca.server_cert, &ca.server_key);
 
     for host in ["localhost", "127.0.0.1"] {
@@ -173,7 +170,7 @@ fn https_through_a_connect_proxy() {
     let Some(ca) = make_test_ca(sandbox.dir.path()) else {
         return;
     };
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
     let tls = Proxy::start_tls(&ca.server_cert, &ca.server_key);
     let proxy = StandIn::start("forward-proxy", &[]);
     let with_ca = || {

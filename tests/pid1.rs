@@ -26,12 +26,7 @@ use support::*;
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// A file with a sealed and a plain value, so that exec really goes through KMS.
-fn sealed_file(sandbox: &Sandbox) -> std::path::PathBuf {
-    let (file, _) = sandbox.new_file("kmsenv.toml");
-    sandbox.set(&file, "SECRET", b"sealed-secret");
-    sandbox.set_with(&file, &["--plain"], "PLAIN", b"plain-value");
-    file
-}
+const SEALED_FILE: &[Entry] = &[sealed("SECRET", b"sealed-secret"), plain("PLAIN", b"plain-value")];
 
 /// `kmsenv -f FILE exec -- CMD…` wrapped by `wrapper` (e.g. `unshare …`), with the
 /// environment [`Kmsenv::new`] uses, stdout piped, and killed with the test.
@@ -42,21 +37,12 @@ fn spawn(sandbox: &Sandbox, wrapper: &[&str], file: &Path, cmd: &[&str]) -> Chil
         None => (kmsenv, Vec::new()),
     };
     let mut command = Command::new(program);
-    command
+    test_env(&mut command, sandbox.dir.path())
         .args(before)
         .arg("-f")
         .arg(file)
         .args(["exec", "--"])
         .args(cmd)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", sandbox.dir.path())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL_KMS", moto().endpoint())
-        .current_dir(sandbox.dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -194,7 +180,7 @@ fn start_as_pid1(sandbox: &Sandbox, file: &Path) -> (Child, u32) {
 #[test]
 fn exec_as_pid1_becomes_the_target_which_gets_term_and_sets_the_exit_code() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let (unshare, target) = start_as_pid1(&sandbox, &file);
 
     let argv = cmdline(target);
@@ -262,7 +248,7 @@ fn term_reaches_a_target_that_ignores_nothing() {
     // default disposition of TERM, so TERM kills it — unless kmsenv left TERM ignored
     // or blocked, which execve would carry over into the target.
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let (child, pid) = start_sleeping_target(&sandbox, &file);
 
     kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("kill -TERM");
@@ -277,7 +263,7 @@ fn term_reaches_a_target_that_ignores_nothing() {
 #[test]
 fn the_target_inherits_no_ignored_or_blocked_signal_from_kmsenv() {
     let sandbox = Sandbox::new();
-    let file = sealed_file(&sandbox);
+    let (file, _) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let (child, pid) = start_sleeping_target(&sandbox, &file);
     let ignored = signal_mask(pid, "SigIgn:");
     let blocked = signal_mask(pid, "SigBlk:");

@@ -84,9 +84,9 @@ mod with_the_feature {
         code: &str,
         message: &str,
     ) {
-        let region = region.map_or("null".to_string(), json_string);
+        let region = serde_json::Value::from(region);
         let moved = bucket_region
-            .map(|r| format!(", \"x-amz-bucket-region\": {}", json_string(r)))
+            .map(|r| format!(", \"x-amz-bucket-region\": {}", serde_json::Value::from(r)))
             .unwrap_or_default();
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
@@ -94,7 +94,7 @@ mod with_the_feature {
         proxy.rules(&format!(
             r#"[{{"op": "s3:GET", "region": {region}, "action": "answer", "status": {status},
                  "headers": {{"Content-Type": "application/xml"{moved}}}, "body": {}}}]"#,
-            json_string(&body)
+            serde_json::Value::from(body)
         ));
     }
 

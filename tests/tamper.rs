@@ -20,10 +20,14 @@ struct Victim {
 impl Victim {
     fn new() -> Victim {
         let sandbox = Sandbox::new();
-        let (file, key) = sandbox.new_file("kmsenv.toml");
-        sandbox.set(&file, "ALPHA", b"alpha-secret");
-        sandbox.set(&file, "BRAVO", b"bravo-secret");
-        sandbox.set_with(&file, &["--plain"], "DB_HOST", b"db.internal");
+        let (file, key) = sandbox.file_with(
+            "kmsenv.toml",
+            &[
+                sealed("ALPHA", b"alpha-secret"),
+                sealed("BRAVO", b"bravo-secret"),
+                plain("DB_HOST", b"db.internal"),
+            ],
+        );
         sandbox.assert_command_runs(&[&file]);
         Victim { sandbox, file, key }
     }

@@ -471,50 +471,18 @@ pub fn with_mac(text: &str, mac: &str) -> String {
 // ---------------------------------------------------------------------------
 // Talking to KMS as the attacker would (the AWS CLI), through a proxy
 
-/// One KMS JSON call to `proxy` (so its rules apply), signed for `region`.
-pub fn kms_call_through(
-    proxy: &Proxy,
-    region: &str,
-    operation: &str,
-    body: &str,
-) -> Result<String, KmsError> {
-    let request = format!(
-        "POST / HTTP/1.1\r\n\
-         Host: 127.0.0.1:{port}\r\n\
-         Content-Type: application/x-amz-json-1.1\r\n\
-         X-Amz-Target: TrentService.{operation}\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/{region}/kms/aws4_request, SignedHeaders=host, Signature=00\r\n\
-         Content-Length: {len}\r\n\
-         Connection: close\r\n\r\n{body}",
-        port = proxy.port,
-        len = body.len(),
-    );
-    let (status, response) = http(proxy.port, request.as_bytes())
-        .unwrap_or_else(|e| panic!("KMS {operation} through the proxy: {e}"));
-    let body = String::from_utf8_lossy(&response).into_owned();
-    if status == 200 {
-        Ok(body)
-    } else {
-        Err(KmsError { status, body })
-    }
-}
-
-/// `Encrypt` of `plaintext` under `key` with `context`, through `proxy`.
+/// `Encrypt` of `plaintext` under `key` with `context`, through `proxy` (so its
+/// rules apply), signed for the default region.
 pub fn encrypt_through(
     proxy: &Proxy,
     key: &str,
     plaintext: &[u8],
     context: &[(&str, &str)],
-) -> Result<String, KmsError> {
-    let pairs: Vec<String> = context
-        .iter()
-        .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
-        .collect();
-    let body = format!(
-        "{{\"KeyId\":{},\"Plaintext\":{},\"EncryptionContext\":{{{}}}}}",
-        json_string(key),
-        json_string(&b64(plaintext)),
-        pairs.join(",")
-    );
-    kms_call_through(proxy, REGION, "Encrypt", &body)
+) -> Result<serde_json::Value, KmsError> {
+    kms_call(
+        proxy.port,
+        REGION,
+        "Encrypt",
+        &encrypt_request(key, plaintext, context),
+    )
 }

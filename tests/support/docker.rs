@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{Output, TempDir, wait_bounded};
+use super::{Output, TempDir, temp_dir, wait_bounded};
 
 /// How long dockerd may take to answer.
 const ENGINE_START_LIMIT: Duration = Duration::from_secs(90);
@@ -163,19 +163,19 @@ impl Drop for Image {
 /// source path). Nothing is pulled: the Dockerfile must be `FROM scratch`.
 pub fn build_image(dockerfile: &str, files: &[(&str, &Path)]) -> Image {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let context = TempDir::new();
+    let context = temp_dir();
     for (name, source) in files {
-        std::fs::copy(source, context.join(name))
+        std::fs::copy(source, context.path().join(name))
             .unwrap_or_else(|e| panic!("copy {} into the build context: {e}", source.display()));
         // The file is ciphertext, readable by any user the container runs as.
         let mode = if name.ends_with(".toml") { 0o644 } else { 0o755 };
         std::fs::set_permissions(
-            context.join(name),
+            context.path().join(name),
             std::os::unix::fs::PermissionsExt::from_mode(mode),
         )
         .expect("chmod in the build context");
     }
-    std::fs::write(context.join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
     let tag = format!(
         "kmsenv-test-{}-{}:latest",
         std::process::id(),
