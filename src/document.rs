@@ -704,7 +704,7 @@ impl Parser<'_> {
             };
             return Err(self.err_at(
                 at,
-                format!("{name}: value must be a string, {{ sealed = \"…\" }} or {{ kms = \"…\" }}{what}"),
+                format!("{name}: value must be a string, {{ sealed = \"…\" }}, {{ kms = \"…\" }} or {{ template = \"…\" }}{what}"),
             ));
         };
         let mut sealed = None;
