@@ -45,6 +45,8 @@ tools:
 	@command -v moto_server >/dev/null 2>&1 && python3 -c 'import flask' 2>/dev/null \
 		|| $(PIP) install --quiet 'moto[server]'
 	@command -v aws >/dev/null 2>&1 || $(PIP) install --quiet awscli
+	@# tests/precommit.rs: the pre-commit framework running .pre-commit-hooks.yaml.
+	@python3 -c 'import pre_commit' 2>/dev/null || $(PIP) install --quiet pre-commit
 	@# tests/docker.rs: a real engine (the support starts dockerd; a client alone is not enough).
 	@command -v dockerd >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq docker.io; }
 

@@ -107,13 +107,16 @@ usable in IAM conditions (kms:EncryptionContext:app).")]
   printf %s \"$TOKEN\" | kmsenv set API_TOKEN
   kmsenv set DATABASE_URL                      (prompts twice, without echo)
   kmsenv set TLS_KEY --from-file key.pem --as-file
+  printf %s 'postgres://${DB_USER}:${DB_PASSWORD}@${DB_HOST}/app' | kmsenv set --template DATABASE_URL
   kmsenv set --plain LOG_LEVEL=info            (not secret: stored in clear)
   printf %s \"$TOKEN\" | kmsenv set --kms API_TOKEN  (needs only kms:Encrypt)
   aws kms encrypt --key-id alias/app --plaintext fileb://tok \\
       --query CiphertextBlob --output text | kmsenv set --ciphertext API_TOKEN
 
 Values are taken byte for byte: use printf %s, not echo, or the value ends in
-a newline.")]
+a newline. A template (--template) uses only ${NAME}, a variable of the files,
+and $$ for a literal $; it is resolved after decryption, never re-expanded,
+and covered by the MAC.")]
     Set(SetArgs),
 
     /// Remove entries from the file.
@@ -136,11 +139,33 @@ a newline.")]
   kmsenv check --fix-mac     (after a hand merge: re-verify every value, write a new MAC)")]
     Check(CheckArgs),
 
-    /// Print decrypted values as dotenv, POSIX shell or JSON.
+    /// Print decrypted values as dotenv, POSIX shell or JSON, or hand them to later GitHub Actions steps.
     #[command(after_help = "Examples:
   eval \"$(kmsenv export --format shell)\"
-  kmsenv export --format json | jq .DATABASE_URL")]
+  kmsenv export --format json | jq .DATABASE_URL
+  kmsenv -f ci.toml export --format github      (in a GitHub Actions step)
+
+--format github prints ::add-mask:: for every line of every secret value
+(sealed, kms, and templates that use one; never plain values), then appends
+every variable to the file named by $GITHUB_ENV as NAME<<DELIMITER with a
+random delimiter. Without $GITHUB_ENV it writes nothing and exits 125.")]
     Export(ExportArgs),
+
+    /// Check files offline for plaintext secrets and weak protection (no AWS, no credentials).
+    #[command(after_help = "Examples:
+  kmsenv lint                                  (./kmsenv.toml, or $KMSENV_FILE)
+  kmsenv lint kmsenv.toml config/kmsenv.prod.toml
+  kmsenv lint --format json kmsenv.toml
+  kmsenv lint --trust-key arn:aws:kms:us-east-1:111122223333:key/1234abcd-... prod.toml
+  API_URL = \"https://x.example/?k=AKIA...\"   # kmsenv:allow-plain   (silences that line)
+
+Reports a plain value that looks like a secret (AWS, GitHub, Slack and Stripe
+live keys, private keys, JWTs, URLs with a password, long random strings), a
+kms value not bound to its name, a keyless file mixing plain and kms values, a
+format-1 file, keys without a MAC and, with --trust-key, a file no trusted key
+wraps. Never prints a value. Exit 0 clean, 1 findings, 125 a file unreadable.
+For a commit hook: .pre-commit-hooks.yaml, or examples/git-hooks/pre-commit.")]
+    Lint(LintArgs),
 
     /// New data key: every sealed value re-sealed, the MAC rewritten.
     #[command(after_help = "Examples:
@@ -274,6 +299,11 @@ pub struct SetArgs {
     #[arg(long)]
     pub kms: bool,
 
+    /// Store a template: `${NAME}` (another variable of the files) and `$$`
+    /// (a literal `$`), resolved after decryption; read from stdin like a value.
+    #[arg(long, conflicts_with_all = ["plain", "kms", "ciphertext"])]
+    pub template: bool,
+
     /// KMS key for --kms (default: the file's first key) or --ciphertext.
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
@@ -334,6 +364,27 @@ pub enum Format {
     /// export NAME='value' lines, POSIX single-quoted: safe for eval.
     Shell,
     /// One JSON object of names to values (values must be UTF-8).
+    Json,
+    /// GitHub Actions: ::add-mask:: every secret line, then append to $GITHUB_ENV.
+    Github,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Files to check (default: the -f files, $KMSENV_FILE, or ./kmsenv.toml).
+    #[arg(value_name = "FILE")]
+    pub paths: Vec<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = LintFormat::Text)]
+    pub format: LintFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LintFormat {
+    /// One `file:line:column: NAME: what` line per finding, and what to do.
+    Text,
+    /// `{"findings": [...], "errors": [...]}`, for tools.
     Json,
 }
 

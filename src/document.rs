@@ -7,7 +7,7 @@
 //! with `file:line:column`. Nothing here decrypts or talks to KMS; checking the MAC
 //! needs the data key and happens in `resolve`. Writing the file lives in `store`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,10 @@ pub enum Value {
         key: Option<String>,
         context: BTreeMap<String, String>,
     },
+    /// `${NAME}` and `$$` over the other variables, resolved after decryption
+    /// (`template`). Its text is under the MAC, and it counts as a plain value
+    /// for the no-downgrade rule: it decides what the program gets.
+    Template(String),
 }
 
 impl Value {
@@ -71,6 +75,7 @@ impl Value {
             Value::Plain(_) => "plain",
             Value::Sealed(_) => "sealed",
             Value::Kms { .. } => "kms",
+            Value::Template(_) => "template",
         }
     }
 }
@@ -99,6 +104,23 @@ impl fmt::Display for Pos {
     }
 }
 
+/// What `lint` sees of a file ([`Document::inspect`]). `doc` is valid only when
+/// `refusal` is `None`: lint reads it, nothing opens it.
+#[derive(Debug)]
+pub struct Inspection {
+    pub doc: Document,
+    /// Why every reading command would refuse the file, if it would.
+    pub refusal: Option<Error>,
+    /// Where `version` and `[kmsenv]` are written, for lint's findings.
+    pub version_at: Pos,
+    pub head_at: Pos,
+    /// Entries whose line ends in a `# kmsenv:allow-plain` comment.
+    pub allow_plain: BTreeSet<String>,
+}
+
+/// The comment that tells `lint` a plain value is meant to be plain.
+pub const ALLOW_PLAIN: &str = "kmsenv:allow-plain";
+
 /// A validated kmsenv file.
 #[derive(Debug, Clone)]
 pub struct Document {
@@ -121,6 +143,12 @@ impl Document {
         Document::parse(path, text)
     }
 
+    /// Read the file at `path` as `lint` does ([`Document::inspect`]).
+    pub fn load_inspect(path: &Path, deadline: Instant) -> Result<Inspection> {
+        let text = read_text_by(path, deadline)?;
+        Document::inspect(path, text)
+    }
+
     /// Validate `bytes`, read from elsewhere (S3), as the content of `path`.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Document> {
         let text = decode(path, bytes)?;
@@ -129,17 +157,29 @@ impl Document {
 
     /// Validate `text` as the content of `path`.
     pub fn parse(path: &Path, text: String) -> Result<Document> {
+        let seen = Document::inspect(path, text)?;
+        match seen.refusal {
+            Some(e) => Err(e),
+            None => Ok(seen.doc),
+        }
+    }
+
+    /// Read `text` as `lint` does: every shape is checked as for [`Document::parse`],
+    /// but a file that breaks a rule between entries (a file without keys that
+    /// mixes plain and kms values, or has a MAC) is returned with the reason
+    /// instead of refused, so that lint can report it with the rest.
+    pub fn inspect(path: &Path, text: String) -> Result<Inspection> {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
-        let mut doc = Parser {
+        let mut seen = Parser {
             path,
             text: &text,
             line_starts,
         }
         .document()?;
-        doc.text = text;
-        Ok(doc)
+        seen.doc.text = text;
+        Ok(seen)
     }
 
     pub fn entry(&self, name: &str) -> Option<&Entry> {
@@ -161,7 +201,9 @@ impl Document {
     }
 
     /// What the MAC covers: version, context, the wrapping keys (version 2),
-    /// and every plain and sealed entry.
+    /// and every plain, sealed and template entry. A template is a new kind
+    /// string in the same length-prefixed encoding: no format change, and a
+    /// plain value turned into a template (or back) is a mismatch.
     pub fn mac_input(&self) -> MacInput<'_> {
         let entries = self
             .entries
@@ -170,6 +212,7 @@ impl Document {
                 let (kind, text) = match &e.value {
                     Value::Plain(t) => ("plain", t.as_str()),
                     Value::Sealed(t) => ("sealed", t.as_str()),
+                    Value::Template(t) => ("template", t.as_str()),
                     Value::Kms { .. } => return None,
                 };
                 Some(MacEntry {
@@ -387,7 +430,7 @@ impl Parser<'_> {
         }
     }
 
-    fn document(&self) -> Result<Document> {
+    fn document(&self) -> Result<Inspection> {
         let doc = toml_edit::Document::parse(self.text)
             .map_err(|e| self.err(e.span(), format!("invalid TOML: {}", e.message().trim())))?;
         let root = doc.as_table();
@@ -456,7 +499,10 @@ impl Parser<'_> {
             return Err(self.err(head_span, format!("[kmsenv] needs `version = {FORMAT_VERSION}`")));
         };
 
+        let version_at = self.pos(head.key("version").and_then(Key::span));
+        let head_at = self.pos(head_span);
         let mut entries = Vec::new();
+        let mut allow_plain = BTreeSet::new();
         if let Some(env) = root.get("env") {
             let span = root.key("env").and_then(Key::span);
             let env = env
@@ -464,9 +510,48 @@ impl Parser<'_> {
                 .ok_or_else(|| self.err(span, "`env` must be a table"))?;
             for (name, item) in env.iter() {
                 entries.push(self.entry(env, name, item, Some(version))?);
+                if self
+                    .trailing_comment(item)
+                    .is_some_and(|c| c.contains(ALLOW_PLAIN))
+                {
+                    allow_plain.insert(name.to_string());
+                }
             }
         }
+        let doc = Document {
+            path: self.path.to_path_buf(),
+            version,
+            context,
+            mac,
+            keys,
+            entries,
+            text: String::new(),
+        };
+        Ok(Inspection {
+            refusal: self.keyless_rule(&doc).err(),
+            doc,
+            version_at,
+            head_at,
+            allow_plain,
+        })
+    }
 
+    /// The comment after a value on its last line (toml_edit keeps it in the
+    /// value's decoration), if any. Not a search of the line's text: a `#` inside
+    /// a string is part of the value.
+    fn trailing_comment<'t>(&'t self, item: &'t Item) -> Option<&'t str> {
+        let suffix = item.as_value()?.decor().suffix()?;
+        suffix
+            .as_str()
+            .or_else(|| suffix.span().and_then(|r| self.text.get(r)))
+    }
+
+    /// What a file without keys must not do (DESIGN §2.4): hold sealed values,
+    /// carry a MAC, or mix plain values (templates count as plain) with kms ones.
+    fn keyless_rule(&self, doc: &Document) -> Result<()> {
+        let Document {
+            keys, entries, mac, ..
+        } = doc;
         if keys.is_empty() {
             if let Some(e) = entries.iter().find(|e| matches!(e.value, Value::Sealed(_))) {
                 return Err(self.err_at(
@@ -485,7 +570,9 @@ impl Parser<'_> {
             }
             // No silent downgrade (DESIGN §2.4): without keys there is no MAC, so
             // plain values next to secrets that still decrypt could be anyone's.
-            let plain = entries.iter().find(|e| matches!(e.value, Value::Plain(_)));
+            let plain = entries
+                .iter()
+                .find(|e| matches!(e.value, Value::Plain(_) | Value::Template(_)));
             let direct = entries.iter().find(|e| matches!(e.value, Value::Kms { .. }));
             if let (Some(p), Some(d)) = (plain, direct) {
                 return Err(Error::integrity(format!(
@@ -502,16 +589,7 @@ impl Parser<'_> {
                 ));
             }
         }
-
-        Ok(Document {
-            path: self.path.to_path_buf(),
-            version,
-            context,
-            mac,
-            keys,
-            entries,
-            text: String::new(),
-        })
+        Ok(())
     }
 
     fn err_at(&self, at: Pos, message: impl fmt::Display) -> Error {
@@ -626,24 +704,26 @@ impl Parser<'_> {
             };
             return Err(self.err_at(
                 at,
-                format!("{name}: value must be a string, {{ sealed = \"…\" }} or {{ kms = \"…\" }}{what}"),
+                format!("{name}: value must be a string, {{ sealed = \"…\" }}, {{ kms = \"…\" }} or {{ template = \"…\" }}{what}"),
             ));
         };
         let mut sealed = None;
         let mut kms = None;
+        let mut template = None;
         let mut key = None;
         let mut context = None;
         let mut file = false;
         for (k, v) in t.iter() {
             let fspan = t.key(k).and_then(Key::span);
             match k {
-                "sealed" | "kms" | "key" => {
+                "sealed" | "kms" | "key" | "template" => {
                     let s = v
                         .as_str()
                         .ok_or_else(|| self.err(fspan.clone(), format!("{name}: `{k}` must be a string")))?;
                     match k {
                         "sealed" => sealed = Some((s.to_string(), fspan)),
                         "kms" => kms = Some((s.to_string(), fspan)),
+                        "template" => template = Some((s.to_string(), fspan)),
                         _ => key = Some(s.to_string()),
                     }
                 }
@@ -659,10 +739,32 @@ impl Parser<'_> {
                 other => {
                     return Err(self.err(
                         fspan,
-                        format!("{name}: unknown key `{other}` (expected sealed, or kms with optional key and context; and file)"),
+                        format!("{name}: unknown key `{other}` (expected sealed, template, or kms with optional key and context; and file)"),
                     ));
                 }
             }
+        }
+        if let Some((text, fspan)) = template {
+            if sealed.is_some() || kms.is_some() || key.is_some() || context.is_some() {
+                return Err(self.err_at(
+                    at,
+                    format!("{name}: a template table holds only `template` (and `file`)"),
+                ));
+            }
+            if let Some(why) = value_rule(name, text.as_bytes(), false) {
+                return Err(self.err(fspan, why));
+            }
+            let pieces = crate::template::parse(&text)
+                .map_err(|why| self.err(fspan.clone(), format!("{name}: {why}")))?;
+            if pieces.contains(&crate::template::Piece::Ref(name)) {
+                return Err(self.err(fspan, format!("{name}: the template uses ${{{name}}}, itself")));
+            }
+            return Ok(Entry {
+                name: name.into(),
+                value: Value::Template(text),
+                file,
+                at,
+            });
         }
         let value = match (sealed, kms) {
             (Some((text, fspan)), None) => {
@@ -725,7 +827,10 @@ impl Parser<'_> {
                 return Err(self.err_at(at, format!("{name}: has both `sealed` and `kms`; keep one")));
             }
             (None, None) => {
-                return Err(self.err_at(at, format!("{name}: a value table needs `sealed` or `kms`")));
+                return Err(self.err_at(
+                    at,
+                    format!("{name}: a value table needs `sealed`, `kms` or `template`"),
+                ));
             }
         };
         Ok(Entry {

@@ -35,6 +35,9 @@ pub enum Class {
     Conflict,
     /// An invariant of kmsenv's own did not hold: a bug to report.
     Internal,
+    /// `lint` found something to fix (exit 1, as linters do: the files were
+    /// read, and kmsenv itself did not fail).
+    Findings,
     /// `exec`: the command exists but cannot be executed (exit 126).
     NotExecutable,
     /// `exec`: the command was not found (exit 127).
@@ -110,6 +113,7 @@ impl Error {
         match self.class {
             Class::NotExecutable => 126,
             Class::NotFound => 127,
+            Class::Findings => 1,
             _ => 125,
         }
     }

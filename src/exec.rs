@@ -292,6 +292,8 @@ mod tests {
                     name: n.to_string(),
                     secret: Secret::new(v.as_bytes().to_vec()),
                     file: false,
+                    origin: crate::resolve::Origin::Plain,
+                    sensitive: false,
                 })
                 .collect(),
         }

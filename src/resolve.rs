@@ -28,6 +28,20 @@ pub struct OpenedValue {
     pub secret: Secret,
     /// Deliver as a memfd path.
     pub file: bool,
+    pub origin: Origin,
+    /// Whether the value is a secret: sealed or direct, or a template that uses
+    /// one (`template::expand` decides). What `export --format github` masks.
+    pub sensitive: bool,
+}
+
+/// What kind of entry a value was opened from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Plain,
+    /// Sealed or direct `kms`.
+    Secret,
+    /// Holds the template text until `template::expand` resolves it.
+    Template,
 }
 
 /// A file whose MAC verified and whose selected values all opened.
@@ -204,8 +218,13 @@ fn finish(
     }
     let mut values = Vec::new();
     for e in doc.entries.iter().filter(|e| sel.wants(&e.name)) {
+        let origin = match &e.value {
+            Value::Plain(_) => Origin::Plain,
+            Value::Template(_) => Origin::Template,
+            Value::Sealed(_) | Value::Kms { .. } => Origin::Secret,
+        };
         let secret = match &e.value {
-            Value::Plain(t) => Secret::new(t.as_bytes().to_vec()),
+            Value::Plain(t) | Value::Template(t) => Secret::new(t.as_bytes().to_vec()),
             Value::Sealed(text) => {
                 let Some(dk) = dk else {
                     return Err(Error::input(format!(
@@ -228,6 +247,8 @@ fn finish(
             name: e.name.clone(),
             secret,
             file: e.file,
+            origin,
+            sensitive: origin == Origin::Secret,
         });
     }
     Ok(OpenedFile {

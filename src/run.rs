@@ -20,6 +20,7 @@ use crate::kms::{AwsKms, KeyService};
 use crate::resolve::{self, OpenedFile, Selection};
 use crate::s3;
 use crate::session::Session;
+use crate::template;
 use crate::terminal::escape;
 use crate::trust::{TRUST_ENV, TrustPin};
 use crate::unlock;
@@ -205,8 +206,31 @@ impl<K: Connect> Run<K> {
         Ok(docs)
     }
 
-    /// Open `docs`, calling KMS only when something needs it.
+    /// Open `docs`, calling KMS only when something needs it, and resolve
+    /// their templates across all of them (`template`). With `sel.only`, what
+    /// the selected templates use is opened too, and only the selection returned.
     pub fn open(&self, docs: &[Document], sel: Selection<'_>) -> Result<Vec<OpenedFile>> {
+        let Some(only) = sel.only else {
+            let mut files = self.open_each(docs, sel)?;
+            template::expand(docs, &mut files)?;
+            return Ok(files);
+        };
+        let needed = template::closure(docs, only);
+        let wide = Selection {
+            only: Some(&needed),
+            ..sel
+        };
+        let mut files = self.open_each(docs, wide)?;
+        template::expand(docs, &mut files)?;
+        for f in &mut files {
+            f.values.retain(|v| only.contains(&v.name));
+        }
+        Ok(files)
+    }
+
+    /// Open `docs` each on its own (`check` reports each file), templates not
+    /// yet resolved: [`Run::open`] is the way for a command that uses values.
+    pub fn open_each(&self, docs: &[Document], sel: Selection<'_>) -> Result<Vec<OpenedFile>> {
         if !resolve::needs_kms(docs, sel) {
             return resolve::open_local(docs, sel);
         }

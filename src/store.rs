@@ -111,6 +111,16 @@ impl Editor {
         self.put(name, TomlValue::InlineTable(t))
     }
 
+    /// A template (`template` module); its text is under the MAC, like a plain value.
+    pub fn set_template(&mut self, name: &str, text: &str, file: bool) -> Result<()> {
+        let mut t = InlineTable::new();
+        t.insert("template", text.into());
+        if file {
+            t.insert("file", true.into());
+        }
+        self.put(name, TomlValue::InlineTable(t))
+    }
+
     pub fn set_kms(
         &mut self,
         name: &str,

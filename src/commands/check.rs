@@ -16,9 +16,10 @@ pub fn run<K: Connect>(run: &Run<K>, args: CheckArgs) -> Result<()> {
     }
     let docs = run.load_all()?;
     let mut failures = 0;
+    let mut opened = Vec::new();
     for doc in &docs {
-        match run.open(std::slice::from_ref(doc), Selection::ALL) {
-            Ok(files) => {
+        match run.open_each(std::slice::from_ref(doc), Selection::ALL) {
+            Ok(mut files) => {
                 let path = doc.path.display().to_string();
                 let path = escape(&path);
                 warn_unbound(run, doc);
@@ -37,12 +38,17 @@ pub fn run<K: Connect>(run: &Run<K>, args: CheckArgs) -> Result<()> {
                 }
                 out += &format!("{path}: ok ({} values)\n", doc.entries.len());
                 write_stdout(&[out.as_bytes()])?;
+                opened.append(&mut files);
             }
             Err(e) => {
                 failures += 1;
                 crate::error::report(&e);
             }
         }
+    }
+    // Templates use the variables of every file: resolved once all opened.
+    if failures == 0 {
+        crate::template::expand(&docs, &mut opened)?;
     }
     match failures {
         0 => Ok(()),

@@ -191,6 +191,13 @@ pub(super) fn apply<K: Connect>(
                     .map_err(|_| Error::usage(format!("{name}: a plain value must be UTF-8 text")))?;
                 w.editor().set_plain(name, text)?;
             }
+            Some(Value::Template(_)) => {
+                // The view shows the template text, not its result: editing keeps it a template.
+                let text = std::str::from_utf8(value.expose())
+                    .map_err(|_| Error::usage(format!("{name}: a template must be UTF-8 text")))?;
+                crate::template::parse(text).map_err(|why| Error::usage(format!("{name}: {why}")))?;
+                w.editor().set_template(name, text, file)?;
+            }
             Some(Value::Kms { key, context, .. }) => {
                 let key = match key {
                     Some(k) => k,

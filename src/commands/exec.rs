@@ -6,10 +6,12 @@ use std::collections::BTreeSet;
 
 use crate::cli::ExecArgs;
 use crate::document::check_name;
+use crate::document::{Document, OWN_ENV_PREFIX, Value};
 use crate::error::{Error, Result};
 use crate::exec::{self, Environment, Policy};
-use crate::resolve::Selection;
+use crate::resolve::{OpenedFile, Origin, Selection};
 use crate::run::{Connect, Run};
+use crate::template::references;
 use crate::{init, user};
 
 pub fn run<K: Connect>(run: &mut Run<K>, args: ExecArgs) -> Result<()> {
@@ -43,7 +45,11 @@ pub fn run<K: Connect>(run: &mut Run<K>, args: ExecArgs) -> Result<()> {
         pristine: args.pristine,
         no_override: args.no_override,
     };
-    let mut env = Environment::inherit(exec::inherited(), policy);
+    let inherited = exec::inherited();
+    if policy.no_override && !policy.pristine {
+        templates_see_what_the_program_gets(&docs, &files, &inherited)?;
+    }
+    let mut env = Environment::inherit(inherited, policy);
     let names = env.apply(&files, policy)?;
     for f in &files {
         match &f.opened_by {
@@ -66,4 +72,42 @@ pub fn run<K: Connect>(run: &mut Run<K>, args: ExecArgs) -> Result<()> {
         user.switch()?;
     }
     Err(exec::exec(&args.command, &env))
+}
+
+/// Under `--no-override` an inherited variable wins over the files' value; a
+/// template that uses that name was resolved with the file's value (templates
+/// never read inherited variables), so the program would see two different
+/// values for one name. Refused rather than guessed.
+fn templates_see_what_the_program_gets(
+    docs: &[Document],
+    files: &[OpenedFile],
+    inherited: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> Result<()> {
+    let kept = |n: &str| {
+        !n.starts_with(OWN_ENV_PREFIX)
+            && inherited
+                .iter()
+                .any(|(k, _)| k.as_encoded_bytes() == n.as_bytes())
+    };
+    for (doc, f) in docs.iter().zip(files) {
+        for v in f
+            .values
+            .iter()
+            .filter(|v| v.origin == Origin::Template && !kept(&v.name))
+        {
+            let Some(Value::Template(text)) = doc.entry(&v.name).map(|e| &e.value) else {
+                continue;
+            };
+            if let Some(r) = references(text).into_iter().find(|r| kept(r)) {
+                return Err(Error::usage(format!(
+                    "{}: {}: the template uses ${{{r}}}, which is inherited and kept by --no-override: \
+                     the template uses the files' {r}, the program would get another",
+                    doc.path.display(),
+                    v.name
+                ))
+                .with_hint(format!("unset {r} before running kmsenv, or drop --no-override")));
+            }
+        }
+    }
+    Ok(())
 }

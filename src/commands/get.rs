@@ -11,17 +11,24 @@ use crate::run::{Connect, Run, write_stdout};
 pub fn run<K: Connect>(run: &Run<K>, args: GetArgs) -> Result<()> {
     let docs = run.load_all()?;
     // The last file that defines the name wins, as in `exec`.
-    let Some(doc) = docs.iter().rev().find(|d| d.entry(&args.name).is_some()) else {
+    if !docs.iter().any(|d| d.entry(&args.name).is_some()) {
         let files: Vec<String> = docs.iter().map(|d| d.path.display().to_string()).collect();
         return Err(Error::usage(format!(
             "{}: not defined in {}",
             args.name,
             files.join(", ")
         )));
-    };
+    }
     let only: BTreeSet<String> = [args.name.clone()].into();
+    // Only the files that define the name or what its template uses: no KMS
+    // call for a file that has nothing to do with it.
+    let needed = crate::template::closure(&docs, &only);
+    let docs: Vec<_> = docs
+        .into_iter()
+        .filter(|d| d.entries.iter().any(|e| needed.contains(&e.name)))
+        .collect();
     let opened = run.open(
-        std::slice::from_ref(doc),
+        &docs,
         Selection {
             only: Some(&only),
             verify_mac: true,
@@ -30,7 +37,7 @@ pub fn run<K: Connect>(run: &Run<K>, args: GetArgs) -> Result<()> {
     let Some(value) = opened
         .iter()
         .flat_map(|f| f.values.iter())
-        .find(|v| v.name == args.name)
+        .rfind(|v| v.name == args.name)
     else {
         return Err(Error::usage(format!("{}: not defined", args.name)));
     };

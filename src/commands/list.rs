@@ -10,6 +10,7 @@ use crate::document::{Document, Value};
 use crate::error::Result;
 use crate::kms::region_of;
 use crate::run::{Connect, Run, write_stdout};
+use crate::template::references;
 use crate::terminal::escape;
 
 pub fn run<K: Connect>(run: &Run<K>, args: ListArgs) -> Result<()> {
@@ -41,8 +42,11 @@ fn listing(doc: &Document, out: &mut String) {
     let width = doc.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
     for e in &doc.entries {
         let mut line = format!("  {:width$}  {}", e.name, e.value.kind());
-        if let Value::Kms { key: Some(k), .. } = &e.value {
-            line += &format!("  {}", escape(k));
+        match &e.value {
+            Value::Kms { key: Some(k), .. } => line += &format!("  {}", escape(k)),
+            // The names it uses (names only: they follow the name rule, nothing to escape).
+            Value::Template(t) => line += &format!("  uses {}", references(t).join(" ")),
+            _ => {}
         }
         if e.file {
             line += "  file";
@@ -61,7 +65,7 @@ fn hashes(doc: &Document, out: &mut String) {
     }
     for e in &doc.entries {
         let text: &[u8] = match &e.value {
-            Value::Plain(t) | Value::Sealed(t) => t.as_bytes(),
+            Value::Plain(t) | Value::Sealed(t) | Value::Template(t) => t.as_bytes(),
             Value::Kms { blob, .. } => blob,
         };
         let file = if e.file { " file" } else { "" };

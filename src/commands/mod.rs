@@ -10,6 +10,7 @@ mod get;
 mod import;
 mod init;
 mod keys;
+mod lint;
 mod list;
 mod rotate;
 mod set;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Unset(a) => unset::run(&run, a),
         Command::Get(a) => get::run(&run, a),
         Command::List(a) => list::run(&run, a),
+        Command::Lint(a) => lint::run(&run, a),
         Command::Rotate(a) => rotate::run(&run, a),
         Command::Keys(c) => keys::run(&run, c),
         Command::Edit => edit::run(&run),

@@ -44,6 +44,9 @@ pub fn run<K: Connect>(run: &Run<K>, args: SetArgs) -> Result<()> {
     // nothing under the MAC needs only kms:Encrypt.
     let mut w = Writer::open(run, path)?;
     let file = args.as_file || w.doc().entry(&name).is_some_and(|e| e.file);
+    if args.template {
+        return set_template(run, w, &name, &value, file);
+    }
     if args.plain && std::str::from_utf8(value.expose()).is_err() {
         return Err(Error::usage(format!(
             "{name}: a --plain value must be UTF-8 text (TOML strings are); seal it instead"
@@ -82,6 +85,37 @@ pub fn run<K: Connect>(run: &Run<K>, args: SetArgs) -> Result<()> {
     drop(value);
     w.save()?;
     run.note(format!("{}: set {name} ({what})", path.display()));
+    Ok(())
+}
+
+/// `--template`: the text is checked for the template syntax here, so a typo
+/// is refused before the file changes; it is stored in clear, under the MAC.
+fn set_template<K: Connect>(
+    run: &Run<K>,
+    mut w: Writer<K>,
+    name: &str,
+    value: &Secret,
+    file: bool,
+) -> Result<()> {
+    let text = std::str::from_utf8(value.expose())
+        .map_err(|_| Error::usage(format!("{name}: a template must be UTF-8 text")))?;
+    let pieces = crate::template::parse(text).map_err(|why| {
+        Error::usage(format!("{name}: {why}"))
+            .with_hint("a template knows only ${NAME} and $$ (a literal $): printf %s 'x${A}y' | kmsenv set --template NAME")
+    })?;
+    if pieces.contains(&crate::template::Piece::Ref(name)) {
+        return Err(Error::usage(format!(
+            "{name}: the template uses ${{{name}}}, itself"
+        )));
+    }
+    w.editor().set_template(name, text, file)?;
+    let path = w.doc().path.clone();
+    w.save()?;
+    let uses = crate::template::references(text).join(" ");
+    run.note(format!(
+        "{}: set {name} (a template using {uses})",
+        path.display()
+    ));
     Ok(())
 }
 

@@ -82,6 +82,7 @@ fn set_args(name: &str, from_file: Option<&Path>) -> SetArgs {
         name: name.into(),
         plain: false,
         kms: false,
+        template: false,
         key: None,
         from_file: from_file.map(Path::to_path_buf),
         as_file: false,
@@ -318,5 +319,75 @@ fn init_text_reads_like_a_hand_written_file() -> TestResult {
         ],
         "{text}"
     );
+    Ok(())
+}
+
+/// `set --template NAME` of `text`, through a file as `--from-file`.
+fn set_template(f: &Fixture, name: &str, text: &str) -> TestResult {
+    let from = f.dir.path().join(format!("{name}.template"));
+    std::fs::write(&from, text)?;
+    let mut args = set_args(name, Some(&from));
+    args.template = true;
+    super::set::run(&f.run()?, args)?;
+    Ok(())
+}
+
+#[test]
+fn a_template_resolves_after_decryption_and_is_never_re_expanded() -> TestResult {
+    let f = Fixture::new()?;
+    f.set("PW", b"p$${X}w${PW}d")?;
+    super::set::run(&f.run()?, {
+        let mut a = set_args("HOST=db", None);
+        a.plain = true;
+        a
+    })?;
+    set_template(&f, "URL", "pg://u:${PW}@${HOST}/$$")?;
+    let values = f.values()?;
+    let url = values.iter().find(|(n, _)| n == "URL").map(|(_, v)| v.as_slice());
+    assert_eq!(url, Some(&b"pg://u:p$${X}w${PW}d@db/$"[..]));
+    let doc = Document::parse(&f.path(), f.text()?)?;
+    assert_eq!(doc.entry("URL").map(|e| e.value.kind()), Some("template"));
+    Ok(())
+}
+
+#[test]
+fn editing_a_template_by_hand_fails_the_mac() -> TestResult {
+    let f = Fixture::new()?;
+    f.set("PW", b"secret")?;
+    set_template(&f, "URL", "https://u:${PW}@good.example/")?;
+    std::fs::write(f.path(), f.text()?.replace("good.example", "evil.example"))?;
+    let err = f.values().unwrap_err();
+    assert!(err.to_string().contains("modified outside kmsenv"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_template_naming_an_unknown_variable_or_a_cycle_fails_naming_it() -> TestResult {
+    let f = Fixture::new()?;
+    set_template(&f, "A", "x${MISSING}")?;
+    let err = f.values().unwrap_err().to_string();
+    assert!(
+        err.contains("A: the template uses ${MISSING}, which no file defines"),
+        "{err}"
+    );
+    set_template(&f, "A", "${B}")?;
+    set_template(&f, "B", "${A}")?;
+    let err = f.values().unwrap_err().to_string();
+    assert!(err.contains("templates form a cycle: A → B → A"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn set_template_refuses_bad_syntax_and_itself_before_writing() -> TestResult {
+    let f = Fixture::new()?;
+    let before = f.text()?;
+    for bad in ["$HOME", "${A", "${SELF}"] {
+        let from = f.dir.path().join("t");
+        std::fs::write(&from, bad)?;
+        let mut args = set_args("SELF", Some(&from));
+        args.template = true;
+        assert!(super::set::run(&f.run()?, args).is_err(), "{bad}");
+    }
+    assert_eq!(f.text()?, before);
     Ok(())
 }
