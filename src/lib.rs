@@ -18,3 +18,4 @@ pub mod store;
 pub mod terminal;
 pub mod tls;
 pub mod trust;
+pub mod version;

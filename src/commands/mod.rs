@@ -2,6 +2,7 @@
 //! deadline, the AWS options, and the read-modify-write cycle of writers.
 
 mod check;
+mod docs;
 mod edit;
 mod exec;
 mod export;
@@ -236,6 +237,13 @@ impl Ctx {
 
 /// Run the parsed command line. Returns only when there is nothing to exec.
 pub fn run(cli: Cli) -> Result<()> {
+    // Completions and man pages come from the command line's definition alone:
+    // no file, no AWS, no KMSENV_* variable can make them fail.
+    match &cli.command {
+        Command::Completions(a) => return docs::completions(a),
+        Command::Man(a) => return docs::man(a),
+        _ => {}
+    }
     // Every command may hold plaintext or a data key: keep them out of core dumps
     // and from ptrace by other users; execve makes the target dumpable again.
     let _ = nix::sys::prctl::set_dumpable(false);
@@ -254,6 +262,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
         Command::Upgrade => upgrade::run(&ctx),
+        // Answered above, before the context.
+        Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }
 
