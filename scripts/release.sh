@@ -180,11 +180,14 @@ reproducible() {
     tb=$work/target-b
     git clone -q "$ROOT" "$b"
     git -C "$b" checkout -q --detach "$commit"
+    local t0=$SECONDS t1 t2
     say "build 1: $a (CARGO_TARGET_DIR=$ta)"
     CARGO_TARGET_DIR=$ta "$a/scripts/release.sh" dist "$work/dist-1" >/dev/null
+    t1=$((SECONDS - t0))
     say "build 2: $b (CARGO_TARGET_DIR=$tb)"
     CARGO_TARGET_DIR=$tb "$b/scripts/release.sh" dist "$work/dist-2" >/dev/null
-    echo "commit $commit"
+    t2=$((SECONDS - t0 - t1))
+    echo "commit $commit; build 1 took ${t1} s, build 2 ${t2} s"
     for t in "${TARGETS[@]}"; do
         compare "$t binary" "$ta/$t/release/kmsenv" "$tb/$t/release/kmsenv" || status=1
     done
