@@ -9,13 +9,16 @@ BIN    := $(TARGET)/debug/kmsenv
 
 MUSL   := x86_64-unknown-linux-musl
 STATIC := $(TARGET)/$(MUSL)/release/kmsenv
+ARM    := aarch64-unknown-linux-musl
+STATIC_ARM := $(TARGET)/$(ARM)/release/kmsenv
 # With `-f s3://…` (cargo feature `s3`); its own target dir keeps both binaries.
 FULL   := $(TARGET)/full/$(MUSL)/release/kmsenv
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := parse open dotenv
 
-.PHONY: build release static static-full musl test lint tools demo bench fuzz clean
+.PHONY: build release static static-full musl test lint tools demo bench fuzz clean \
+	dist reproducible image install-check sizes
 
 build:
 	$(CARGO) build
@@ -23,11 +26,13 @@ build:
 release:
 	$(CARGO) build --release
 
-## Fully static, stripped binary (musl); installs the target and musl-tools if missing.
-## Without S3 support: the S3 SDK adds 1.28 MiB (see README, "Files in S3").
-static: musl
-	$(CARGO) build --release --target $(MUSL)
-	@ls -l $(STATIC) | awk '{print "$(STATIC): " $$5 " bytes"}'
+## The release binaries: static, stripped musl builds for x86_64 and aarch64 (one
+## `cargo auditable build`, paths remapped), each checked static, stripped and
+## <= 6 MiB. Installs the rustup targets, musl-tools, gcc-aarch64-linux-gnu,
+## qemu-user-static, cargo-auditable and what tests/release.rs runs (zsh, fish,
+## man-db) when missing. Without S3 support (README, "Files in S3").
+static:
+	@scripts/release.sh static
 
 ## The same with `-f s3://BUCKET/KEY` (cargo feature `s3`).
 static-full: musl
@@ -50,18 +55,22 @@ tools:
 	@# tests/docker.rs: a real engine (the support starts dockerd; a client alone is not enough).
 	@command -v dockerd >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq docker.io; }
 
-## Clippy twice: the code without S3 and with it differ.
+## Clippy twice: the code without S3 and with it differ. Then cargo-deny (deny.toml):
+## licences, sources and duplicate crates, offline (advisories need the network).
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --features s3 -- -D warnings
+	@command -v cargo-deny >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny
+	$(CARGO) deny --offline check bans licenses sources
 
 ## fmt check, clippy, unit tests, and the integration tests against moto_server
 ## (started by the tests themselves on a free loopback port), with S3 support on
 ## (moto serves S3 too). The static binary is built first: tests/scratch_image.rs
 ## runs it in an empty root, and tests/s3.rs checks that it refuses s3:// files.
 test: tools lint static
-	KMSENV_STATIC_BIN=$(abspath $(STATIC)) $(CARGO) test --all-targets --features s3
+	KMSENV_STATIC_BIN=$(abspath $(STATIC)) KMSENV_STATIC_BIN_AARCH64=$(abspath $(STATIC_ARM)) \
+		$(CARGO) test --all-targets --features s3
 	@scripts/verify-systemd.sh $(STATIC)
 
 ## Starts moto_server on loopback, creates a key, init/set/exec, stops it.
@@ -89,6 +98,33 @@ bench: static tools
 	@python3 -c 'import boto3' 2>/dev/null || $(PIP) install --quiet boto3
 	@test -x $(DOTENVX) || npm install --silent --no-audit --no-fund --prefix $(BENCH_NODE) @dotenvx/dotenvx
 	KMSENV_BIN=$(KMSENV_BIN) DOTENVX=$(DOTENVX) python3 bench/run.py
+
+## Release tarballs: dist/kmsenv-VERSION-{x86_64,aarch64}-linux-musl.tar.gz (binary,
+## README, SECURITY.md, CHANGELOG.md, both licences, completions, man pages) and
+## dist/SHA256SUMS. Tarball mtimes are the commit's time (SOURCE_DATE_EPOCH).
+dist:
+	@scripts/release.sh dist
+
+## The same commit built twice, in this checkout (or a clone when it has changes)
+## and in a clone elsewhere with another CARGO_TARGET_DIR: binaries and tarballs
+## must be byte-identical. Prints both hashes of each.
+reproducible:
+	@scripts/release.sh reproducible
+
+## kmsenv:VERSION: FROM scratch with only /kmsenv, built by the real engine (started
+## as DESIGN.md §6 says when it is not running).
+image: static
+	@scripts/release.sh image
+
+## `cargo install --path .` into a temporary root, as a user installs from source.
+install-check:
+	@root=$$(mktemp -d) && trap 'rm -rf "$$root"' EXIT \
+		&& $(CARGO) install --locked --path . --root "$$root" \
+		&& "$$root/bin/kmsenv" --version
+
+## Stripped size per target and feature set (bench/RESULTS.md, "Binary size").
+sizes:
+	@scripts/sizes.sh
 
 clean:
 	$(CARGO) clean

@@ -138,6 +138,18 @@ QUICK = Plan(
 )
 
 
+def kept_sizes(report_path: Path) -> str:
+    """The "Binary size" section that `make sizes` wrote into the report, which this
+    run does not measure and so must not drop."""
+    begin, end = "<!-- make sizes: begin -->", "<!-- make sizes: end -->"
+    try:
+        old = report_path.read_text()
+    except FileNotFoundError:
+        return ""
+    i, j = old.find(begin), old.find(end)
+    return "\n" + old[i:j + len(end)] + "\n" if 0 <= i < j else ""
+
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -1275,7 +1287,7 @@ def main() -> int:
         "tools": ", ".join(tools),
     }
     text = Report(bench, started_at, time.monotonic() - t0, info).render()
-    report_path.write_text(text)
+    report_path.write_text(text + kept_sizes(report_path))
     print()
     print(text)
     log(f"wrote {report_path.relative_to(ROOT) if report_path.is_relative_to(ROOT) else report_path}")

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "kmsenv",
-    version,
+    version = crate::version::line(),
     max_term_width = 100,
     after_help = "Examples:
   kmsenv init --key alias/billing --context app=billing
@@ -205,6 +205,46 @@ Any other writing command upgrades the file too.")]
   kmsenv import < .env
   kmsenv import --plain config.env     (not secret: stored in clear)")]
     Import(ImportArgs),
+
+    /// Print the shell completion script for bash, zsh or fish.
+    #[command(after_help = "Examples:
+  kmsenv completions bash > /etc/bash_completion.d/kmsenv
+  kmsenv completions zsh > \"${fpath[1]}/_kmsenv\"
+  kmsenv completions fish > ~/.config/fish/completions/kmsenv.fish")]
+    Completions(CompletionsArgs),
+
+    /// Print the kmsenv(1) man page, a subcommand's page, or write them all.
+    #[command(after_help = "Examples:
+  kmsenv man | man -l -
+  kmsenv man keys add | man -l -
+  kmsenv man --out-dir /usr/local/share/man/man1")]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells whose completion scripts are tested (tests/release.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print (e.g. `exec`, `keys add`); none: kmsenv(1).
+    #[arg(value_name = "SUBCOMMAND", conflicts_with = "out_dir")]
+    pub command: Vec<String>,
+
+    /// Write kmsenv.1 and one kmsenv-SUBCOMMAND.1 per subcommand into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

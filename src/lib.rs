@@ -28,4 +28,5 @@ pub mod tls;
 pub mod trust;
 pub mod unlock;
 pub mod user;
+pub mod version;
 pub mod writer;

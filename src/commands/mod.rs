@@ -3,6 +3,7 @@
 //! (a file being changed).
 
 mod check;
+mod docs;
 mod edit;
 mod exec;
 mod export;
@@ -26,6 +27,13 @@ use crate::run::Run;
 
 /// Run the parsed command line. Returns only when there is nothing to exec.
 pub fn run(cli: Cli) -> Result<()> {
+    // Completions and man pages come from the command line's definition alone:
+    // no file, no AWS, no KMSENV_* variable can make them fail.
+    match &cli.command {
+        Command::Completions(a) => return docs::completions(a),
+        Command::Man(a) => return docs::man(a),
+        _ => {}
+    }
     // Every command may hold plaintext or a data key: keep them out of core dumps
     // and from ptrace by other users; execve makes the target dumpable again.
     let _ = nix::sys::prctl::set_dumpable(false);
@@ -45,5 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export::run(&run, a),
         Command::Import(a) => import::run(&run, a),
         Command::Upgrade => upgrade::run(&run),
+        // Answered above, before the run.
+        Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }

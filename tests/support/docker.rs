@@ -123,6 +123,15 @@ fn start_engine() {
     }
 }
 
+/// A `docker` command against the engine (started first if none answers), for
+/// a test that runs it its own way; the legacy builder, as in [`docker`].
+pub fn docker_command() -> Command {
+    engine();
+    let mut command = Command::new("docker");
+    command.env("DOCKER_BUILDKIT", "0");
+    command
+}
+
 /// `docker ARGS…` against the engine, bounded by the run watchdog. The legacy
 /// builder is asked for: it builds `FROM scratch` offline without buildx.
 pub fn docker<I, S>(args: I) -> Output
