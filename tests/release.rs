@@ -519,7 +519,9 @@ struct Image(String);
 
 impl Drop for Image {
     fn drop(&mut self) {
-        let _ = support::docker::docker_command().args(["rmi", "-f", &self.0]).output();
+        let _ = support::docker::docker_command()
+            .args(["rmi", "-f", &self.0])
+            .output();
     }
 }
 
