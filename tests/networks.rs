@@ -294,3 +294,23 @@ fn an_ssl_cert_file_without_certificates_fails_closed_naming_it() {
         .kmsenv_error(&["SSL_CERT_FILE", "no PEM certificate"]);
     sandbox.assert_command_did_not_run();
 }
+
+/// The TLS settings are checked when an HTTPS client is built, not at every
+/// start: a stale `SSL_CERT_FILE` (a `FROM scratch` image that names a bundle it
+/// does not have) does not stop a run whose KMS is a local `http://` endpoint.
+#[test]
+fn an_ssl_cert_file_without_certificates_does_not_stop_a_plain_http_kms() {
+    let sandbox = Sandbox::new();
+    let (file, _) = sandbox.new_file("kmsenv.toml");
+    sandbox.set(&file, "TOKEN", b"over-plain-http");
+    let empty = sandbox.path("empty.pem");
+    sandbox.write(&empty, "");
+    let out = sandbox
+        .kmsenv()
+        .env("SSL_CERT_FILE", &empty)
+        .file(&file)
+        .args(["exec", "--", "env", "-0"])
+        .run()
+        .ok();
+    assert_values(&out.env0(), &[("TOKEN", b"over-plain-http")]);
+}
