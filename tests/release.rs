@@ -67,15 +67,7 @@ impl Release {
             }
             None => Command::new(&self.bin),
         };
-        cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", sandbox.dir.path())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", REGION)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ENDPOINT_URL_KMS", moto().endpoint())
-            .current_dir(sandbox.dir.path())
+        test_env(&mut cmd, sandbox.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -525,24 +517,6 @@ impl Drop for Image {
     }
 }
 
-/// A static program that prints its environment, NUL-separated.
-fn static_printenv(sandbox: &Sandbox, out: &Path) {
-    let src = sandbox.path("printenv.c");
-    std::fs::write(
-        &src,
-        "#include <stdio.h>\n#include <string.h>\nextern char **environ;\n\
-         int main(void){for(char**e=environ;*e;e++){fwrite(*e,1,strlen(*e)+1,stdout);}return 0;}\n",
-    )
-    .expect("write printenv.c");
-    let built = Command::new("musl-gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(out)
-        .arg(&src)
-        .status()
-        .expect("musl-gcc not found: run `make static` (it installs musl-tools)");
-    assert!(built.success(), "musl-gcc failed");
-}
-
 #[test]
 fn an_app_image_copies_kmsenv_from_the_release_image_and_runs() {
     let version = env!("CARGO_PKG_VERSION");
@@ -600,7 +574,7 @@ fn an_app_image_copies_kmsenv_from_the_release_image_and_runs() {
     let context = sandbox.path("app");
     std::fs::create_dir_all(&context).expect("mkdir");
     std::fs::copy(&file, context.join("kmsenv.toml")).expect("copy file");
-    static_printenv(&sandbox, &context.join("printenv"));
+    static_printenv(sandbox.dir.path(), &context.join("printenv"));
     std::fs::write(
         context.join("Dockerfile"),
         format!(

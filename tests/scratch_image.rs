@@ -20,20 +20,7 @@ fn scratch_root(sandbox: &Sandbox, file: &Path) -> PathBuf {
     std::fs::create_dir_all(&root).expect("create root");
     std::fs::copy(static_kmsenv(), root.join("kmsenv")).expect("copy kmsenv");
     std::fs::copy(file, root.join("kmsenv.toml")).expect("copy file");
-    let src = sandbox.path("printenv.c");
-    std::fs::write(
-        &src,
-        "#include <stdio.h>\n#include <string.h>\nextern char **environ;\n\
-         int main(void){for(char**e=environ;*e;e++){fwrite(*e,1,strlen(*e)+1,stdout);}return 0;}\n",
-    )
-    .expect("write printenv.c");
-    let built = Command::new("musl-gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(root.join("printenv"))
-        .arg(&src)
-        .status()
-        .expect("musl-gcc not found: run `make static` (it installs musl-tools)");
-    assert!(built.success(), "musl-gcc failed");
+    static_printenv(sandbox.dir.path(), &root.join("printenv"));
     let entries: Vec<String> = std::fs::read_dir(&root)
         .expect("read root")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

@@ -231,3 +231,23 @@ impl Sandbox {
         );
     }
 }
+
+/// Builds, at `out`, a static program (musl-gcc; `make static` installs it) that
+/// prints its environment NUL-separated: the target of runs in an empty root or a
+/// `FROM scratch` image, where no `env` exists.
+pub fn static_printenv(work: &Path, out: &Path) {
+    let src = work.join("printenv.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <string.h>\nextern char **environ;\n\
+         int main(void){for(char**e=environ;*e;e++){fwrite(*e,1,strlen(*e)+1,stdout);}return 0;}\n",
+    )
+    .expect("write printenv.c");
+    let built = std::process::Command::new("musl-gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(out)
+        .arg(&src)
+        .status()
+        .expect("musl-gcc not found: run `make static` (it installs musl-tools)");
+    assert!(built.success(), "musl-gcc failed");
+}
