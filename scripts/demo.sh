@@ -46,5 +46,11 @@ step "kmsenv exec -- env | grep -E 'DATABASE_URL|LOG_LEVEL'"
 
 step "kmsenv check"
 "$BIN" check
+
+step "kmsenv --trust-key \$KEY exec -- printenv LOG_LEVEL   # the pin, given outside the file"
+"$BIN" --trust-key "$KEY" exec -- printenv LOG_LEVEL
+
+step "kmsenv lint   # offline: no AWS call"
+"$BIN" lint
 echo
 echo "demo ok"
