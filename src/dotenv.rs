@@ -266,7 +266,11 @@ pub fn json_string(s: &str, out: &mut Vec<u8>) {
             '\n' => out.extend_from_slice(b"\\n"),
             '\r' => out.extend_from_slice(b"\\r"),
             '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            // Every control character and bidi override as \uXXXX: the output may
+            // be read on a terminal (`lint --format json` quotes the file).
+            c if crate::terminal::is_unsafe(c) => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
             c => {
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -280,6 +284,13 @@ pub fn json_string(s: &str, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::error::TestResult;
+
+    #[test]
+    fn json_strings_escape_every_control_character_and_bidi_override() {
+        let mut out = Vec::new();
+        json_string("a\u{7f}b\u{9b}c\u{202e}d\u{1b}", &mut out);
+        assert_eq!(out, b"\"a\\u007fb\\u009bc\\u202ed\\u001b\"");
+    }
 
     fn values(text: &str) -> Result<Vec<(String, Vec<u8>)>> {
         Ok(parse("t.env", text.as_bytes())?

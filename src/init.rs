@@ -8,7 +8,8 @@
 //!   command's status is picked out of it by PID. A separate wait for the command
 //!   racing a reaper is how a peer ends with "waitid: no child processes".
 //! - **No busy loop.** Every forwarded signal and SIGCHLD is blocked before the fork
-//!   and taken with `sigwaitinfo`: the parent sleeps in the kernel until one comes.
+//!   and taken with `sigtimedwait`: the parent sleeps in the kernel until one comes
+//!   (or a second passes: then it reaps anyway, so a lost SIGCHLD cannot hang it).
 //!   Blocking before the fork also means no signal can arrive in a window where
 //!   nobody would forward it.
 //! - **Every catchable signal is forwarded**, by number (real-time ones too),
@@ -46,8 +47,10 @@ pub fn run(argv: &[OsString], env: Environment, user: Option<&user::Target>) -> 
         return Err(e);
     }
     let foreground = has_terminal();
-    // SAFETY: kmsenv is single-threaded here (the AWS session and its runtime were
-    // dropped before exec), so the child may allocate; it only execs or exits.
+    // SAFETY: the child only execs or exits, and kmsenv is single-threaded here:
+    // the session's runtime was shut down and its threads joined before this
+    // (`Session::drop`, up to 100 ms for a DNS lookup still running), and the
+    // file-reading thread was joined (`blocking::within`).
     match unsafe { fork() } {
         Err(e) => {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
@@ -130,21 +133,28 @@ fn child(argv: &[OsString], env: &Environment, user: Option<&user::Target>, fore
 /// The parent's loop: wait for a signal; SIGCHLD reaps, anything else is forwarded.
 /// Returns once the command itself has been reaped.
 fn supervise(command: Pid, waited: &SigSet) -> Result<i32> {
+    // A SIGCHLD can be lost: a thread of the SDK's runtime that is still ending
+    // when we fork has the signals unblocked and may take it. So, as tini does,
+    // the wait has a timeout and every pass reaps: a lost SIGCHLD costs at most
+    // one period, never a hang.
+    let period = libc::timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
     loop {
-        // SAFETY: `waited` is a valid, initialised sigset_t; no siginfo is asked for.
-        let signo = unsafe { libc::sigwaitinfo(waited.as_ref(), std::ptr::null_mut()) };
+        // SAFETY: `waited` is a valid, initialised sigset_t and `period` a valid
+        // timespec; no siginfo is asked for.
+        let signo = unsafe { libc::sigtimedwait(waited.as_ref(), std::ptr::null_mut(), &period) };
         if signo < 0 {
             match Errno::last() {
-                Errno::EINTR => continue,
-                e => return Err(failed("wait for signals (sigwaitinfo)", e)),
+                Errno::EINTR | Errno::EAGAIN => {}
+                e => return Err(failed("wait for signals (sigtimedwait)", e)),
             }
-        }
-        if signo == libc::SIGCHLD {
-            if let Some(code) = reap(command)? {
-                return Ok(code);
-            }
-        } else {
+        } else if signo != libc::SIGCHLD {
             forward(command, signo);
+        }
+        if let Some(code) = reap(command)? {
+            return Ok(code);
         }
     }
 }

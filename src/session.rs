@@ -72,8 +72,11 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // Wait (briefly) for the runtime's blocking-pool threads (DNS lookups) to
+        // end: `exec --init` forks next, and a single-threaded process is what a
+        // fork child may safely allocate in. One stuck in a lookup is left behind.
         if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
         }
     }
 }

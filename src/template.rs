@@ -36,6 +36,11 @@ use crate::terminal::escape;
 
 /// The largest value a template may resolve to (as large as a whole file).
 pub const MAX_RESOLVED: usize = crate::document::MAX_FILE_BYTES as usize;
+/// The most bytes all resolved templates of a run may take together: a file of
+/// many templates each using one large value must not exhaust memory.
+pub const MAX_RESOLVED_TOTAL: usize = 4 * MAX_RESOLVED;
+/// How deep templates may use templates: the resolver recurses once per link.
+pub const MAX_DEPTH: usize = 64;
 
 /// One piece of a parsed template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +148,7 @@ pub fn expand(docs: &[Document], files: &mut [OpenedFile]) -> Result<()> {
         winner,
         done: HashMap::new(),
         stack: Vec::new(),
+        total: 0,
     };
     for &slot in &templates {
         r.resolve(slot)?;
@@ -167,6 +173,8 @@ struct Resolver<'a> {
     done: HashMap<Slot, (Secret, bool)>,
     /// The templates being resolved, for cycles.
     stack: Vec<Slot>,
+    /// Bytes of every template resolved so far.
+    total: usize,
 }
 
 impl Resolver<'_> {
@@ -193,6 +201,11 @@ impl Resolver<'_> {
         let pieces = parse(text).map_err(|why| Error::input(format!("{path}: {name}: {}", escape(&why))))?;
         let authenticated = self.docs.get(slot.0).is_some_and(Document::has_keys);
 
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(Error::input(format!(
+                "{path}: {name}: templates use templates more than {MAX_DEPTH} deep"
+            )));
+        }
         // First every reference, so that lengths are known before any bytes are copied.
         self.stack.push(slot);
         for p in &pieces {
@@ -245,6 +258,12 @@ impl Resolver<'_> {
                     "{path}: {name}: the template resolves to more than {MAX_RESOLVED} bytes"
                 )));
             }
+        }
+        self.total += len;
+        if self.total > MAX_RESOLVED_TOTAL {
+            return Err(Error::input(format!(
+                "{path}: {name}: the templates resolve to more than {MAX_RESOLVED_TOTAL} bytes together"
+            )));
         }
         // Sized up front, so the buffer never grows and leaves no unwiped copy.
         let mut out = Vec::with_capacity(len);

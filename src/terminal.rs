@@ -14,7 +14,7 @@ use std::fmt::Write;
 
 /// Whether `c` must not reach a terminal as it is: C0 and C1 controls, DEL,
 /// and the Unicode bidirectional controls.
-fn is_unsafe(c: char) -> bool {
+pub fn is_unsafe(c: char) -> bool {
     c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 

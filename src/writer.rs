@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::aws::Service;
-use crate::document::{Document, FORMAT_VERSION};
+use crate::document::{Document, FILE_CONTEXT_KEY, FORMAT_VERSION, Value};
 use crate::envelope::DataKey;
 use crate::error::{Class, Error, Result};
 use crate::kms::new_data_key;
@@ -47,6 +47,32 @@ enum MacCheck {
 impl<'r, K: Connect> Writer<'r, K> {
     /// Lock and load `path`. Nothing is unwrapped yet.
     pub fn open(run: &'r Run<K>, path: &Path) -> Result<Writer<'r, K>> {
+        let w = Writer::open_to_upgrade(run, path)?;
+        // A write upgrades a format-1 file; one whose file-delivered direct
+        // values are not bound yet needs `upgrade` itself (which re-encrypts
+        // them): said now, before any KMS work is done for nothing.
+        let unbound: Vec<&str> = w
+            .doc
+            .entries
+            .iter()
+            .filter(|e| {
+                e.file && matches!(&e.value, Value::Kms { context, .. } if !context.contains_key(FILE_CONTEXT_KEY))
+            })
+            .map(|e| e.name.as_str())
+            .collect();
+        if w.doc.is_legacy() && !unbound.is_empty() {
+            return Err(Error::usage(format!(
+                "{}: format version 1 with direct values delivered as files whose flag is not bound yet ({}); nothing was changed",
+                path.display(),
+                unbound.join(" ")
+            ))
+            .with_hint("run `kmsenv upgrade` first (it binds them), then this command"));
+        }
+        Ok(w)
+    }
+
+    /// [`Writer::open`] for `upgrade`, which binds what format 1 left unbound.
+    pub fn open_to_upgrade(run: &'r Run<K>, path: &Path) -> Result<Writer<'r, K>> {
         let lock = store::lock(path, run.deadline)?;
         let doc = Document::load(path, run.deadline)?;
         run.admit(&doc, true)?;
@@ -269,6 +295,30 @@ impl<'r, K: Connect> Writer<'r, K> {
             .first()
             .map(|k| k.arn.clone())
             .ok_or_else(|| Error::usage(format!("{path}: has no [[kmsenv.keys]]")))
+    }
+
+    /// The key a changed direct value of `name` is encrypted to (`edit`): the
+    /// entry's own `key` only when the verified key list or the pin vouches for
+    /// it — the entry is outside the MAC, so whoever wrote the file chose it —
+    /// else refused; without one, [`Writer::direct_value_key`].
+    pub fn vouched_key(&mut self, name: &str, named: Option<&str>) -> Result<String> {
+        let Some(key) = named else {
+            return self.direct_value_key();
+        };
+        if self.run.pin.as_ref().is_some_and(|p| p.trusts(key)) {
+            return Ok(key.to_string());
+        }
+        self.data_key()?;
+        if self.doc.keys.iter().any(|k| k.arn == key) {
+            return Ok(key.to_string());
+        }
+        Err(Error::usage(format!(
+            "{}: {name}: its key {key} is not one of the file's wrapping keys, and the file cannot vouch for it; nothing was changed",
+            self.doc.path.display()
+        ))
+        .with_hint(format!(
+            "if that key is yours, re-set the value with `kmsenv set --kms --key ARN {name}`"
+        )))
     }
 
     /// Under a pin, a value may only be encrypted to a trusted key: `arn` is

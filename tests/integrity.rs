@@ -1091,3 +1091,32 @@ fn upgrade_binds_the_file_flag_of_a_version_1_kms_value_in_its_context() {
     let path = String::from_utf8(env["TLS_KEY"].clone()).expect("a path");
     assert!(path.starts_with("/proc/self/fd/"), "{path}");
 }
+
+#[test]
+fn a_write_to_a_version_1_file_with_an_unbound_file_value_asks_for_upgrade_first() {
+    let victim = version_1_victim();
+    let blob = encrypt(
+        REGION,
+        victim.key(),
+        TLS_KEY_VALUE.as_bytes(),
+        &[APP, ("kmsenv:var", "TLS_KEY")],
+    );
+    victim.edit(|text| {
+        insert_in_env(
+            text,
+            &format!(
+                "TLS_KEY = {{ kms = \"{blob}\", key = \"{}\", context = {{ app = \"billing\", \"kmsenv:var\" = \"TLS_KEY\" }}, file = true }}",
+                victim.key()
+            ),
+        )
+    });
+    let before = victim.text();
+
+    victim
+        .kmsenv()
+        .args(["set", "--plain", "LOG_LEVEL=debug"])
+        .run()
+        .kmsenv_error(&["TLS_KEY", "run `kmsenv upgrade` first"]);
+
+    assert_eq!(victim.text(), before, "nothing was written");
+}

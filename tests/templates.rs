@@ -343,3 +343,49 @@ fn no_override_refuses_a_template_whose_reference_the_inherited_environment_keep
     assert_eq!(env["URL"], b"https://db.internal/");
     assert_eq!(env["DB_HOST"], b"db.internal");
 }
+
+/// A keyless file (anyone may write it) of templates using templates, deeper than
+/// the resolver goes: refused with 125, not a stack overflow.
+#[test]
+fn templates_nested_too_deep_fail_closed_instead_of_overflowing_the_stack() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.path("deep.toml");
+    // Each uses the next, so resolving the first goes down the whole chain.
+    let mut text = String::from("[kmsenv]\nversion = 2\n\n[env]\n");
+    for i in 0..5000 {
+        text += &format!("T{i} = {{ template = \"${{T{}}}\" }}\n", i + 1);
+    }
+    text += "T5000 = \"x\"\n";
+    sandbox.write(&file, &text);
+    sandbox
+        .kmsenv_without_aws()
+        .file(&file)
+        .args(["exec", "--"])
+        .args(sandbox.touch_marker_command())
+        .run()
+        .kmsenv_error(&["more than 64 deep"]);
+    sandbox.assert_command_did_not_run();
+}
+
+/// Many templates each using one large value: the total is capped, so the file
+/// cannot make kmsenv take gigabytes.
+#[test]
+fn templates_that_together_resolve_to_too_much_fail_closed() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.path("wide.toml");
+    let big = "b".repeat(1 << 20);
+    let mut text = format!("[kmsenv]\nversion = 2\n\n[env]\nBIG = \"{big}\"\n");
+    let sixteen = "${BIG}".repeat(15);
+    for i in 0..6 {
+        text += &format!("W{i} = {{ template = \"{sixteen}\" }}\n");
+    }
+    sandbox.write(&file, &text);
+    sandbox
+        .kmsenv_without_aws()
+        .file(&file)
+        .args(["exec", "--"])
+        .args(sandbox.touch_marker_command())
+        .run()
+        .kmsenv_error(&["resolve to more than", "together"]);
+    sandbox.assert_command_did_not_run();
+}

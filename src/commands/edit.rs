@@ -35,7 +35,7 @@ use crate::writer::Writer;
 /// Times the editor is re-opened after a parse error before giving up.
 const MAX_ATTEMPTS: usize = 5;
 
-pub fn run<K: Connect>(run: &Run<K>) -> Result<()> {
+pub fn run<K: Connect>(run: &mut Run<K>) -> Result<()> {
     let started = SystemTime::now();
     let path = run.single_file("edit")?.to_path_buf();
     let original = Document::load(&path, run.deadline)?;
@@ -70,6 +70,10 @@ pub fn run<K: Connect>(run: &Run<K>) -> Result<()> {
     for (n, v) in &values {
         dotenv::format_editable(n, v.expose(), &mut text);
     }
+    // No session while the editor runs: a session is a child subreaper and kills
+    // what it adopted when it ends — an editor's detached server, for one. The
+    // writer starts a new one if it needs KMS.
+    run.end_session();
     let scratch = Scratch::create(&path, started)?;
     let Some(edited) = edit_until_valid(&scratch, &text)? else {
         run.note(format!("{}: no changes", path.display()));
@@ -198,11 +202,12 @@ pub(super) fn apply<K: Connect>(
                 crate::template::parse(text).map_err(|why| Error::usage(format!("{name}: {why}")))?;
                 w.editor().set_template(name, text, file)?;
             }
-            Some(Value::Kms { key, context, .. }) => {
-                let key = match key {
-                    Some(k) => k,
-                    None => w.direct_value_key()?,
-                };
+            Some(Value::Kms { key, .. }) => {
+                // A direct entry's `key` and `context` are outside the MAC: the new
+                // value goes only to a key the verified key list (or the pin)
+                // vouches for, bound to its name as `set --kms` binds it.
+                let key = w.vouched_key(name, key.as_deref())?;
+                let context = w.doc().direct_value_context(name, file);
                 let (session, kms) = w.kms()?;
                 let (blob, arn) = session
                     .block_on(kms.encrypt(&key, value.expose(), &context))

@@ -48,7 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Lint(a) => lint::run(&run, a),
         Command::Rotate(a) => rotate::run(&run, a),
         Command::Keys(c) => keys::run(&run, c),
-        Command::Edit => edit::run(&run),
+        Command::Edit => edit::run(&mut run),
         Command::Check(a) => check::run(&run, a),
         Command::Export(a) => export::run(&run, a),
         Command::Import(a) => import::run(&run, a),

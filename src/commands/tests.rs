@@ -391,3 +391,34 @@ fn set_template_refuses_bad_syntax_and_itself_before_writing() -> TestResult {
     assert_eq!(f.text()?, before);
     Ok(())
 }
+
+#[test]
+fn edit_never_encrypts_a_changed_direct_value_to_a_key_the_file_does_not_vouch_for() -> TestResult {
+    let f = Fixture::new()?;
+    // A direct value under a key that is not a wrapping key (outside the MAC: a
+    // writer of the file could have put it there).
+    let from = f.dir.path().join("v");
+    std::fs::write(&from, b"old")?;
+    let mut args = set_args("API", Some(&from));
+    args.kms = true;
+    args.key = Some("attacker".into());
+    super::set::run(&f.run()?, args)?;
+    let before = f.text()?;
+    let run = f.run()?;
+    let mut w = Writer::open(&run, &f.path())?;
+    let s = |v: &[u8]| Secret::new(v.to_vec());
+    let err = super::edit::apply(
+        &mut w,
+        &[("API".to_string(), s(b"old"))],
+        &[("API".to_string(), s(b"new"))],
+    )
+    .err()
+    .ok_or("no error")?;
+    assert!(
+        err.to_string()
+            .contains("its key attacker is not one of the file's wrapping keys"),
+        "{err}"
+    );
+    assert_eq!(f.text()?, before);
+    Ok(())
+}

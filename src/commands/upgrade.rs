@@ -16,7 +16,7 @@ use crate::writer::Writer;
 
 pub fn run<K: Connect>(run: &Run<K>) -> Result<()> {
     let path = run.single_file("upgrade")?;
-    let mut w = Writer::open(run, path)?;
+    let mut w = Writer::open_to_upgrade(run, path)?;
     if !w.doc().is_legacy() {
         run.note(format!(
             "{}: already format version {}; nothing to do",
