@@ -49,7 +49,7 @@ pub fn run(argv: &[OsString], env: Environment, user: Option<&user::Target>) -> 
     let foreground = has_terminal();
     // SAFETY: the child only execs or exits, and kmsenv is single-threaded here:
     // the session's runtime was shut down and its threads joined before this
-    // (`Session::drop`, up to 100 ms for a DNS lookup still running), and the
+    // (`Session::end` with `join`, up to 100 ms for a DNS lookup still running), and the
     // file-reading thread was joined (`blocking::within`).
     match unsafe { fork() } {
         Err(e) => {

@@ -132,10 +132,15 @@ impl<K: Connect> Run<K> {
         Ok((session, self.kms.get_or_init(|| k)))
     }
 
-    /// Stop the session (its runtime, its connections, what it started) before exec.
-    pub fn end_session(&mut self) {
+    /// Stop the session (its runtime, its connections, what it started) before
+    /// exec. With `join`, wait (briefly) for the runtime's threads to end, for a
+    /// caller that forks next (`exec --init`): a fork child may allocate only in a
+    /// single-threaded process. A plain exec does not wait: execve ends them.
+    pub fn end_session(&mut self, join: bool) {
         drop(self.kms.take());
-        drop(self.session.take());
+        if let Some(session) = self.session.take() {
+            session.end(join);
+        }
     }
 
     /// What every loaded file must pass before it is used: the trust pin's

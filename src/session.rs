@@ -68,15 +68,26 @@ impl Session {
             None => unreachable!("the runtime lives until drop"),
         }
     }
+
+    /// End the session; with `join`, wait up to 100 ms for the runtime's
+    /// blocking-pool threads (DNS lookups) to end, so that a fork that follows
+    /// (`exec --init`) forks a single-threaded process. Without it, shutting
+    /// down costs nothing on the start-up path (execve ends the threads).
+    pub fn end(mut self, join: bool) {
+        if let Some(rt) = self.rt.take() {
+            if join {
+                rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            } else {
+                rt.shutdown_background();
+            }
+        }
+    }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // Wait (briefly) for the runtime's blocking-pool threads (DNS lookups) to
-        // end: `exec --init` forks next, and a single-threaded process is what a
-        // fork child may safely allocate in. One stuck in a lookup is left behind.
         if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            rt.shutdown_background();
         }
     }
 }

@@ -73,7 +73,7 @@ pub fn run<K: Connect>(run: &mut Run<K>) -> Result<()> {
     // No session while the editor runs: a session is a child subreaper and kills
     // what it adopted when it ends — an editor's detached server, for one. The
     // writer starts a new one if it needs KMS.
-    run.end_session();
+    run.end_session(false);
     let scratch = Scratch::create(&path, started)?;
     let Some(edited) = edit_until_valid(&scratch, &text)? else {
         run.note(format!("{}: no changes", path.display()));

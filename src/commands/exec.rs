@@ -62,7 +62,7 @@ pub fn run<K: Connect>(run: &mut Run<K>, args: ExecArgs) -> Result<()> {
     }
     run.info(format!("setting {}", names.join(" ")));
     drop(files);
-    run.end_session();
+    run.end_session(args.init);
 
     if args.init {
         let code = init::run(&args.command, env, user.as_ref())?;
