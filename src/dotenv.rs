@@ -43,63 +43,24 @@ pub fn parse(origin: &str, text: &[u8]) -> Result<Vec<(String, Secret)>> {
         let start_line = line_no;
         let raw = trim_start(&body[eq + 1..]);
         let value = match raw.first() {
-            Some(b'\'') => {
-                // Taken as it is, and, as python-dotenv and node's dotenv do, over
-                // the following lines until the closing quote. Sized for the rest
-                // of the input so it never grows; wiped if we give up.
-                let mut value = zeroize::Zeroizing::new(Vec::with_capacity(raw.len() + rest.len()));
-                let mut cur = &raw[1..];
-                loop {
-                    match cur.iter().position(|&b| b == b'\'') {
-                        Some(end) => {
-                            value.extend_from_slice(&cur[..end]);
-                            check_trailing(origin, line_no, &cur[end + 1..])?;
-                            break;
-                        }
-                        None if !rest.is_empty() => {
-                            value.extend_from_slice(cur);
-                            value.push(b'\n');
-                            let (next, after) = split_line(rest);
-                            rest = after;
-                            line_no += 1;
-                            cur = next;
-                        }
-                        None => {
-                            return Err(Error::usage(format!(
-                                "{origin}:{start_line}: {name}: unterminated single quote"
-                            )));
-                        }
-                    }
-                }
-                std::mem::take(&mut *value)
-            }
-            Some(b'"') => {
-                // A double-quoted value may continue over the following lines.
-                // Sized for the rest of the input, so it never grows (a grown
-                // vector leaves an unwiped copy behind); wiped if we give up.
-                let mut value = zeroize::Zeroizing::new(Vec::with_capacity(raw.len() + rest.len()));
-                let mut cur = &raw[1..];
-                loop {
-                    match unescape_until_quote(cur, &mut value) {
-                        Some(consumed) => {
-                            check_trailing(origin, line_no, &cur[consumed..])?;
-                            break;
-                        }
-                        None if !rest.is_empty() => {
-                            value.push(b'\n');
-                            let (next, after) = split_line(rest);
-                            rest = after;
-                            line_no += 1;
-                            cur = next;
-                        }
-                        None => {
-                            return Err(Error::usage(format!(
-                                "{origin}:{start_line}: {name}: unterminated double quote"
-                            )));
-                        }
-                    }
-                }
-                std::mem::take(&mut *value)
+            Some(&quote) if quote == b'\'' || quote == b'"' => {
+                // Over the following lines until the closing quote, as python-dotenv
+                // and node's dotenv read it: single quotes take the text as it is,
+                // double quotes unescape it.
+                let take = if quote == b'\'' {
+                    take_until_single_quote
+                } else {
+                    unescape_until_quote
+                };
+                let capacity = raw.len() + rest.len();
+                let Some((value, after)) = quoted(&raw[1..], &mut rest, &mut line_no, capacity, take) else {
+                    let kind = if quote == b'\'' { "single" } else { "double" };
+                    return Err(Error::usage(format!(
+                        "{origin}:{start_line}: {name}: unterminated {kind} quote"
+                    )));
+                };
+                check_trailing(origin, line_no, after)?;
+                value
             }
             _ => {
                 let end = raw
@@ -115,6 +76,50 @@ pub fn parse(origin: &str, text: &[u8]) -> Result<Vec<(String, Secret)>> {
         out.push((name.to_string(), Secret::new(value)));
     }
     Ok(out)
+}
+
+/// A quoted value from `first` (just after its opening quote) on, continued over
+/// the lines of `rest` until `take` finds the closing quote: the value and what
+/// follows the quote on its line; `None` when the input ends first. Sized for
+/// `capacity` so the buffer never grows (a grown vector leaves an unwiped copy);
+/// wiped when dropped, also when we give up.
+fn quoted<'a>(
+    first: &'a [u8],
+    rest: &mut &'a [u8],
+    line_no: &mut usize,
+    capacity: usize,
+    take: fn(&[u8], &mut Vec<u8>) -> Option<usize>,
+) -> Option<(Vec<u8>, &'a [u8])> {
+    let mut value = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
+    let mut cur = first;
+    loop {
+        if let Some(consumed) = take(cur, &mut value) {
+            return Some((std::mem::take(&mut *value), &cur[consumed..]));
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        value.push(b'\n');
+        let (next, after) = split_line(rest);
+        *rest = after;
+        *line_no += 1;
+        cur = next;
+    }
+}
+
+/// One line of a single-quoted value: taken as it is up to the closing quote
+/// (the bytes consumed, the quote included), or all of it when there is none.
+fn take_until_single_quote(s: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    match s.iter().position(|&b| b == b'\'') {
+        Some(end) => {
+            out.extend_from_slice(&s[..end]);
+            Some(end + 1)
+        }
+        None => {
+            out.extend_from_slice(s);
+            None
+        }
+    }
 }
 
 fn split_line(text: &[u8]) -> (&[u8], &[u8]) {
