@@ -135,9 +135,9 @@ pub struct AwsOptions {
     pub verbose: bool,
 }
 
-/// The HTTPS client, built on first use. Building it loads the system's
-/// certificate store; a run against a local `http://` KMS with credentials from
-/// the environment never needs it, so it never pays for it.
+/// The HTTPS client, built on first use. Building it reads the certificate
+/// store; a run against a local `http://` KMS with credentials from the
+/// environment never needs it, so it never pays for it.
 #[derive(Debug, Clone, Default)]
 struct LazyHttps {
     client: Arc<OnceLock<SharedHttpClient>>,
@@ -152,10 +152,121 @@ impl HttpClient for LazyHttps {
     ) -> SharedHttpConnector {
         self.client
             .get_or_init(|| match crate::tls::check_env() {
-                Ok(()) => http_client(true, self.verbose),
+                Ok(()) => {
+                    SharedHttpClient::new(StagedHttps::new(crate::tls::Trust::from_env(), self.verbose))
+                }
                 Err(why) => SharedHttpClient::new(Refuse(why)),
             })
             .http_connector(settings, components)
+    }
+}
+
+/// HTTPS whose trusted roots are read in stages (`tls.rs`): a request is sent
+/// with the current stage's roots, and when the server's certificate does not
+/// verify against them, sent again with the next stage's, which from then on
+/// serve every request. Only a certificate error moves on, and only while the
+/// request can be sent again (KMS bodies always can).
+#[derive(Debug, Clone)]
+struct StagedHttps {
+    shared: Arc<Stages>,
+}
+
+#[derive(Debug)]
+struct Stages {
+    trust: crate::tls::Trust,
+    /// The client of each stage, built when the stage is first used.
+    clients: Vec<OnceLock<SharedHttpClient>>,
+    /// The stage requests start at.
+    current: std::sync::atomic::AtomicUsize,
+    verbose: bool,
+}
+
+impl StagedHttps {
+    fn new(trust: crate::tls::Trust, verbose: bool) -> StagedHttps {
+        let clients = trust.stages().iter().map(|_| OnceLock::new()).collect();
+        StagedHttps {
+            shared: Arc::new(Stages {
+                trust,
+                clients,
+                current: Default::default(),
+                verbose,
+            }),
+        }
+    }
+}
+
+impl Stages {
+    fn connector(
+        &self,
+        stage: usize,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.clients[stage]
+            .get_or_init(|| {
+                let s = &self.trust.stages()[stage];
+                let certs = s.certificates();
+                if self.verbose {
+                    // Through `escape` like every other line we print: the paths
+                    // come from the environment.
+                    eprintln!("kmsenv: {}", crate::terminal::escape(&s.describe(certs.len())));
+                }
+                connector_client(Some(crate::tls::context(&certs)))
+            })
+            .http_connector(settings, components)
+    }
+}
+
+impl HttpClient for StagedHttps {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(StagedConnector {
+            shared: self.shared.clone(),
+            settings: settings.clone(),
+            components: components.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct StagedConnector {
+    shared: Arc<Stages>,
+    settings: HttpConnectorSettings,
+    components: RuntimeComponents,
+}
+
+impl aws_smithy_runtime_api::client::http::HttpConnector for StagedConnector {
+    fn call(
+        &self,
+        request: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+    ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        use std::sync::atomic::Ordering;
+        let shared = self.shared.clone();
+        let settings = self.settings.clone();
+        let components = self.components.clone();
+        aws_smithy_runtime_api::client::http::HttpConnectorFuture::new(async move {
+            let mut stage = shared.current.load(Ordering::Acquire);
+            let mut request = request;
+            loop {
+                let last = stage + 1 >= shared.clients.len();
+                let again = if last { None } else { request.try_clone() };
+                let result = shared
+                    .connector(stage, &settings, &components)
+                    .call(request)
+                    .await;
+                match (result, again) {
+                    (Err(e), Some(next)) if crate::tls::is_certificate_error(&e) => {
+                        stage += 1;
+                        shared.current.fetch_max(stage, Ordering::AcqRel);
+                        request = next;
+                    }
+                    (result, _) => return result,
+                }
+            }
+        })
     }
 }
 
@@ -182,19 +293,14 @@ impl aws_smithy_runtime_api::client::http::HttpConnector for Refuse {
     }
 }
 
+/// An HTTP client without TLS that honours `HTTP_PROXY`/`NO_PROXY`.
+pub fn http_client() -> SharedHttpClient {
+    connector_client(None)
+}
+
 /// An HTTP client that honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, with TLS
-/// (rustls on ring, system roots; `SSL_CERT_FILE` works) or without it.
-pub fn http_client(tls: bool, verbose: bool) -> SharedHttpClient {
-    let roots = crate::tls::roots();
-    if tls && roots == crate::tls::Roots::Embedded && verbose {
-        // Through `escape` like every other line we print, though nothing in it
-        // comes from outside today.
-        let note = format!(
-            "TLS: no system certificate store found; using the {} embedded Mozilla roots",
-            crate::tls::embedded_count()
-        );
-        eprintln!("kmsenv: {}", crate::terminal::escape(&note));
-    }
+/// (rustls on ring) trusting `tls`'s roots, or without TLS.
+fn connector_client(tls: Option<aws_smithy_http_client::tls::TlsContext>) -> SharedHttpClient {
     aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
         let mut b = aws_smithy_http_client::Connector::builder();
         b.set_connector_settings(settings.cloned());
@@ -202,14 +308,14 @@ pub fn http_client(tls: bool, verbose: bool) -> SharedHttpClient {
             b.set_sleep_impl(c.sleep_impl());
         }
         let b = b.proxy_config(aws_smithy_http_client::proxy::ProxyConfig::from_env());
-        if tls {
-            b.tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .tls_context(crate::tls::context(roots))
-            .build()
-        } else {
-            b.build_http()
+        match &tls {
+            Some(context) => b
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .tls_context(context.clone())
+                .build(),
+            None => b.build_http(),
         }
     })
 }
@@ -235,7 +341,6 @@ pub struct Aws {
     /// `AWS_DEFAULT_REGION`, the profile's `region`), if any.
     user_region: Option<String>,
     deadline: Instant,
-    verbose: bool,
 }
 
 impl Aws {
@@ -283,7 +388,6 @@ impl Aws {
             config: loader.load().await,
             user_region,
             deadline,
-            verbose: opts.verbose,
         }
     }
 
@@ -302,7 +406,7 @@ impl Aws {
     pub fn plain_http_for(&self, endpoint: Option<&str>) -> Option<SharedHttpClient> {
         endpoint
             .filter(|u| u.starts_with("http://"))
-            .map(|_| http_client(false, self.verbose))
+            .map(|_| http_client())
     }
 
     /// Run one call under the deadline (or `by`, if sooner). `call` gets a

@@ -1,48 +1,238 @@
-//! Where TLS trust comes from: the system's certificate store when there is one
-//! (`SSL_CERT_FILE` / `SSL_CERT_DIR` win, as everywhere), else the Mozilla root
-//! store compiled into the binary — so kmsenv works in a `FROM scratch` image,
-//! which has no CA bundle at all.
+//! Where TLS trust comes from, and how little of it a start pays for.
+//!
+//! kmsenv trusts exactly what the machine's configuration trusts: with
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR` set, those alone (as OpenSSL and
+//! rustls-native-certs read them); otherwise the system store, i.e. its CA bundle
+//! file together with its certificate folder; with no store at all (a
+//! `FROM scratch` image) the Mozilla roots compiled into the binary.
+//!
+//! Reading a whole store costs more than the handshake it serves: on Debian the
+//! folder alone is some 290 entries for the ~145 roots the bundle already holds.
+//! So trust is built in [`Stage`]s, each a superset of the one before and all of
+//! them within the configuration: first the bundle file alone, then the bundle
+//! and the folder. A later stage is read only when a server's certificate fails
+//! verification against the earlier one (see `aws.rs` `StagedHttps`). That is
+//! sound — every stage holds only roots the configuration trusts — and complete —
+//! the last stage is all of them, and it is tried before a certificate is refused.
+//! A root absent from the configured store is never trusted, even one that is
+//! among the embedded Mozilla roots: those are used only when no store exists.
+//!
+//! Not done here: a verifier that reads only the roots matching the presented
+//! chain. aws-smithy-http-client (1.5) takes roots, not a verifier, and the
+//! roots are needed before the handshake.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use aws_smithy_http_client::tls::{TlsContext, TrustStore};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// Where the common Linux distributions (and Alpine, and distroless) keep their
-/// CA bundle; the same places OpenSSL and rustls-native-certs look.
+/// CA bundle, in the order OpenSSL's probe (openssl-probe, as rustls-native-certs
+/// uses it) tries them: the first that exists is the bundle.
 const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/ca-bundle.pem",
     "/etc/pki/tls/cacert.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
     "/etc/ssl/cert.pem",
-    "/etc/ssl/certs",
+    "/opt/etc/ssl/certs/ca-certificates.crt",
+    "/etc/ssl/certs/cacert.pem",
 ];
 
-/// Which roots a TLS connection trusts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Roots {
-    System,
+/// The system's certificate folders (OpenSSL's `CApath`); every one that exists
+/// is part of the store.
+const SYSTEM_DIRS: &[&str] = &[
+    "/etc/ssl/certs",
+    "/etc/pki/tls/certs",
+    "/etc/security/certificates",
+];
+
+/// Where a trusted certificate is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A PEM file (a CA bundle): every certificate in it.
+    File(PathBuf),
+    /// A certificate folder: every certificate in every file of it.
+    Dir(PathBuf),
+    /// The Mozilla roots compiled into the binary.
     Embedded,
 }
 
-/// The roots to use on this machine.
-pub fn roots() -> Roots {
-    let env_set = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-    if env_set || SYSTEM_BUNDLES.iter().any(|p| Path::new(p).exists()) {
-        Roots::System
-    } else {
-        Roots::Embedded
+/// One set of trusted roots: the certificates of its sources together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    sources: Vec<Source>,
+}
+
+/// The roots this run trusts, as [`Stage`]s to try in order: each stage holds
+/// the one before it, and the last is everything the configuration trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    stages: Vec<Stage>,
+}
+
+impl Trust {
+    /// The trust of this machine and environment.
+    pub fn from_env() -> Trust {
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        let file = var("SSL_CERT_FILE").map(PathBuf::from);
+        let dirs: Vec<PathBuf> = var("SSL_CERT_DIR")
+            .map(|d| {
+                std::env::split_paths(&d)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if file.is_some() || !dirs.is_empty() {
+            return Trust::of(file, dirs);
+        }
+        Trust::of(
+            SYSTEM_BUNDLES.iter().map(PathBuf::from).find(|p| p.exists()),
+            SYSTEM_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| p.exists())
+                .collect(),
+        )
+    }
+
+    /// The stages for a store of `file` and `dirs` (either may be missing): the
+    /// file alone, then the file and the folders; the embedded roots when there
+    /// is neither.
+    pub fn of(file: Option<PathBuf>, dirs: Vec<PathBuf>) -> Trust {
+        let mut all: Vec<Source> = file.into_iter().map(Source::File).collect();
+        let mut stages = Vec::new();
+        if !all.is_empty() && !dirs.is_empty() {
+            stages.push(Stage { sources: all.clone() });
+        }
+        all.extend(dirs.into_iter().map(Source::Dir));
+        if all.is_empty() {
+            all.push(Source::Embedded);
+        }
+        stages.push(Stage { sources: all });
+        Trust { stages }
+    }
+
+    /// The stages, first to try first.
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
     }
 }
 
+impl Stage {
+    /// The sources whose certificates this stage trusts.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// The certificates of this stage that can serve as trust anchors (the HTTP
+    /// client panics on one that cannot, so those are left out here, as
+    /// rustls-native-certs leaves them out).
+    pub fn certificates(&self) -> Vec<CertificateDer<'static>> {
+        let mut seen = HashSet::new();
+        let mut certs = Vec::new();
+        for source in &self.sources {
+            match source {
+                Source::File(path) => {
+                    if let Ok(meta) = std::fs::metadata(path) {
+                        seen.insert((meta.dev(), meta.ino()));
+                    }
+                    read_pem(path, &mut certs);
+                }
+                Source::Dir(dir) => {
+                    let Ok(entries) = std::fs::read_dir(dir) else {
+                        continue;
+                    };
+                    for entry in entries.flatten() {
+                        let path = entry.path();
+                        // Hash links and readable names point to the same files,
+                        // and the bundle often sits in the folder too: read each once.
+                        let Ok(meta) = std::fs::metadata(&path) else {
+                            continue;
+                        };
+                        if meta.is_file() && seen.insert((meta.dev(), meta.ino())) {
+                            read_pem(&path, &mut certs);
+                        }
+                    }
+                }
+                Source::Embedded => certs.extend(
+                    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                        .iter()
+                        .map(|c| c.clone().into_owned()),
+                ),
+            }
+        }
+        certs.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        certs.dedup();
+        let mut anchors = rustls::RootCertStore::empty();
+        certs.retain(|c| anchors.add(c.clone()).is_ok());
+        certs
+    }
+
+    /// What this stage trusts, for `-v`.
+    pub fn describe(&self, count: usize) -> String {
+        let names: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| match s {
+                Source::File(p) | Source::Dir(p) => p.display().to_string(),
+                Source::Embedded => "the embedded Mozilla roots (no system certificate store found)".into(),
+            })
+            .collect();
+        format!("TLS: trusting {count} roots from {}", names.join(" and "))
+    }
+}
+
+/// The HTTP client's TLS context for `certs`.
+pub fn context(certs: &[CertificateDer<'_>]) -> TlsContext {
+    let mut pem_text = Vec::with_capacity(certs.iter().map(|c| c.len() * 4 / 3 + 64).sum());
+    for cert in certs {
+        pem(cert, &mut pem_text);
+    }
+    let store = TrustStore::empty().with_native_roots(false);
+    let store = if pem_text.is_empty() {
+        store
+    } else {
+        store.with_pem_certificate(pem_text)
+    };
+    // Building only fails for invalid extra server names, which we never add.
+    TlsContext::builder()
+        .with_trust_store(store)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Whether `error` (or what caused it) is a server certificate that did not
+/// verify — the one failure a larger set of roots can mend.
+pub fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        // hyper-rustls wraps the rustls error in io::Errors, whose `source()`
+        // skips their own payload.
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && is_certificate_error(inner)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Refuse a `SSL_CERT_FILE` / `SSL_CERT_DIR` that holds no certificate: trusting
-/// nothing would only fail later, less clearly (and trips an assertion in the
-/// HTTP client's debug builds).
+/// nothing would only fail later, less clearly.
 pub fn check_env() -> Result<(), String> {
     fn has_cert(path: &Path) -> bool {
         std::fs::read(path).is_ok_and(|b| b.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----"))
@@ -70,37 +260,21 @@ pub fn check_env() -> Result<(), String> {
     Ok(())
 }
 
-/// The TLS context for `roots`.
-pub fn context(roots: Roots) -> TlsContext {
-    let store = match roots {
-        Roots::System => TrustStore::empty().with_native_roots(true),
-        Roots::Embedded => webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .fold(TrustStore::empty().with_native_roots(false), |store, der| {
-                store.with_pem_certificate(pem(der))
-            }),
-    };
-    // Building only fails for invalid extra server names, which we never add.
-    TlsContext::builder()
-        .with_trust_store(store)
-        .build()
-        .unwrap_or_default()
+/// The certificates of the PEM file at `path` (others, and broken blocks, skipped).
+fn read_pem(path: &Path, out: &mut Vec<CertificateDer<'static>>) {
+    if let Ok(text) = std::fs::read(path) {
+        out.extend(CertificateDer::pem_slice_iter(&text).filter_map(Result::ok));
+    }
 }
 
-/// How many roots are compiled in (for `-v`).
-pub fn embedded_count() -> usize {
-    webpki_root_certs::TLS_SERVER_ROOT_CERTS.len()
-}
-
-fn pem(der: &[u8]) -> Vec<u8> {
+fn pem(der: &[u8], out: &mut Vec<u8>) {
     let b64 = B64.encode(der);
-    let mut out = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+    out.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
     for line in b64.as_bytes().chunks(64) {
         out.extend_from_slice(line);
         out.push(b'\n');
     }
     out.extend_from_slice(b"-----END CERTIFICATE-----\n");
-    out
 }
 
 #[cfg(test)]
@@ -109,12 +283,16 @@ mod tests {
 
     #[test]
     fn embedded_roots_are_there_and_pem_encoded() {
-        assert!(embedded_count() > 100);
-        let p = pem(&webpki_root_certs::TLS_SERVER_ROOT_CERTS[0]);
+        let stage = Trust::of(None, vec![]).stages()[0].clone();
+        let certs = stage.certificates();
+        assert!(certs.len() > 100);
+        let mut p = Vec::new();
+        pem(&certs[0], &mut p);
         assert!(p.starts_with(b"-----BEGIN CERTIFICATE-----\n"));
         assert!(
             p.split(|&b| b == b'\n')
                 .all(|l| l.len() <= 64 || l.starts_with(b"-----"))
         );
+        assert_eq!(CertificateDer::from_pem_slice(&p).ok().as_ref(), Some(&certs[0]));
     }
 }
