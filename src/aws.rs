@@ -48,6 +48,11 @@ impl AwsError {
     /// What a user can do about this code, when `service` answered it (or failed to).
     pub fn hint(&self, service: Service) -> Option<&'static str> {
         Some(match (self.code.as_str(), service) {
+            // rustls's words for a certificate no trusted root verifies.
+            ("ConnectionError", _) if self.message.contains("invalid peer certificate") => {
+                "the endpoint's TLS certificate does not verify against the roots this machine trusts \
+                 (the system store, or SSL_CERT_FILE / SSL_CERT_DIR when set): add its CA there, or check the endpoint URL"
+            }
             ("ConnectionError", Service::S3) => {
                 "cannot reach S3: check the network, proxy settings and AWS_ENDPOINT_URL_S3"
             }

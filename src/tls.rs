@@ -177,15 +177,21 @@ impl Stage {
 
     /// What this stage trusts, for `-v`.
     pub fn describe(&self, count: usize) -> String {
+        let plural = if count == 1 { "" } else { "s" };
+        if self.sources == [Source::Embedded] {
+            return format!(
+                "TLS: no system certificate store found; using the {count} embedded Mozilla roots"
+            );
+        }
         let names: Vec<String> = self
             .sources
             .iter()
             .map(|s| match s {
                 Source::File(p) | Source::Dir(p) => p.display().to_string(),
-                Source::Embedded => "the embedded Mozilla roots (no system certificate store found)".into(),
+                Source::Embedded => "the embedded Mozilla roots".into(),
             })
             .collect();
-        format!("TLS: trusting {count} roots from {}", names.join(" and "))
+        format!("TLS: trusting {count} root{plural} from {}", names.join(" and "))
     }
 }
 
@@ -294,5 +300,69 @@ mod tests {
                 .all(|l| l.len() <= 64 || l.starts_with(b"-----"))
         );
         assert_eq!(CertificateDer::from_pem_slice(&p).ok().as_ref(), Some(&certs[0]));
+    }
+
+    fn sources(trust: &Trust) -> Vec<Vec<Source>> {
+        trust.stages().iter().map(|s| s.sources().to_vec()).collect()
+    }
+
+    #[test]
+    fn the_bundle_is_read_first_and_the_folder_with_it_second() {
+        let (f, d) = (PathBuf::from("/b.pem"), PathBuf::from("/certs"));
+        assert_eq!(
+            sources(&Trust::of(Some(f.clone()), vec![d.clone()])),
+            [
+                vec![Source::File(f.clone())],
+                vec![Source::File(f.clone()), Source::Dir(d.clone())]
+            ]
+        );
+        assert_eq!(
+            sources(&Trust::of(Some(f.clone()), vec![])),
+            [vec![Source::File(f)]]
+        );
+        assert_eq!(sources(&Trust::of(None, vec![d.clone()])), [vec![Source::Dir(d)]]);
+        assert_eq!(sources(&Trust::of(None, vec![])), [vec![Source::Embedded]]);
+    }
+
+    /// A store that lacks one of the Mozilla roots (removed by its admin) never
+    /// trusts it in any stage: the embedded roots are only for no store at all.
+    #[test]
+    fn a_mozilla_root_removed_from_the_store_is_trusted_by_no_stage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let embedded = &webpki_root_certs::TLS_SERVER_ROOT_CERTS;
+        let (removed, kept) = embedded.split_first().expect("roots");
+        let mut bundle = Vec::new();
+        kept[..kept.len() / 2].iter().for_each(|c| pem(c, &mut bundle));
+        let mut folder_file = Vec::new();
+        kept[kept.len() / 2..]
+            .iter()
+            .for_each(|c| pem(c, &mut folder_file));
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).expect("mkdir");
+        std::fs::write(dir.path().join("bundle.pem"), &bundle).expect("write");
+        std::fs::write(certs.join("rest.pem"), &folder_file).expect("write");
+        std::fs::write(certs.join("junk.txt"), b"not a certificate").expect("write");
+
+        let trust = Trust::of(Some(dir.path().join("bundle.pem")), vec![certs]);
+        let stages: Vec<_> = trust.stages().iter().map(Stage::certificates).collect();
+        assert_eq!(stages.len(), 2);
+        assert_eq!(stages[0].len(), kept.len() / 2, "the bundle alone first");
+        assert_eq!(stages[1].len(), kept.len(), "then the bundle and the folder");
+        for certs in &stages {
+            assert!(!certs.contains(removed), "the removed root must not be trusted");
+            assert!(certs.iter().all(|c| kept.contains(c)));
+        }
+    }
+
+    #[test]
+    fn only_a_certificate_that_did_not_verify_moves_to_the_next_stage() {
+        let bad = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // As hyper-rustls hands it on: an io::Error around an io::Error around it.
+        let wrapped = std::io::Error::other(std::io::Error::other(bad));
+        assert!(is_certificate_error(&wrapped));
+        let other = std::io::Error::other(rustls::Error::DecryptError);
+        assert!(!is_certificate_error(&other));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!is_certificate_error(&refused));
     }
 }

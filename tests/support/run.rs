@@ -189,6 +189,25 @@ impl Kmsenv {
         }
     }
 
+    /// kmsenv as [`Kmsenv::new`] makes it, run in a mount namespace of its own
+    /// (`unshare -m`; the tests run as root) where `etc_ssl` is bind-mounted over
+    /// /etc/ssl: the system certificate store it sees is the test's.
+    pub fn with_etc_ssl(home: &Path, etc_ssl: &Path) -> Kmsenv {
+        let mut command = Command::new("/usr/bin/unshare");
+        command
+            .args(["-m", "--propagation", "private", "/bin/sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/ssl && exec "$@""#)
+            .arg(etc_ssl)
+            .arg(env!("CARGO_BIN_EXE_kmsenv"));
+        bare_env(&mut command, home);
+        moto_credentials(&mut command);
+        Kmsenv {
+            command,
+            stdin: None,
+            what: vec![format!("kmsenv (/etc/ssl = {})", etc_ssl.display())],
+        }
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Kmsenv {
         self.what.push(arg.as_ref().to_string_lossy().into_owned());
         self.command.arg(arg);

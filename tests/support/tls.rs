@@ -112,3 +112,38 @@ pub fn make_test_ca(dir: &Path) -> Option<TestCa> {
     ]);
     Some(ca)
 }
+
+/// A copy of this machine's /etc/ssl in `dir`, with the CA at `ca` added to its
+/// bundle (`in_bundle`) and to its certificate folder (`in_folder`, as a file and
+/// its OpenSSL hash link, the way `update-ca-certificates` adds one). For
+/// [`crate::support::Kmsenv::with_etc_ssl`].
+pub fn system_store(dir: &Path, ca: &Path, in_bundle: bool, in_folder: bool) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create the folder");
+    let store = dir.join("etc-ssl");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg("/etc/ssl")
+        .arg(&store)
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "copy /etc/ssl");
+    let pem = std::fs::read(ca).expect("read the CA");
+    if in_bundle {
+        let bundle = store.join("certs/ca-certificates.crt");
+        let mut text = std::fs::read(&bundle).expect("read the bundle");
+        text.extend_from_slice(&pem);
+        std::fs::write(&bundle, text).expect("write the bundle");
+    }
+    if in_folder {
+        std::fs::write(store.join("certs/kmsenv-test-ca.pem"), &pem).expect("write the CA");
+        let out = Command::new("openssl")
+            .args(["x509", "-hash", "-noout", "-in"])
+            .arg(ca)
+            .output()
+            .expect("run openssl");
+        let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        std::os::unix::fs::symlink("kmsenv-test-ca.pem", store.join(format!("certs/{hash}.0")))
+            .expect("hash link");
+    }
+    store
+}

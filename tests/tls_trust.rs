@@ -1,0 +1,182 @@
+//! Whom kmsenv's HTTPS client trusts: exactly the configuration's roots — the
+//! system store (its CA bundle and its certificate folder), or `SSL_CERT_FILE` /
+//! `SSL_CERT_DIR` alone when set, or the embedded Mozilla roots when there is no
+//! store — whichever part of them it reads first (tls.rs reads the bundle, and the
+//! folder only when the bundle does not verify the server).
+//!
+//! The server is the fault proxy in TLS mode in front of moto, with a throwaway
+//! CA (`support::tls`). The system store is a copy of this machine's /etc/ssl,
+//! with or without that CA, bind-mounted over /etc/ssl in a mount namespace of
+//! kmsenv's own (`Kmsenv::with_etc_ssl`). `-v` says which roots were read.
+
+mod support;
+
+use std::path::Path;
+
+use support::proxy::Proxy;
+use support::tls::{TestCa, make_test_ca, system_store};
+use support::*;
+
+const NAME: &str = "API_TOKEN";
+const VALUE: &[u8] = b"decrypted-over-tls";
+const SEALED_FILE: &[Entry] = &[sealed(NAME, VALUE)];
+const BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// One test's world: a sandbox with a sealed file, a CA, and the TLS proxy.
+struct World {
+    sandbox: Sandbox,
+    file: std::path::PathBuf,
+    ca: TestCa,
+    tls: Proxy,
+}
+
+fn world() -> Option<World> {
+    let sandbox = Sandbox::new();
+    let ca = make_test_ca(sandbox.dir.path())?;
+    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
+    let tls = Proxy::start_tls(&ca.server_cert, &ca.server_key);
+    Some(World {
+        sandbox,
+        file,
+        ca,
+        tls,
+    })
+}
+
+impl World {
+    /// `kmsenv -v -f FILE exec -- env -0` against the TLS endpoint, with
+    /// `etc_ssl` as /etc/ssl.
+    fn run(&self, etc_ssl: &Path, env: &[(&str, &Path)]) -> Output {
+        let mut run = Kmsenv::with_etc_ssl(self.sandbox.dir.path(), etc_ssl)
+            .endpoint(&self.tls.https_endpoint("localhost"));
+        for (name, value) in env {
+            run = run.env(name, value);
+        }
+        run.args(["-v", "--timeout", "10"])
+            .file(&self.file)
+            .args(["exec", "--", "env", "-0"])
+            .run()
+    }
+
+    /// Asserts the run decrypted over TLS and handed the value to the command.
+    #[track_caller]
+    fn assert_decrypted(&self, out: Output) -> String {
+        let stderr = out.stderr.clone();
+        let out = out.ok();
+        assert_eq!(
+            out.env0().get(NAME).map(Vec::as_slice),
+            Some(VALUE),
+            "the command should get the value: {stderr}"
+        );
+        assert!(self.tls.count_op("Decrypt") >= 1, "{}", self.tls.counts());
+        assert_eq!(self.tls.count_tls(), self.tls.total(), "{}", self.tls.counts());
+        stderr
+    }
+
+    /// Asserts the run refused the server's certificate: exit 125, a one-line
+    /// cause naming it and what to do, nothing sent, nothing run.
+    #[track_caller]
+    fn assert_refused(&self, out: Output) -> String {
+        let out = out
+            .code_is(125)
+            .kmsenv_error(&["invalid peer certificate", "add its CA there"]);
+        assert_eq!(
+            self.tls.total(),
+            0,
+            "no request may get through: {}",
+            self.tls.counts()
+        );
+        out.stderr
+    }
+}
+
+#[test]
+fn the_system_store_is_trusted_and_its_bundle_is_enough_when_it_holds_the_ca() {
+    let Some(w) = world() else { return };
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, true, true);
+    let stderr = w.assert_decrypted(w.run(&store, &[]));
+    assert!(
+        stderr.contains(&format!("roots from {BUNDLE}\n")),
+        "the bundle alone should have been read:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_ca_only_in_the_system_certificate_folder_is_trusted() {
+    // A corporate proxy's CA dropped into /etc/ssl/certs without rebuilding the bundle.
+    let Some(w) = world() else { return };
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, false, true);
+    let stderr = w.assert_decrypted(w.run(&store, &[]));
+    assert!(
+        stderr.contains(&format!("roots from {BUNDLE} and /etc/ssl/certs\n")),
+        "the folder should have been read after the bundle:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_ca_only_in_the_system_bundle_is_trusted() {
+    let Some(w) = world() else { return };
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, true, false);
+    w.assert_decrypted(w.run(&store, &[]));
+}
+
+#[test]
+fn a_ca_absent_from_the_system_store_is_refused_after_reading_all_of_it() {
+    // The end-to-end form of "a root removed from the store": the CA is in no part
+    // of it (the embedded roots are tested in tls.rs's unit tests).
+    let Some(w) = world() else { return };
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, false, false);
+    let stderr = w.assert_refused(w.run(&store, &[]));
+    assert!(
+        stderr.contains(&format!("roots from {BUNDLE} and /etc/ssl/certs\n")),
+        "the whole store should have been tried:\n{stderr}"
+    );
+}
+
+#[test]
+fn ssl_cert_file_alone_is_trusted_not_the_system_store() {
+    let Some(w) = world() else { return };
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, true, true);
+    // A file holding another CA: the system store's CA must not count.
+    let other = w.sandbox.path("other.pem");
+    std::fs::copy(&w.ca.server_cert, &other).expect("copy");
+    w.assert_refused(w.run(&store, &[("SSL_CERT_FILE", &other)]));
+
+    w.tls.reset();
+    let empty_store = system_store(&w.sandbox.path("empty"), &w.ca.ca_cert, false, false);
+    let stderr = w.assert_decrypted(w.run(&empty_store, &[("SSL_CERT_FILE", &w.ca.ca_cert)]));
+    assert!(
+        stderr.contains(&format!("trusting 1 root from {}\n", w.ca.ca_cert.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ssl_cert_dir_alone_is_trusted_not_the_system_store() {
+    let Some(w) = world() else { return };
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, true, true);
+    let other = w.sandbox.path("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::copy(&w.ca.server_cert, other.join("server.pem")).expect("copy");
+    w.assert_refused(w.run(&store, &[("SSL_CERT_DIR", &other)]));
+
+    w.tls.reset();
+    let dir = w.sandbox.path("ca-dir");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::copy(&w.ca.ca_cert, dir.join("ca.pem")).expect("copy");
+    let empty_store = system_store(&w.sandbox.path("empty"), &w.ca.ca_cert, false, false);
+    let stderr = w.assert_decrypted(w.run(&empty_store, &[("SSL_CERT_DIR", &dir)]));
+    assert!(
+        stderr.contains(&format!("trusting 1 root from {}\n", dir.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_a_system_store_the_embedded_roots_are_used_and_a_private_ca_is_refused() {
+    let Some(w) = world() else { return };
+    let empty = w.sandbox.path("no-store");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let stderr = w.assert_refused(w.run(&empty, &[]));
+    assert!(stderr.contains("embedded Mozilla roots"), "{stderr}");
+}
