@@ -180,3 +180,25 @@ fn without_a_system_store_the_embedded_roots_are_used_and_a_private_ca_is_refuse
     let stderr = w.assert_refused(w.run(&empty, &[]));
     assert!(stderr.contains("embedded Mozilla roots"), "{stderr}");
 }
+
+#[test]
+fn a_ca_only_in_the_system_certificate_folder_is_trusted_through_a_connect_proxy() {
+    // Through HTTPS_PROXY the HTTP client does the handshake itself, over the
+    // tunnel: its certificate error must move on to the folder the same way.
+    let Some(w) = world() else { return };
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, false, true);
+    let proxy = StandIn::start("forward-proxy", &[]);
+    let url = proxy.url("");
+    let stderr = w.assert_decrypted(w.run(&store, &[("HTTPS_PROXY", Path::new(&url))]));
+    assert!(
+        stderr.contains(&format!("roots from {BUNDLE} and /etc/ssl/certs\n")),
+        "{stderr}"
+    );
+    let connect = format!("CONNECT localhost:{} -> 200", w.tls.port);
+    let log = proxy.log();
+    assert!(
+        log.len() >= 2 && log.iter().all(|l| *l == connect),
+        "a tunnel for the bundle's try and one for the folder's:\n{}",
+        log.join("\n")
+    );
+}
