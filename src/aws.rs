@@ -208,16 +208,7 @@ impl Stages {
         components: &RuntimeComponents,
     ) -> SharedHttpConnector {
         self.clients[stage]
-            .get_or_init(|| {
-                let s = &self.trust.stages()[stage];
-                let certs = s.certificates();
-                if self.verbose {
-                    // Through `escape` like every other line we print: the paths
-                    // come from the environment.
-                    eprintln!("kmsenv: {}", crate::terminal::escape(&s.describe(certs.len())));
-                }
-                connector_client(Some(crate::tls::context(&certs)))
-            })
+            .get_or_init(|| connector_client(Some(self.trust.stages()[stage].context(self.verbose))))
             .http_connector(settings, components)
     }
 }

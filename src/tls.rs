@@ -7,19 +7,23 @@
 //! `FROM scratch` image) the Mozilla roots compiled into the binary.
 //!
 //! Reading a whole store costs more than the handshake it serves: on Debian the
-//! folder alone is some 290 entries for the ~145 roots the bundle already holds.
+//! folder alone is some 290 entries for the ~145 roots the bundle already holds
+//! (about 4 ms of CPU, most of it system time, measured on an envelope run).
 //! So trust is built in [`Stage`]s, each a superset of the one before and all of
-//! them within the configuration: first the bundle file alone, then the bundle
-//! and the folder. A later stage is read only when a server's certificate fails
-//! verification against the earlier one (see `aws.rs` `StagedHttps`). That is
-//! sound — every stage holds only roots the configuration trusts — and complete —
-//! the last stage is all of them, and it is tried before a certificate is refused.
-//! A root absent from the configured store is never trusted, even one that is
-//! among the embedded Mozilla roots: those are used only when no store exists.
+//! them within the configuration: when the store has both a bundle and a folder,
+//! first the bundle alone, then the whole store (bundle and folder, read by the
+//! HTTP client itself as before). A later stage is read only when a server's
+//! certificate fails verification against the earlier one (see `aws.rs`
+//! `StagedHttps`). That is sound — every stage holds only roots the configuration
+//! trusts — and complete — the last stage is all of them, and it is tried before
+//! a certificate is refused. A root absent from the configured store is never
+//! trusted, even one among the embedded Mozilla roots: those are used only when
+//! no store exists. `SSL_CERT_FILE` or `SSL_CERT_DIR` alone is one stage.
 //!
-//! Not done here: a verifier that reads only the roots matching the presented
-//! chain. aws-smithy-http-client (1.5) takes roots, not a verifier, and the
-//! roots are needed before the handshake.
+//! Not done here: a verifier that decodes only the roots matching the presented
+//! chain (what remains of the cost is decoding and parsing each root the client
+//! is given). aws-smithy-http-client 1.5 takes a root store, not a verifier, and
+//! builds it before the handshake; its connector cannot be given another.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -29,7 +33,6 @@ use aws_smithy_http_client::tls::{TlsContext, TrustStore};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 /// Where the common Linux distributions (and Alpine, and distroless) keep their
 /// CA bundle, in the order OpenSSL's probe (openssl-probe, as rustls-native-certs
@@ -68,6 +71,11 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {
     sources: Vec<Source>,
+    /// Whether the HTTP client reads this stage's roots itself (through
+    /// rustls-native-certs, by the same rules as [`Trust::from_env`]): true for
+    /// the whole configured store, which it reads more cheaply than a copy we
+    /// would hand it (one decode and one parse per certificate, not two).
+    native: bool,
 }
 
 /// The roots this run trusts, as [`Stage`]s to try in order: each stage holds
@@ -89,17 +97,22 @@ impl Trust {
                     .collect()
             })
             .unwrap_or_default();
-        if file.is_some() || !dirs.is_empty() {
-            return Trust::of(file, dirs);
+        let mut trust = if file.is_some() || !dirs.is_empty() {
+            Trust::of(file, dirs)
+        } else {
+            Trust::of(
+                SYSTEM_BUNDLES.iter().map(PathBuf::from).find(|p| p.exists()),
+                SYSTEM_DIRS
+                    .iter()
+                    .map(PathBuf::from)
+                    .filter(|p| p.exists())
+                    .collect(),
+            )
+        };
+        if let Some(last) = trust.stages.last_mut() {
+            last.native = last.sources != [Source::Embedded];
         }
-        Trust::of(
-            SYSTEM_BUNDLES.iter().map(PathBuf::from).find(|p| p.exists()),
-            SYSTEM_DIRS
-                .iter()
-                .map(PathBuf::from)
-                .filter(|p| p.exists())
-                .collect(),
-        )
+        trust
     }
 
     /// The stages for a store of `file` and `dirs` (either may be missing): the
@@ -109,13 +122,19 @@ impl Trust {
         let mut all: Vec<Source> = file.into_iter().map(Source::File).collect();
         let mut stages = Vec::new();
         if !all.is_empty() && !dirs.is_empty() {
-            stages.push(Stage { sources: all.clone() });
+            stages.push(Stage {
+                sources: all.clone(),
+                native: false,
+            });
         }
         all.extend(dirs.into_iter().map(Source::Dir));
         if all.is_empty() {
             all.push(Source::Embedded);
         }
-        stages.push(Stage { sources: all });
+        stages.push(Stage {
+            sources: all,
+            native: false,
+        });
         Trust { stages }
     }
 
@@ -195,23 +214,41 @@ impl Stage {
     }
 }
 
-/// The HTTP client's TLS context for `certs`.
-pub fn context(certs: &[CertificateDer<'_>]) -> TlsContext {
-    let mut pem_text = Vec::with_capacity(certs.iter().map(|c| c.len() * 4 / 3 + 64).sum());
-    for cert in certs {
-        pem(cert, &mut pem_text);
+impl Stage {
+    /// The HTTP client's TLS context for this stage; with `verbose`, says on
+    /// stderr which roots it trusts.
+    pub fn context(&self, verbose: bool) -> TlsContext {
+        let note = |count: usize| {
+            if verbose {
+                // Through `escape` like every other line we print: the paths
+                // come from the environment.
+                eprintln!("kmsenv: {}", crate::terminal::escape(&self.describe(count)));
+            }
+        };
+        let store = TrustStore::empty();
+        let store = if self.native {
+            if verbose {
+                note(self.certificates().len());
+            }
+            store.with_native_roots(true)
+        } else {
+            let certs = self.certificates();
+            note(certs.len());
+            let mut text = Vec::with_capacity(certs.iter().map(|c| c.len() * 4 / 3 + 64).sum());
+            certs.iter().for_each(|c| pem(c, &mut text));
+            let store = store.with_native_roots(false);
+            if text.is_empty() {
+                store
+            } else {
+                store.with_pem_certificate(text)
+            }
+        };
+        // Building only fails for invalid extra server names, which we never add.
+        TlsContext::builder()
+            .with_trust_store(store)
+            .build()
+            .unwrap_or_default()
     }
-    let store = TrustStore::empty().with_native_roots(false);
-    let store = if pem_text.is_empty() {
-        store
-    } else {
-        store.with_pem_certificate(pem_text)
-    };
-    // Building only fails for invalid extra server names, which we never add.
-    TlsContext::builder()
-        .with_trust_store(store)
-        .build()
-        .unwrap_or_default()
 }
 
 /// Whether `error` (or what caused it) is a server certificate that did not
@@ -267,10 +304,43 @@ pub fn check_env() -> Result<(), String> {
 }
 
 /// The certificates of the PEM file at `path` (others, and broken blocks, skipped).
+///
+/// Decoded with the `base64` crate rather than rustls-pki-types' PEM reader: the
+/// latter decodes in constant time, which roots (public data) do not need, at
+/// several times the cost on a bundle of 200 KiB.
 fn read_pem(path: &Path, out: &mut Vec<CertificateDer<'static>>) {
-    if let Ok(text) = std::fs::read(path) {
-        out.extend(CertificateDer::pem_slice_iter(&text).filter_map(Result::ok));
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    const END: &[u8] = b"-----END CERTIFICATE-----";
+    let Ok(text) = std::fs::read(path) else {
+        return;
+    };
+    let mut rest = text.as_slice();
+    let mut b64 = Vec::new();
+    while let Some(start) = find(rest, BEGIN) {
+        let body = &rest[start + BEGIN.len()..];
+        let Some(end) = find(body, END) else {
+            break;
+        };
+        b64.clear();
+        b64.extend(body[..end].iter().filter(|b| !b.is_ascii_whitespace()));
+        if let Ok(der) = B64.decode(&b64) {
+            out.push(CertificateDer::from(der));
+        }
+        rest = &body[end + END.len()..];
     }
+}
+
+/// Where `needle` (starting with `-`) first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = haystack[from..].iter().position(|&b| b == needle[0]) {
+        let at = from + i;
+        if haystack[at..].starts_with(needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 fn pem(der: &[u8], out: &mut Vec<u8>) {
@@ -286,6 +356,7 @@ fn pem(der: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::pem::PemObject;
 
     #[test]
     fn embedded_roots_are_there_and_pem_encoded() {
@@ -352,6 +423,27 @@ mod tests {
             assert!(!certs.contains(removed), "the removed root must not be trusted");
             assert!(certs.iter().all(|c| kept.contains(c)));
         }
+    }
+
+    #[test]
+    fn a_bundle_is_read_past_comments_crlf_and_a_broken_block() {
+        let roots = &webpki_root_certs::TLS_SERVER_ROOT_CERTS[..2];
+        let mut text = b"# comment\r\n".to_vec();
+        pem(&roots[0], &mut text);
+        text.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n");
+        let mut second = Vec::new();
+        pem(&roots[1], &mut second);
+        text.extend(
+            second
+                .iter()
+                .flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] }),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bundle.pem");
+        std::fs::write(&path, &text).expect("write");
+        let mut certs = Vec::new();
+        read_pem(&path, &mut certs);
+        assert_eq!(certs, roots);
     }
 
     #[test]
