@@ -189,8 +189,13 @@ impl Stage {
         }
         certs.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
         certs.dedup();
-        let mut anchors = rustls::RootCertStore::empty();
-        certs.retain(|c| anchors.add(c.clone()).is_ok());
+        // The check the HTTP client's store makes (it panics where this fails);
+        // each anchor dropped at once, the client builds its own.
+        certs.retain(|c| {
+            rustls::RootCertStore::empty()
+                .add(CertificateDer::from(c.as_ref()))
+                .is_ok()
+        });
         certs
     }
 
