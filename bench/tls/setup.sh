@@ -33,11 +33,11 @@ ln -s kmsenv-bench-ca.pem "ssl/certs/$(openssl x509 -hash -noout -in ca.pem).0"
 cp ssl/certs/ca-certificates.crt bundle.pem
 
 moto_port=$(free_port)
-setsid moto_server -H 127.0.0.1 -p "$moto_port" > moto.log 2>&1 & echo $! > moto.pid
+setsid moto_server -H 127.0.0.1 -p "$moto_port" > moto.log 2>&1 < /dev/null & echo $! > moto.pid
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$moto_port/" && break; sleep 0.1; done
 # The proxy exits with its parent: give it a shell that outlives this script.
-setsid -f sh -c "python3 '$REPO/tests/support/kms_fault_proxy.py' --upstream http://127.0.0.1:$moto_port \
-    --tls-cert server.pem --tls-key server.key > proxy.out 2> proxy.log < /dev/null; true"
+setsid -f sh -c "echo \$\$ > proxy.pid; python3 '$REPO/tests/support/kms_fault_proxy.py' --upstream http://127.0.0.1:$moto_port \
+    --tls-cert server.pem --tls-key server.key > proxy.out 2> proxy.log < /dev/null; true" > /dev/null 2>&1 < /dev/null
 for _ in $(seq 100); do grep -q listening proxy.out && break; sleep 0.1; done
 proxy_port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' proxy.out)
 
