@@ -169,8 +169,9 @@ impl HttpClient for LazyHttps {
 /// HTTPS whose trusted roots are read in stages (`tls.rs`): a request is sent
 /// with the current stage's roots, and when the server's certificate does not
 /// verify against them, sent again with the next stage's, which from then on
-/// serve every request. Only a certificate error moves on, and only while the
-/// request can be sent again (KMS bodies always can).
+/// serve every request. Only a certificate error moves on (the request was not
+/// sent: the handshake failed); a request that could not be sent again starts
+/// at the last stage.
 #[derive(Debug, Clone)]
 struct StagedHttps {
     shared: Arc<Stages>,
@@ -247,8 +248,15 @@ impl aws_smithy_runtime_api::client::http::HttpConnector for StagedConnector {
             let mut stage = shared.current.load(Ordering::Acquire);
             let mut request = request;
             loop {
-                let last = stage + 1 >= shared.clients.len();
-                let again = if last { None } else { request.try_clone() };
+                let mut again = None;
+                if stage + 1 < shared.clients.len() {
+                    again = request.try_clone();
+                    if again.is_none() {
+                        // A body that cannot be sent twice (none of KMS's): the
+                        // whole store at once, so no root it trusts is left untried.
+                        stage = shared.clients.len() - 1;
+                    }
+                }
                 let result = shared
                     .connector(stage, &settings, &components)
                     .call(request)
