@@ -461,8 +461,8 @@ pub const MAX_ATTEMPTS: u32 = 4;
 /// The longest wait between two attempts. The SDK waits a random time up to
 /// 1 s, 2 s, 4 s, … (full jitter), capped here: under a quota shared by a fleet,
 /// a waiting process that comes back within seconds takes the capacity the others
-/// free (the fleet storm in bench/RESULTS.md started 199 of 200 processes with a
-/// 5 s cap, 187 with the SDK's 20 s).
+/// free (a fleet storm of 200 processes of 20 direct values started 199 with a 5 s
+/// cap, 187 with the SDK's 20 s).
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The SDK's standard retry mode; `throttled`: the last attempt was throttled,
@@ -470,7 +470,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// call) instead of for [`MAX_ATTEMPTS`]. A fleet starting at once shares one
 /// KMS request quota: with a fixed number of attempts most of it failed closed
 /// after using the quota for nothing (6 of 200 processes of 20 direct values
-/// started, bench/RESULTS.md). Adaptive mode (a client-side rate limiter) was
+/// started; until the deadline, 200). Adaptive mode (a client-side rate limiter) was
 /// measured too and started fewer (74 of 200): each new process learns the rate
 /// from nothing.
 fn retry_config(throttled: bool) -> RetryConfig {
