@@ -1010,12 +1010,10 @@ fn check_advises_sealing_when_direct_values_cost_a_kms_call_each() {
     let out = victim.kmsenv().arg("check").run().ok();
     assert_eq!(advice(&out.stderr), None, "{}", out.stderr);
 
+    let kms = ["--kms", "--key", victim.key()];
     victim
-        .kmsenv()
-        .args(["set", "--kms", "PARTNER_TOKEN", "--key", victim.key()])
-        .stdin("partner-token")
-        .run()
-        .ok();
+        .sandbox
+        .set_with(&victim.file, &kms, "PARTNER_TOKEN", b"partner-token");
     let out = victim.kmsenv().arg("check").run().ok();
 
     let line = advice(&out.stderr).unwrap_or_else(|| panic!("no advice in:\n{}", out.stderr));
