@@ -17,7 +17,7 @@ FULL   := $(TARGET)/full/$(MUSL)/release/kmsenv
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := parse open dotenv
 
-.PHONY: build release static static-full musl test lint tools demo bench fuzz clean \
+.PHONY: build release static static-full musl test lint tools demo bench bench-allocs fuzz clean \
 	dist reproducible image install-check sizes
 
 build:
@@ -86,18 +86,45 @@ fuzz:
 	done
 
 ## Start-up benchmark (issue 3): kmsenv exec against peers, KMS = moto_server behind the
-## fault proxy, on loopback; writes bench/RESULTS.md. Installs hyperfine and GNU time
-## (apt), boto3 (pip) and dotenvx (npm, into bench/.node) only when missing.
+## fault proxy (plain and HTTPS), on loopback; writes bench/RESULTS.md. Installs
+## hyperfine and GNU time (apt), boto3 (pip) and dotenvx (npm, into bench/.node) only
+## when missing. fnox is measured when present ($FNOX, PATH or bench/.peers);
+## `make bench PEERS=all` installs it there first (cargo install: a long build).
+## BENCH_ARGS go to bench/run.py (`--only https,alloc`, `--storm-procs 100`, `--quick`).
 BENCH_NODE := bench/.node
+# The allocator rows: the release binary (mimalloc on musl) next to the same commit
+# built with each of these features instead, x86_64 only, each in its own target
+# folder (kept between runs). ALLOCS= leaves the rows out.
+ALLOCS     ?= musl-malloc jemalloc
+ALLOC_DIR  := $(TARGET)/alloc
+comma      := ,
+empty      :=
+ALLOC_BINS := mimalloc=$(abspath $(STATIC))$(subst $(empty) $(empty),,$(foreach a,$(ALLOCS),$(comma)$(a)=$(abspath $(ALLOC_DIR)/$(a)/$(MUSL)/release/kmsenv)))
 DOTENVX    := $(BENCH_NODE)/node_modules/.bin/dotenvx
+FNOX_ROOT  := bench/.peers
 KMSENV_BIN ?= $(STATIC)
+PEERS      ?=
+BENCH_ARGS ?=
 
-bench: static tools
-	@{ command -v hyperfine >/dev/null 2>&1 && test -x /usr/bin/time; } \
-		|| { apt-get update -qq && apt-get install -y -qq hyperfine time; }
+bench: static tools bench-allocs
+	@{ command -v hyperfine >/dev/null 2>&1 && test -x /usr/bin/time && command -v openssl >/dev/null 2>&1; } \
+		|| { apt-get update -qq && apt-get install -y -qq hyperfine time openssl; }
 	@python3 -c 'import boto3' 2>/dev/null || $(PIP) install --quiet boto3
 	@test -x $(DOTENVX) || npm install --silent --no-audit --no-fund --prefix $(BENCH_NODE) @dotenvx/dotenvx
-	KMSENV_BIN=$(KMSENV_BIN) DOTENVX=$(DOTENVX) python3 bench/run.py
+	@# fnox's lock file can name a version the registry no longer serves (yanked):
+	@# then it is installed without --locked.
+	@if [ "$(PEERS)" = all ] && [ -z "$$FNOX" ] && ! command -v fnox >/dev/null 2>&1 \
+		&& ! test -x $(FNOX_ROOT)/bin/fnox; then \
+		$(CARGO) install --locked --root $(FNOX_ROOT) fnox \
+		|| $(CARGO) install --root $(FNOX_ROOT) fnox; fi
+	KMSENV_BIN=$(KMSENV_BIN) DOTENVX=$(DOTENVX) KMSENV_ALLOC_BINS=$(if $(strip $(ALLOCS)),$(ALLOC_BINS)) \
+		python3 bench/run.py $(BENCH_ARGS)
+
+bench-allocs: static
+	@for a in $(ALLOCS); do \
+		$(CARGO) auditable build --release --locked --target $(MUSL) --features $$a \
+			--target-dir $(ALLOC_DIR)/$$a || exit 1; \
+	done
 
 ## Release tarballs: dist/kmsenv-VERSION-{x86_64,aarch64}-linux-musl.tar.gz (binary,
 ## README, SECURITY.md, CHANGELOG.md, both licences, completions, man pages) and

@@ -10,11 +10,16 @@ to bench/results/.
 
     python3 bench/run.py                 # the full run (what `make bench` does)
     python3 bench/run.py --quick         # few runs, small N: for developing the bench
+    python3 bench/run.py --only https,alloc          # some parts only (a partial report)
+    python3 bench/run.py --only storm --storm-procs 200   # a smaller fleet storm
 
 Environment: KMSENV_BIN (binary to measure; default: the static musl build),
-DOTENVX (dotenvx command; default bench/.node/node_modules/.bin/dotenvx).
-Needs hyperfine, GNU time (/usr/bin/time), moto_server on PATH, boto3, the AWS CLI
-and node; `make bench` installs what is missing. Standard library only.
+DOTENVX (dotenvx command; default bench/.node/node_modules/.bin/dotenvx), FNOX
+(fnox binary; default: fnox on PATH, else bench/.peers/bin/fnox), KMSENV_ALLOC_BINS
+(NAME=BINARY,… : the allocator rows; `make bench` builds them).
+Needs hyperfine, GNU time (/usr/bin/time), moto_server on PATH, boto3, the AWS CLI,
+node and, for the HTTPS rows, openssl and unshare (root, or user namespaces);
+`make bench` installs what is missing. Standard library only.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import base64
 import concurrent.futures
 import ctypes
+import dataclasses
 import datetime
 import http.client
 import json
@@ -50,6 +56,10 @@ PEERS = BENCH / "peers"
 PROXY = ROOT / "tests" / "support" / "kms_fault_proxy.py"
 STATIC_BIN = ROOT / "target" / "x86_64-unknown-linux-musl" / "release" / "kmsenv"
 DEFAULT_DOTENVX = BENCH / ".node" / "node_modules" / ".bin" / "dotenvx"
+# The parts of a run, in order; `--only` picks some (the report shows what ran).
+SECTIONS = ("base", "latency", "https", "alloc", "storm", "scale")
+# Where `make bench PEERS=all` installs fnox (`cargo install --root`).
+FNOX_ROOT = BENCH / ".peers"
 REGION = "us-east-1"
 CONTEXT = ("app", "bench")
 MIB = 1024 * 1024
@@ -73,6 +83,8 @@ class Plan:
     boto3_latency_ns: list[int]
     awscli_ns: list[int]
     fnox_ns: list[int]
+    # HTTPS rows: envelope files at these N over the proxy's TLS mode.
+    https_ns: list[int]
     warmup: int = 3
     runs_fast: int = 30  # kmsenv and `true`
     runs_fast_slow: int = 10  # kmsenv runs slower than FAST_SLOW_RUN_S
@@ -111,6 +123,7 @@ FULL = Plan(
     boto3_latency_ns=[1, 10, 50],
     awscli_ns=[1, 10],
     fnox_ns=[1, 10, 100],
+    https_ns=[1, 100],
 )
 
 QUICK = Plan(
@@ -121,6 +134,7 @@ QUICK = Plan(
     boto3_latency_ns=[1],
     awscli_ns=[1],
     fnox_ns=[1],
+    https_ns=[1],
     warmup=1,
     runs_fast=5,
     runs_peer=3,
@@ -246,9 +260,13 @@ def start_moto(work: Path) -> int:
     raise BenchError(last)
 
 
-def start_proxy(work: Path, moto_port: int) -> int:
+def start_proxy(work: Path, moto_port: int, tls: TestCa | None = None) -> int:
+    """The fault proxy in front of moto; with `tls`, it also serves HTTPS on the
+    same port (it tells TLS from plain HTTP by a connection's first byte)."""
+    tls_args = ["--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)] if tls else []
     proc = start_service(
-        [sys.executable, str(PROXY), "--upstream", f"http://127.0.0.1:{moto_port}", "--listen", "127.0.0.1:0"],
+        [sys.executable, str(PROXY), "--upstream", f"http://127.0.0.1:{moto_port}", "--listen", "127.0.0.1:0",
+         *tls_args],
         work / "proxy.log",
         stdout=subprocess.PIPE,
     )
@@ -265,6 +283,78 @@ def start_proxy(work: Path, moto_port: int) -> int:
     if not match:
         raise BenchError(f"the fault proxy did not start: {line!r} (see {work / 'proxy.log'})")
     return int(match.group(1))
+
+
+@dataclass
+class TestCa:
+    """A throwaway CA and a server certificate it signed (for 127.0.0.1 and localhost)."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def make_test_ca(folder: Path) -> TestCa:
+    """Made with the openssl CLI, the way tests/support/tls.rs makes the tests' CA."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = TestCa(folder / "test-ca.pem", folder / "server.pem", folder / "server.key")
+    ca_key, csr, ext = folder / "test-ca.key", folder / "server.csr", folder / "server.ext"
+    ext.write_text("basicConstraints = critical, CA:FALSE\n"
+                   "keyUsage = critical, digitalSignature, keyEncipherment\n"
+                   "extendedKeyUsage = serverAuth\n"
+                   "subjectAltName = DNS:localhost, IP:127.0.0.1\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    env = dict(os.environ)
+    run(["openssl", "req", "-x509", *ec, "-days", "2", "-subj", "/CN=kmsenv bench CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+         "-keyout", str(ca_key), "-out", str(ca.ca_cert)], env)
+    run(["openssl", "req", "-new", *ec, "-subj", "/CN=localhost", "-keyout", str(ca.server_key),
+         "-out", str(csr)], env)
+    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca.ca_cert), "-CAkey", str(ca_key),
+         "-set_serial", "2", "-days", "2", "-extfile", str(ext), "-out", str(ca.server_cert)], env)
+    return ca
+
+
+@dataclass
+class Store:
+    """A copy of this host's /etc/ssl with the test CA added to both the bundle and
+    the hashed folder: a system store of realistic size that trusts the proxy."""
+
+    root: Path  # mounted over /etc/ssl
+    bundle: Path
+    folder: Path
+    bundle_certs: int
+    folder_entries: int
+
+
+SYSTEM_SSL = Path("/etc/ssl")
+
+
+def store_with(work: Path, ca: TestCa) -> Store | None:
+    """None when this host has no Debian-style store (/etc/ssl/certs/ca-certificates.crt)."""
+    if not (SYSTEM_SSL / "certs" / "ca-certificates.crt").is_file():
+        return None
+    root = work / "etc-ssl"
+    # The hashed folder's links point into /usr/share/ca-certificates, which the
+    # namespace keeps: copied as links. private/ holds keys, not roots.
+    shutil.copytree(SYSTEM_SSL, root, symlinks=True, ignore=shutil.ignore_patterns("private"))
+    folder = root / "certs"
+    pem = ca.ca_cert.read_bytes()
+    (folder / "kmsenv-bench-ca.pem").write_bytes(pem)
+    digest = run(["openssl", "x509", "-hash", "-noout", "-in", str(ca.ca_cert)], dict(os.environ)).stdout.decode().strip()
+    suffix = 0
+    while (folder / f"{digest}.{suffix}").exists() or (folder / f"{digest}.{suffix}").is_symlink():
+        suffix += 1
+    (folder / f"{digest}.{suffix}").symlink_to("kmsenv-bench-ca.pem")
+    bundle = folder / "ca-certificates.crt"
+    if bundle.is_symlink():  # write our own copy, not through the link into the host's
+        target = bundle.resolve()
+        bundle.unlink()
+        shutil.copyfile(target, bundle)
+    with bundle.open("ab") as f:
+        f.write(b"\n" + pem)
+    return Store(root, bundle, folder, bundle.read_bytes().count(b"-----BEGIN CERTIFICATE-----"),
+                 sum(1 for _ in folder.iterdir()))
 
 
 class Proxy:
@@ -349,6 +439,15 @@ def output_of(args: list[str], env: dict | None = None) -> str:
     return text.splitlines()[0] if text else "unavailable"
 
 
+def find_fnox() -> str | None:
+    """$FNOX, else fnox on PATH, else the one `make bench PEERS=all` installed."""
+    given = os.environ.get("FNOX")
+    if given:
+        return given if os.access(given, os.X_OK) else None
+    return shutil.which("fnox") or (str(FNOX_ROOT / "bin" / "fnox")
+                                    if os.access(FNOX_ROOT / "bin" / "fnox", os.X_OK) else None)
+
+
 def resolve_shim(name: str) -> str | None:
     """The real program behind a pyenv shim (the shim adds ~0.1 s of bash per call)."""
     path = shutil.which(name)
@@ -383,6 +482,15 @@ class Row:
     kms_during_timing: int | None = None
     verified: str = ""
     error: str | None = None
+    # Set on top of the bench's environment for this row (an endpoint, SSL_CERT_FILE).
+    env: dict = field(default_factory=dict)
+    # Put before every command of the row, hyperfine included: a mount namespace
+    # with another /etc/ssl (see Bench.store_wrap).
+    wrap: list[str] = field(default_factory=list)
+    # Over HTTPS: every KMS call of the check run must have come over TLS.
+    tls: bool = False
+    # The allocator build measured (group "alloc").
+    variant: str = ""
 
     @property
     def rss_max_mib(self) -> float | None:
@@ -402,6 +510,14 @@ class Bench:
         self.floors: dict[str, dict] = {}
         self.generation: dict = {}
         self.values: list[tuple[str, str]] = []
+        self.https_url: str | None = None
+        self.store: Store | None = None
+        self.store_wrap: list[str] | None = None
+        self.fnox: str | None = None
+        # (name, binary) per allocator build, for the allocator rows (KMSENV_ALLOC_BINS).
+        self.alloc_bins: list[tuple[str, Path]] = []
+        # What this run measures (--only): all of SECTIONS by default.
+        self.sections: set[str] = set(SECTIONS)
         self.hyperfine = shutil.which("hyperfine")
         self.gnu_time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
         if not self.hyperfine:
@@ -413,8 +529,19 @@ class Bench:
 
     def start(self) -> None:
         self.moto = Moto(start_moto(self.work))
-        self.proxy = Proxy(start_proxy(self.work, self.moto.port))
-        log(f"moto_server on {self.moto.url}, fault proxy on {self.proxy.url}")
+        ca = None
+        if shutil.which("openssl"):
+            ca = make_test_ca(self.work / "tls")
+        else:
+            self.notes.append("HTTPS rows: the openssl CLI is not installed (it makes the test CA), so not measured.")
+        self.proxy = Proxy(start_proxy(self.work, self.moto.port, ca))
+        log(f"moto_server on {self.moto.url}, fault proxy on {self.proxy.url}" + (" (and https)" if ca else ""))
+        if ca:
+            self.https_url = f"https://127.0.0.1:{self.proxy.port}"
+            self.store = store_with(self.work, ca)
+            self.store_wrap = self.mount_store() if self.store else None
+            if not self.store:
+                self.notes.append(f"HTTPS, system store: no {SYSTEM_SSL}/certs/ca-certificates.crt on this host, so not measured.")
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KMSENV_", "DOTENV_"))}
         base.update(
             AWS_ACCESS_KEY_ID="bench",
@@ -434,6 +561,25 @@ class Bench:
         self.make_env = {**base, "AWS_ENDPOINT_URL_KMS": self.moto.url}
         self.key = self.moto.create_key()
         log(f"KMS key {self.key}")
+
+    def mount_store(self) -> list[str] | None:
+        """The prefix that runs a command in a mount namespace of its own, where the
+        store copy is bind-mounted over /etc/ssl: kmsenv then finds the test CA where
+        it finds a host's roots, with no SSL_CERT_* set. `unshare -m` as root, else
+        `unshare -rm` (a user namespace, where it may mount). None when neither works."""
+        mount = ["sh", "-c", 'mount --bind "$0" /etc/ssl && exec "$@"', str(self.store.root)]
+        tried = []
+        for unshare in (["unshare", "-m"], ["unshare", "-rm"]) if os.geteuid() == 0 else (["unshare", "-rm"],):
+            wrap = [*unshare, "--", *mount]
+            # Inside, /etc/ssl's bundle must be the copy: one certificate more than the host's.
+            proc = run([*wrap, "grep", "-c", "--", "-----BEGIN CERTIFICATE-----",
+                        str(SYSTEM_SSL / "certs" / "ca-certificates.crt")], dict(os.environ), check=False)
+            if proc.returncode == 0 and proc.stdout.strip() == str(self.store.bundle_certs).encode():
+                return wrap
+            tried.append(f"`{' '.join(unshare)}`: {proc.stderr.decode(errors='replace').strip()[:200] or proc.returncode}")
+        self.notes.append("HTTPS, system store: could not mount the store copy over /etc/ssl (" + "; ".join(tried)
+                          + "), so not measured.")
+        return None
 
     def kms(self, *args: str, file: Path, stdin: bytes | None = None) -> None:
         run([str(self.kmsenv), "-q", "-f", str(file), *args], self.make_env, stdin=stdin)
@@ -458,33 +604,40 @@ class Bench:
             self.files["envelope", n] = envelope
         log(f"plain and envelope files (kmsenv init/import) for N={p.ns} in {time.monotonic() - started:.1f} s")
 
-        # Direct values: two ways to make them; time both on the same N, use the faster.
-        probe_n = 10
-        started = time.monotonic()
-        via_set = self.work / f"direct-{probe_n}-via-set.toml"
-        via_set.write_text("[kmsenv]\nversion = 1\n")
-        for name, value in self.values[:probe_n]:
-            self.kms("set", "--kms", "--key", self.key, name, file=via_set, stdin=value.encode())
-        t_set = time.monotonic() - started
-        started = time.monotonic()
-        via_encrypt = self.write_direct(probe_n, self.work / f"direct-{probe_n}-via-encrypt.toml")
-        t_encrypt = time.monotonic() - started
-        run([str(self.kmsenv), "-q", "-f", str(via_set), "check"], self.make_env)
-        run([str(self.kmsenv), "-q", "-f", str(via_encrypt), "check"], self.make_env)
-        faster = "encrypt" if t_encrypt <= t_set else "set"
-        self.generation = {
-            "probe_n": probe_n,
-            "set_s": t_set,
-            "encrypt_s": t_encrypt,
-            "used": faster,
-        }
-        log(f"direct values, N={probe_n}: `kmsenv set --kms` per value {t_set:.2f} s, "
-            f"KMS Encrypt + writing the TOML {t_encrypt:.2f} s: using {faster}")
+        # Direct values: two ways to make them; time both on the same N, use the faster
+        # (a partial run without the peers' rows just encrypts).
+        peers = bool(self.sections & {"base", "latency"})
+        faster = "encrypt"
+        self.generation = {"used": faster}
+        if peers:
+            probe_n = 10
+            started = time.monotonic()
+            via_set = self.work / f"direct-{probe_n}-via-set.toml"
+            via_set.write_text("[kmsenv]\nversion = 1\n")
+            for name, value in self.values[:probe_n]:
+                self.kms("set", "--kms", "--key", self.key, name, file=via_set, stdin=value.encode())
+            t_set = time.monotonic() - started
+            started = time.monotonic()
+            via_encrypt = self.write_direct(probe_n, self.work / f"direct-{probe_n}-via-encrypt.toml")
+            t_encrypt = time.monotonic() - started
+            run([str(self.kmsenv), "-q", "-f", str(via_set), "check"], self.make_env)
+            run([str(self.kmsenv), "-q", "-f", str(via_encrypt), "check"], self.make_env)
+            faster = "encrypt" if t_encrypt <= t_set else "set"
+            self.generation = {
+                "probe_n": probe_n,
+                "set_s": t_set,
+                "encrypt_s": t_encrypt,
+                "used": faster,
+            }
+            log(f"direct values, N={probe_n}: `kmsenv set --kms` per value {t_set:.2f} s, "
+                f"KMS Encrypt + writing the TOML {t_encrypt:.2f} s: using {faster}")
 
         started = time.monotonic()
         direct_ns = sorted(set(p.direct_ns) | set(n for n in p.ns if n <= 100) | {p.storm_direct_values}
                            | set(p.latency_direct_ns) | set(p.boto3_latency_ns) | set(p.awscli_ns)
                            | set(p.ns))  # the boto3 peer reads direct files at every N
+        if not peers:
+            direct_ns = [p.storm_direct_values] if "storm" in self.sections else []
         for n in direct_ns:
             path = self.work / f"direct-{n}.toml"
             if faster == "encrypt":
@@ -498,7 +651,7 @@ class Bench:
         self.generation["direct_all_s"] = time.monotonic() - started
         log(f"direct files for N={direct_ns} in {self.generation['direct_all_s']:.1f} s")
 
-        for n in sorted(set(p.awscli_ns)):
+        for n in sorted(set(p.awscli_ns)) if peers else []:
             # The awscli loop reads NAME<TAB>KEY<TAB>CIPHERTEXT lines: the direct file's values.
             with open(self.files["direct", n], "rb") as f:
                 entries = tomllib.load(f)["env"]
@@ -506,7 +659,7 @@ class Bench:
             tsv.write_text("".join(f"{name}\t{e['key']}\t{e['kms']}\n" for name, e in entries.items()))
             self.files["awscli", n] = tsv
 
-        if self.dotenvx:
+        if self.dotenvx and peers:
             started = time.monotonic()
             for n in sorted(set(p.ns)):
                 folder = self.work / f"dotenvx-{n}"
@@ -551,6 +704,7 @@ class Bench:
         cmd = row.command
         assert cmd[-1] == "true", cmd
         probe = cmd if row.tool == "true" else [*cmd[:-1], "env"]
+        env = {**self.env, **row.env}
         try:
             # 1. One run with `env` instead of `true`: the values arrived, and the KMS
             #    calls of one run (reset before, read after).
@@ -558,12 +712,16 @@ class Bench:
             rss_file = self.work / "rss.txt"
             self.proxy.reset()
             started = time.monotonic()
-            proc = run([self.gnu_time, "-f", "%M", "-o", str(rss_file), *probe], self.env, timeout=900)
+            proc = run([*row.wrap, self.gnu_time, "-f", "%M", "-o", str(rss_file), *probe], env, timeout=900)
             one_run = time.monotonic() - started
             counts = self.proxy.counts()
             row.kms_calls = counts["total"]
             row.kms_decrypts = counts["ops"].get("Decrypt", 0)
             row.verified = self.check_env(row, proc.stdout)
+            if row.tls:
+                if not row.kms_calls or counts.get("tls", 0) != row.kms_calls:
+                    raise BenchError(f"{row.label}: {counts.get('tls', 0)} of {row.kms_calls} KMS calls came over TLS")
+                row.verified += ", over TLS"
             row.rss_kib.append(int(rss_file.read_text().strip().splitlines()[-1]))
 
             # 2. hyperfine: median wall time. Slow peers get fewer runs.
@@ -582,10 +740,10 @@ class Bench:
             export = self.out_dir / f"{slug}.json"
             self.proxy.reset()
             run(
-                [self.hyperfine, "-N", "--warmup", str(row.warmup), "--runs", str(row.runs),
+                [*row.wrap, self.hyperfine, "-N", "--warmup", str(row.warmup), "--runs", str(row.runs),
                  "--style", "none", "--export-json", str(export), "--command-name", row.label,
                  shlex.join(cmd)],
-                self.env,
+                env,
                 timeout=1800,
             )
             row.kms_during_timing = self.proxy.counts()["total"]
@@ -598,7 +756,7 @@ class Bench:
             # 3. Peak RSS, GNU time's %M (max RSS of the process, kept across execve:
             #    kmsenv's own peak before it became `true`). Several runs, the max kept.
             for _ in range(rss_runs):
-                run([self.gnu_time, "-f", "%M", "-o", str(rss_file), *cmd], self.env, timeout=900)
+                run([*row.wrap, self.gnu_time, "-f", "%M", "-o", str(rss_file), *cmd], env, timeout=900)
                 row.rss_kib.append(int(rss_file.read_text().strip().splitlines()[-1]))
         except (BenchError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as exc:
             row.error = str(exc)[:500]
@@ -699,11 +857,12 @@ class Bench:
         self.measure_fnox(group)
 
     def measure_fnox(self, group: str) -> None:
-        fnox = shutil.which("fnox")
+        fnox = self.fnox
         if group != "base":
             return
         if not fnox:
-            self.notes.append("fnox: not installed (not on PATH), so not measured.")
+            self.notes.append(f"fnox: not installed (not $FNOX, on PATH or in {FNOX_ROOT.relative_to(ROOT)}/bin; "
+                              "`make bench PEERS=all` installs it), so not measured.")
             log("fnox: not installed")
             return
         # fnox's aws-kms provider: one Encrypt per `fnox set`, one Decrypt per secret at exec.
@@ -741,6 +900,45 @@ class Bench:
                                   "--", "true"]), slow_peer=True)
         finally:
             self.proxy.config(latency_ms=0)
+
+    # -- HTTPS ---------------------------------------------------------------
+
+    def measure_https(self) -> None:
+        """Envelope files over HTTPS (the proxy's TLS mode, certificate from the test
+        CA): trusted through a system store of realistic size (the store copy over
+        /etc/ssl, no SSL_CERT_*: a typical host), through SSL_CERT_FILE = that
+        bundle, and through SSL_CERT_FILE and SSL_CERT_DIR both."""
+        if not self.https_url:
+            return
+        endpoint = {"AWS_ENDPOINT_URL_KMS": self.https_url}
+        for n in self.plan.https_ns:
+            cmd = self.kmsenv_cmd(self.files["envelope", n])
+            if self.store_wrap:
+                self.measure(Row("https", "kmsenv", "envelope", n, f"kmsenv envelope N={n}, https, system store",
+                                 cmd, env=endpoint, wrap=self.store_wrap, tls=True))
+            if self.store:
+                bundle = {"SSL_CERT_FILE": str(self.store.bundle)}
+                self.measure(Row("https", "kmsenv", "envelope", n, f"kmsenv envelope N={n}, https, SSL_CERT_FILE",
+                                 cmd, env={**endpoint, **bundle}, tls=True))
+                self.measure(Row("https", "kmsenv", "envelope", n,
+                                 f"kmsenv envelope N={n}, https, SSL_CERT_FILE + SSL_CERT_DIR", cmd,
+                                 env={**endpoint, **bundle, "SSL_CERT_DIR": str(self.store.folder)}, tls=True))
+
+    # -- allocators ----------------------------------------------------------
+
+    def measure_allocators(self) -> None:
+        """The same commit built with each allocator (KMSENV_ALLOC_BINS), on plain-only
+        and envelope files at the smallest and largest N, one build after the other at
+        each N so that load on the machine hits them alike."""
+        if not self.alloc_bins:
+            return
+        ns = sorted({min(self.plan.ns), max(self.plan.ns)})
+        for kind in ("plain", "envelope"):
+            for n in ns:
+                for name, binary in self.alloc_bins:
+                    self.measure(Row("alloc", "kmsenv", kind, n, f"{name}: {kind} N={n}",
+                                     [str(binary), "-f", str(self.files[kind, n]), "exec", "--", "true"],
+                                     variant=name))
 
     # -- storm -------------------------------------------------------------
 
@@ -955,6 +1153,74 @@ class Report:
             )
         return lines
 
+    def https_table(self) -> list[str]:
+        rows = [r for r in self.b.rows if r.group == "https"]
+        store = self.b.store
+        if not rows:
+            return []
+        lines = [
+            "",
+            "## HTTPS",
+            "",
+            "The same envelope files over `https://127.0.0.1:PORT`: the fault proxy serving TLS with a server "
+            "certificate from a throwaway CA (made with `openssl` like `tests/support/tls.rs`), no added latency. "
+            + (f"The CA is trusted through a copy of this host's `/etc/ssl` with the test CA added to its bundle "
+               f"(`certs/ca-certificates.crt`, {store.bundle_certs} certificates) and to its hashed folder "
+               f"(`certs/`, {store.folder_entries} entries): *system store* rows run in a mount namespace "
+               f"(`{' '.join(self.b.store_wrap[:2]) if self.b.store_wrap else 'unshare'}`) where that copy is "
+               "bind-mounted over `/etc/ssl`, with no `SSL_CERT_*` set — what a typical host does; the other rows "
+               "point `SSL_CERT_FILE` (and `SSL_CERT_DIR`) at the copy. " if store else "")
+            + "Every KMS call of the check run came over TLS (the proxy counts them). "
+            "*over http* = this median − the `http://` envelope row at the same N (table above).",
+            "",
+            "| command | N | median ms | min ms | CPU ms | over http ms | peak RSS MiB | KMS calls/run | runs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in rows:
+            if row.error:
+                lines.append(f"| {row.label} | {row.n} | failed: {row.error[:120]} | | | | | | |")
+                continue
+            http = self.find("base", "kmsenv", "envelope", row.n)
+            over = f"{row.median_ms - http.median_ms:+.2f}" if http else "–"
+            lines.append(f"| {row.label} | {row.n} | {row.median_ms:.2f} | {row.min_ms:.2f} | {row.cpu_ms:.1f} | {over} | "
+                         f"{row.rss_max_mib:.2f} | {row.kms_calls} | {row.warmup}+{row.runs} |")
+        return lines
+
+    def alloc_table(self) -> list[str]:
+        b = self.b
+        rows = [r for r in b.rows if r.group == "alloc"]
+        if not rows:
+            return []
+        ns = sorted({r.n for r in rows})
+        lines = [
+            "",
+            "## Allocators",
+            "",
+            "The same commit built with each global allocator (`KMSENV_ALLOC_BINS`; `make bench` builds them as "
+            "`make static` builds the release binary, with `--features` for the allocator), measured one after "
+            "the other at each N. Cells: median ms / user+system CPU ms; size: the stripped x86_64 binary.",
+            "",
+            "| allocator | bytes | " + " | ".join(f"{k} N={n}" for k in ("plain", "envelope") for n in ns)
+            + " | plain growth | envelope growth |",
+            "|---|---:|" + "---:|" * (2 * len(ns) + 2),
+        ]
+        for name, binary in b.alloc_bins:
+            cells, medians = [], {}
+            for kind in ("plain", "envelope"):
+                for n in ns:
+                    row = next((r for r in rows if (r.variant, r.kind, r.n) == (name, kind, n)), None)
+                    if row is None or row.error:
+                        cells.append("failed" if row else "–")
+                        continue
+                    medians[kind, n] = row.median_ms
+                    cells.append(f"{row.median_ms:.2f} / {row.cpu_ms:.2f}")
+            growth = []
+            for kind in ("plain", "envelope"):
+                lo, hi = medians.get((kind, ns[0])), medians.get((kind, ns[-1]))
+                growth.append(f"{hi / lo:.2f}×" if lo and hi else "–")
+            lines.append(f"| {name} | {binary.stat().st_size} | " + " | ".join(cells) + " | " + " | ".join(growth) + " |")
+        return lines
+
     def scale_table(self) -> list[str]:
         rows = [r for r in self.b.rows if r.group == "scale"]
         if not rows:
@@ -1029,6 +1295,29 @@ class Report:
             self.target(r <= 1.5, f"growth: envelope N=1000 / N=1 = {env1000.median_ms:.2f} / {env1.median_ms:.2f} ms = {r:.2f}× (target ≤ 1.5×)")
         else:
             self.target(None, "growth envelope N=1000 vs N=1: not measured")
+        plain1, plain1000 = self.find("base", "kmsenv", "plain", 1), self.find("base", "kmsenv", "plain", 1000)
+        if plain1 and plain1000:
+            r = plain1000.median_ms / plain1.median_ms
+            self.target(r <= 2, f"growth: plain-only N=1000 / N=1 = {plain1000.median_ms:.2f} / {plain1.median_ms:.2f} ms "
+                        f"= {r:.2f}× (target ≤ 2×)")
+        elif "base" in b.sections:
+            self.target(None, "growth plain-only N=1000 vs N=1: not measured")
+        for n in (1, 100):
+            row = self.find("base", "kmsenv", "envelope", n)
+            if row:
+                self.target(row.cpu_ms <= 2, f"CPU of an envelope run, N={n}: {row.cpu_ms:.2f} ms user+system "
+                            "(hyperfine's mean; target ≤ 2 ms)")
+        for n in b.plan.https_ns:
+            https = next((r for r in b.rows if r.group == "https" and r.n == n and r.wrap and not r.error), None)
+            http = self.find("base", "kmsenv", "envelope", n)
+            if https and http:
+                d = https.median_ms - http.median_ms
+                self.target(d <= 2, f"envelope N={n} over HTTPS on a typical host (system store, no SSL_CERT_*): "
+                            f"{https.median_ms:.2f} ms − http {http.median_ms:.2f} ms = {d:+.2f} ms (target ≤ +2 ms)")
+            elif "https" in b.sections:
+                self.target(None, f"envelope N={n} over HTTPS, system store: not measured"
+                            + ("" if http else " (or no http row to compare with)"))
+        self.peer_targets()
         floor = self.find("base", "true", "-", None)
         for n in b.plan.ns:
             plain = self.find("base", "kmsenv", "plain", n)
@@ -1055,7 +1344,7 @@ class Report:
             if row.kind == "envelope":
                 runs = row.warmup + row.runs
                 ok = row.kms_calls == 1 and row.kms_decrypts == 1 and row.kms_during_timing == runs
-                self.target(ok, f"KMS calls, {row.group} envelope N={row.n}: {row.kms_calls} per run "
+                self.target(ok, f"KMS calls, {row.group} {row.label.removeprefix('kmsenv ')}: {row.kms_calls} per run "
                             f"({row.kms_decrypts} Decrypt); {row.kms_during_timing} during {runs} timed runs (target exactly 1 per file)")
             elif row.kind == "direct":
                 runs = row.warmup + row.runs
@@ -1074,6 +1363,29 @@ class Report:
             if row.tool == "kmsenv" and row.n == 1000 and not row.error and row.group != "scale":
                 self.target(row.rss_max_mib <= 12, f"peak RSS, {row.group} {row.kind} N=1000: {row.rss_max_mib:.2f} MiB (target ≤ 12 MiB)")
 
+    def peer_targets(self) -> None:
+        """Every peer slower than kmsenv (its envelope file, same N, same latency) at every N measured."""
+        for tool in ("boto3", "awscli", "dotenvx", "fnox"):
+            pairs, unmatched = [], []
+            for row in self.b.rows:
+                if row.tool != tool or row.group not in ("base", "latency"):
+                    continue
+                ref = self.find(row.group, "kmsenv", "envelope", row.n)
+                if row.error or ref is None:
+                    unmatched.append(f"{row.group} N={row.n}" + (" failed" if row.error else ""))
+                    continue
+                pairs.append((row.median_ms / ref.median_ms, row))
+            if not pairs:
+                if unmatched:
+                    self.target(None, f"{tool} slower than kmsenv at every N: nothing to compare ({', '.join(unmatched)})")
+                continue
+            worst, row = min(pairs, key=lambda x: x[0])
+            text = (f"{tool} slower than kmsenv (envelope file) at every N measured: {len(pairs)} rows, the closest "
+                    f"{row.group} N={row.n} at {worst:.2f}× kmsenv's median (target > 1× everywhere)")
+            if unmatched:
+                text += f"; not compared: {', '.join(unmatched)}"
+            self.target(worst > 1, text)
+
     def render(self) -> str:
         b = self.b
         p = b.plan
@@ -1084,7 +1396,7 @@ class Report:
         out = [
             "# kmsenv benchmark results",
             "",
-            f"Generated by `make bench` (`python3 bench/run.py{' --quick' if info['quick'] else ''}`) on "
+            f"Generated by `make bench` (`{shlex.join(['python3', 'bench/run.py', *info['argv']])}`) on "
             f"{self.started.strftime('%Y-%m-%d %H:%M %Z').strip()}; the whole run took {self.elapsed_s / 60:.1f} min.",
             "",
             "## Machine and build",
@@ -1144,10 +1456,24 @@ class Report:
         for note in b.notes:
             out.append(f"- {note}")
         out += self.floor_table()
-        out += ["", "## No added latency", ""] + self.table("base")
-        out += ["", f"## {p.latency_ms:g} ms added to every KMS request by the proxy", ""] + self.table("latency")
+        if any(r.group == "base" for r in b.rows):
+            out += ["", "## No added latency", ""] + self.table("base")
+        if any(r.group == "latency" for r in b.rows):
+            out += ["", f"## {p.latency_ms:g} ms added to every KMS request by the proxy", ""] + self.table("latency")
+        out += self.https_table()
+        out += self.alloc_table()
         out += self.scale_table()
-        out += [
+        out += self.storm_section() if b.storms else []
+        out += ["", "## Targets (checked by the bench, not by tests)", ""]
+        for ok, text in self.targets:
+            mark = "PASS" if ok else ("MISS" if ok is False else "N/A ")
+            out.append(f"- **{mark}** {text}")
+        return "\n".join(out) + "\n"
+
+    def storm_section(self) -> list[str]:
+        b = self.b
+        p = b.plan
+        out = [
             "",
             "## Fleet start storm",
             "",
@@ -1157,7 +1483,8 @@ class Report:
             f"(token bucket, burst {p.storm_quota_burst:g}) and answers `ThrottlingException` beyond it — "
             "a scaled-down model of a KMS account quota, set below the sustained rate that moto + the proxy "
             "can serve here (table above) so that, as with real KMS, the quota and not the server is the limit. "
-            "kmsenv retries throttling (standard mode, 4 attempts, backoff with jitter). Time to exec = from spawn to exit of "
+            "kmsenv retries throttling until its `--timeout` (the SDK's standard mode: exponential backoff with full "
+            "jitter, capped at 5 s; other failures get 4 attempts). Time to exec = from spawn to exit of "
             "`kmsenv exec -- true` (includes kmsenv's retries with backoff; `true` itself takes ~1 ms), "
             "percentiles over the processes that exec'd.",
             "",
@@ -1177,11 +1504,7 @@ class Report:
         for s in b.storms:
             if s["sample_error"]:
                 out.append(f"\nA failure ({s['kind']}): `{s['sample_error'][:300]}`")
-        out += ["", "## Targets (checked by the bench, not by tests)", ""]
-        for ok, text in self.targets:
-            mark = "PASS" if ok else ("MISS" if ok is False else "N/A ")
-            out.append(f"- **{mark}** {text}")
-        return "\n".join(out) + "\n"
+        return out
 
 
 # ---------------------------------------------------------------------------
@@ -1191,6 +1514,27 @@ class OnlyScale(Exception):
     """`--only-scale`: the scale rows are measured; go straight to the report."""
 
 
+def sections_arg(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown section(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(SECTIONS)}")
+    return names
+
+
+def alloc_bins(text: str) -> list[tuple[str, Path]]:
+    """KMSENV_ALLOC_BINS="NAME=BINARY,NAME=BINARY" (what `make bench` builds)."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, path = item.partition("=")
+        binary = Path(path) if Path(path).is_absolute() else ROOT / path
+        if not sep or not os.access(binary, os.X_OK):
+            raise SystemExit(f"bench: KMSENV_ALLOC_BINS: {item!r} is not NAME=EXECUTABLE")
+        out.append((name, binary))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few runs, small N (for developing the bench)")
@@ -1198,9 +1542,21 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     parser.add_argument("--only-scale", action="store_true",
                         help="only the export-vs-list rows (no KMS needed); report: bench/results/RESULTS-scale.md")
+    parser.add_argument("--only", type=sections_arg, metavar="SECTION[,SECTION]",
+                        help=f"measure only these parts ({', '.join(SECTIONS)}); report: bench/results/RESULTS-only.md")
+    storm = parser.add_argument_group("fleet storm (default: the plan's; a full storm takes minutes on 2 cores)")
+    storm.add_argument("--storm-procs", type=int, help="processes started in all (full plan: 500)")
+    storm.add_argument("--storm-concurrency", type=int, help="at most this many at once (full plan: 50)")
+    storm.add_argument("--storm-values", type=int, help="direct kms values per file (full plan: 20)")
+    storm.add_argument("--storm-quota", type=float, help="the proxy's quota in requests/s, also its burst (100)")
+    storm.add_argument("--storm-timeout", type=int, help="each process's --timeout in seconds (30)")
     args = parser.parse_args()
 
     plan = QUICK if args.quick else FULL
+    storm_sizes = {"storm_procs": args.storm_procs, "storm_concurrency": args.storm_concurrency,
+                   "storm_direct_values": args.storm_values, "storm_quota_rps": args.storm_quota,
+                   "storm_quota_burst": args.storm_quota, "storm_timeout_s": args.storm_timeout}
+    plan = dataclasses.replace(plan, **{k: v for k, v in storm_sizes.items() if v is not None})
     out_dir = BENCH / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.json"):
@@ -1210,6 +1566,8 @@ def main() -> int:
         default_report = out_dir / "RESULTS-quick.md"
     if args.only_scale:
         default_report = out_dir / "RESULTS-scale.md"
+    elif args.only:
+        default_report = out_dir / "RESULTS-only.md"
     report_path = args.out or default_report
     kmsenv = Path(os.environ.get("KMSENV_BIN") or STATIC_BIN)
     if not kmsenv.is_absolute():
@@ -1233,6 +1591,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="kmsenv-bench-"))
     try:
         bench = Bench(plan, work, out_dir, kmsenv, dotenvx)
+        bench.sections = set(args.only or SECTIONS)
+        bench.fnox = find_fnox()
+        bench.alloc_bins = alloc_bins(os.environ.get("KMSENV_ALLOC_BINS", ""))
         if not dotenvx:
             bench.notes.append("dotenvx: not found (make bench installs it into bench/.node), so not measured.")
         log(f"measuring {kmsenv} ({'quick' if args.quick else 'full'} plan); work folder {work}")
@@ -1242,18 +1603,13 @@ def main() -> int:
             raise OnlyScale
         bench.start()
         bench.make_files()
-        section = time.monotonic()
-        bench.measure_base()
-        log(f"no-latency section took {time.monotonic() - section:.0f} s")
-        section = time.monotonic()
-        bench.measure_latency()
-        log(f"latency section took {time.monotonic() - section:.0f} s")
-        section = time.monotonic()
-        bench.measure_storms()
-        log(f"storm section took {time.monotonic() - section:.0f} s")
-        section = time.monotonic()
-        bench.measure_scale()
-        log(f"scale section took {time.monotonic() - section:.0f} s")
+        steps = {"base": bench.measure_base, "latency": bench.measure_latency, "https": bench.measure_https,
+                 "alloc": bench.measure_allocators, "storm": bench.measure_storms, "scale": bench.measure_scale}
+        for name in SECTIONS:
+            if name in bench.sections:
+                section = time.monotonic()
+                steps[name]()
+                log(f"{name} section took {time.monotonic() - section:.0f} s")
     except OnlyScale:
         pass
     except BenchError as exc:
@@ -1278,6 +1634,7 @@ def main() -> int:
     tools.append(output_of(["python3", "-c", "import moto; print('moto', moto.__version__)"]))
     info = {
         "quick": args.quick,
+        "argv": sys.argv[1:],
         "machine": machine_info(),
         "load_start": load_start,
         "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),

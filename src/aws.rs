@@ -74,7 +74,7 @@ impl AwsError {
                 }
                 "NotFoundException" => "no such key in this account and region: check the ARN and --region",
                 "ThrottlingException" => {
-                    "KMS request quota exceeded after retries: try again, or raise the quota"
+                    "the request quota was exceeded until the deadline: raise --timeout or the quota, or seal direct kms values (one KMS call per file)"
                 }
                 "TimeoutError" => "no answer in time: check the network, the endpoint and --timeout",
                 "ConnectionError" => {
@@ -378,7 +378,7 @@ impl Aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)
             .timeout_config(timeouts)
-            .retry_config(RetryConfig::standard().with_max_attempts(4))
+            .retry_config(retry_config(false))
             .identity_cache(
                 IdentityCache::lazy()
                     .load_timeout(remaining.min(Duration::from_secs(10)))
@@ -561,7 +561,49 @@ impl http_body::Body for CappedBody {
     }
 }
 
-/// Remembers why the last attempt of one call failed, as the SDK retries it.
+/// Attempts in all for a failure other than throttling (5xx, a reset, a refused
+/// connection): enough to ride out a blip, few enough that a wrong endpoint fails
+/// in seconds rather than at the deadline.
+pub const MAX_ATTEMPTS: u32 = 4;
+
+/// The longest wait between two attempts. The SDK waits a random time up to
+/// 1 s, 2 s, 4 s, … (full jitter), capped here: under a quota shared by a fleet,
+/// a waiting process that comes back within seconds takes the capacity the others
+/// free (a fleet storm of 200 processes of 20 direct values started 199 with a 5 s
+/// cap, 187 with the SDK's 20 s).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The SDK's standard retry mode; `throttled`: the last attempt was throttled,
+/// and throttling is retried until the deadline (`--timeout`, which cuts the
+/// call) instead of for [`MAX_ATTEMPTS`]. A fleet starting at once shares one
+/// KMS request quota: with a fixed number of attempts most of it failed closed
+/// after using the quota for nothing (6 of 200 processes of 20 direct values
+/// started; until the deadline, 200). Adaptive mode (a client-side rate limiter) was
+/// measured too and started fewer (74 of 200): each new process learns the rate
+/// from nothing.
+fn retry_config(throttled: bool) -> RetryConfig {
+    let attempts = if throttled { u32::MAX } else { MAX_ATTEMPTS };
+    RetryConfig::standard()
+        .with_max_attempts(attempts)
+        .with_max_backoff(MAX_BACKOFF)
+}
+
+/// The error codes AWS answers when a request quota is exceeded (KMS:
+/// `ThrottlingException`; S3: `SlowDown`).
+fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "ThrottlingException"
+            | "Throttling"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "SlowDown"
+    )
+}
+
+/// Remembers why the last attempt of one call failed, as the SDK retries it, and
+/// sets the call's retry budget from it ([`retry_config`]): the SDK reads the
+/// retry configuration after this interceptor, before it decides on a retry.
 #[derive(Debug, Clone)]
 pub struct LastAttempt {
     last: Arc<Mutex<Option<AwsError>>>,
@@ -603,7 +645,7 @@ impl Intercept for LastAttempt {
         &self,
         ctx: &FinalizerInterceptorContextRef<'_>,
         _: &RuntimeComponents,
-        _: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(Err(e)) = ctx.output_or_error() {
             let summary = match e.as_operation_error() {
@@ -611,6 +653,8 @@ impl Intercept for LastAttempt {
                 None if e.is_timeout_error() => AwsError::new("TimeoutError", "attempt timed out"),
                 None => AwsError::new("ConnectionError", causes(e).pop().unwrap_or_default()),
             };
+            cfg.interceptor_state()
+                .store_put(retry_config(is_throttling(&summary.code)));
             *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
         }
         Ok(())

@@ -8,6 +8,16 @@ use clap::Parser;
 
 use kmsenv::{cli, commands, error};
 
+// musl's allocator returns memory to the kernel eagerly (an mmap and munmap for
+// many small allocations): mimalloc on musl builds (Cargo.toml says more).
+#[cfg(all(target_env = "musl", not(feature = "musl-malloc"), not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(target_env = "musl", feature = "jemalloc", not(feature = "musl-malloc")))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,

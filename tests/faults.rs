@@ -153,8 +153,10 @@ fn throttled_twice_then_answered_exec_succeeds() {
     );
 }
 
+/// Throttling is retried until the deadline, not for a fixed number of attempts:
+/// a fleet sharing one quota gets through when its processes keep trying.
 #[test]
-fn throttled_forever_fails_after_retries_naming_throttling() {
+fn throttled_forever_is_retried_until_the_deadline_then_fails_naming_throttling() {
     let sandbox = Sandbox::new();
     let (file, key) = sandbox.file_with("kmsenv.toml", SEALED_FILE);
     let proxy = Proxy::start();
@@ -162,14 +164,14 @@ fn throttled_forever_fails_after_retries_naming_throttling() {
         "[{}]",
         rule(Some("Decrypt"), None, None, &error_action("ThrottlingException"))
     ));
-    // 4 attempts with at most 1 + 2 + 4 s of jittered backoff: well inside 30 s.
-    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "30"])
+    // The first four waits are at most 1 + 2 + 4 + 5 s (jitter, capped at 5 s): a
+    // fifth attempt always comes before a 15 s deadline.
+    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "15"])
         .fails_closed(&sandbox, &file, &["ThrottlingException", &key])
         .within(20.0);
-    assert_eq!(
-        proxy.count_op("Decrypt"),
-        4,
-        "standard retry mode makes 4 attempts: {}",
+    assert!(
+        proxy.count_op("Decrypt") >= 5,
+        "throttling is retried past the 4 attempts other failures get: {}",
         proxy.counts()
     );
 }
@@ -702,9 +704,10 @@ fn a_quota_that_stops_per_secret_calls_does_not_stop_an_envelope_file() {
         .within(8.0);
     assert_eq!(proxy.throttled(), 0, "{}", proxy.counts());
 
+    // Throttling is retried until the deadline: a short one.
     proxy.config("{\"quota_rps\": 0.001, \"quota_burst\": 1}");
-    exec_via(&sandbox, &proxy.endpoint(), &direct, &["--timeout", "30"])
+    exec_via(&sandbox, &proxy.endpoint(), &direct, &["--timeout", "8"])
         .fails_closed(&sandbox, &direct, &["ThrottlingException"])
-        .within(20.0);
+        .within(13.0);
     assert!(proxy.throttled() >= 4, "{}", proxy.counts());
 }

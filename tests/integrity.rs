@@ -995,6 +995,38 @@ fn check_warns_about_a_kms_value_not_bound_to_its_name() {
     );
 }
 
+/// Direct values cost one KMS call each at every start: with more than one,
+/// `check` says so and how to seal them (one call per file).
+#[test]
+fn check_advises_sealing_when_direct_values_cost_a_kms_call_each() {
+    let victim = Victim::new();
+    let advice = |stderr: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains("KMS calls at every start"))
+            .map(str::to_string)
+    };
+    // One direct value (API_TOKEN) next to sealed ones: no advice.
+    let out = victim.kmsenv().arg("check").run().ok();
+    assert_eq!(advice(&out.stderr), None, "{}", out.stderr);
+
+    let kms = ["--kms", "--key", victim.key()];
+    victim
+        .sandbox
+        .set_with(&victim.file, &kms, "PARTNER_TOKEN", b"partner-token");
+    let out = victim.kmsenv().arg("check").run().ok();
+
+    let line = advice(&out.stderr).unwrap_or_else(|| panic!("no advice in:\n{}", out.stderr));
+    for needle in [
+        victim.path().as_str(),
+        "2 direct kms values cost 3 KMS calls",
+        "one per file",
+        "kmsenv set NAME",
+    ] {
+        assert!(line.contains(needle), "{needle:?} in {line:?}");
+    }
+}
+
 #[test]
 fn check_fails_on_a_stripped_file_that_mixes_plain_and_kms_values() {
     let victim = Victim::new();

@@ -23,6 +23,7 @@ pub fn run<K: Connect>(run: &Run<K>, args: CheckArgs) -> Result<()> {
                 let path = doc.path.display().to_string();
                 let path = escape(&path);
                 warn_unbound(run, doc);
+                advise_on_calls(run, doc);
                 let protection = match files.first().and_then(|f| f.opened_by.as_deref()) {
                     Some(arn) => format!("MAC ok, data key opened with {}", escape(arn)),
                     None => {
@@ -76,6 +77,28 @@ fn warn_unbound<K: Connect>(run: &Run<K>, doc: &Document) {
             ));
         }
     }
+}
+
+/// Each direct value is one KMS `Decrypt` at every start, where sealed values
+/// cost one call per file. A fleet starting at once shares one request quota:
+/// throttled calls are retried until `--timeout`, so a file of many direct values
+/// starts slowly or not at all (bench/RESULTS.md, "Fleet start storm").
+fn advise_on_calls<K: Connect>(run: &Run<K>, doc: &Document) {
+    let direct = doc
+        .entries
+        .iter()
+        .filter(|e| matches!(e.value, Value::Kms { .. }))
+        .count();
+    if direct < 2 {
+        return;
+    }
+    let calls = direct + usize::from(doc.has_keys());
+    run.note(format!(
+        "note: {}: {direct} direct kms values cost {calls} KMS calls at every start; sealed values cost one per file \
+         however many. A fleet starting at once shares the account's KMS request quota (throttled calls are retried \
+         until --timeout): seal them (`kmsenv get NAME | kmsenv set NAME`, in a file with keys: `kmsenv init --key KEY`)",
+        doc.path.display()
+    ));
 }
 
 /// Open everything without trusting the old MAC, then write a new one.
