@@ -112,10 +112,13 @@ bench: static tools bench-allocs
 	@python3 -c 'import boto3' 2>/dev/null || $(PIP) install --quiet boto3
 	@test -x $(DOTENVX) || npm install --silent --no-audit --no-fund --prefix $(BENCH_NODE) @dotenvx/dotenvx
 	@# fnox's lock file can name a version the registry no longer serves (yanked):
-	@# then it is installed without --locked.
+	@# then it is installed without --locked. Its hidapi dependency (YubiKey) builds
+	@# against libudev, installed from apt when missing.
 	@if [ "$(PEERS)" = all ] && [ -z "$$FNOX" ] && ! command -v fnox >/dev/null 2>&1 \
 		&& ! test -x $(FNOX_ROOT)/bin/fnox; then \
-		$(CARGO) install --locked --root $(FNOX_ROOT) fnox \
+		{ pkg-config --exists libudev 2>/dev/null \
+			|| { apt-get update -qq && apt-get install -y -qq libudev-dev pkg-config; }; } \
+		&& $(CARGO) install --locked --root $(FNOX_ROOT) fnox \
 		|| $(CARGO) install --root $(FNOX_ROOT) fnox; fi
 	KMSENV_BIN=$(KMSENV_BIN) DOTENVX=$(DOTENVX) KMSENV_ALLOC_BINS=$(if $(strip $(ALLOCS)),$(ALLOC_BINS)) \
 		python3 bench/run.py $(BENCH_ARGS)
