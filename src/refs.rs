@@ -587,9 +587,17 @@ fn match_param_batch(
                 }),
             };
             if !fits {
-                let asked_arn = match Arn::parse(id) {
-                    Some(_) => id.clone(),
-                    None => format!("{} in {region}", slash(id)),
+                // A name says no account: it is the caller's, so only the region
+                // and the name can differ from what was asked.
+                let asked_arn = match (Arn::parse(id), Arn::parse(arn)) {
+                    (Some(_), _) => id.clone(),
+                    (None, Some(a)) => format!(
+                        "arn:{}:ssm:{region}:{}:parameter{}",
+                        a.partition,
+                        a.account,
+                        slash(id)
+                    ),
+                    (None, None) => format!("{} in {region}", slash(id)),
                 };
                 return Err((i, other_arn(&asked_arn, arn)));
             }
@@ -897,13 +905,18 @@ pub mod fake {
             let params = f.params.borrow();
             let mut batch = ParamBatch::default();
             for n in names {
+                // As Parameter Store answers: the name, and the selector apart.
+                let (name, selector) = match n.split_once(':') {
+                    Some((name, sel)) => (name.to_string(), Some(format!(":{sel}"))),
+                    None => (n.clone(), None),
+                };
                 match params.get(n) {
                     Some((kind, version, value)) => batch.params.push(ParamAnswer {
-                        name: Some(n.clone()),
+                        name: Some(name),
                         arn: None,
                         kind: Some(kind.clone()),
                         version: *version,
-                        selector: None,
+                        selector,
                         value: Some(Secret::new(value.clone().into_bytes())),
                     }),
                     None => batch.invalid.push(n.clone()),
@@ -915,5 +928,416 @@ pub mod fake {
         fn parameter_region(&self) -> Option<String> {
             Some("eu-west-1".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::TestResult;
+    use crate::kms::fake::{FakeKms, block_on};
+    use std::path::Path;
+
+    const A: &str = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:a-AbCdEf";
+    const B: &str = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:b-AbCdEf";
+
+    fn text(s: &str) -> SecretData {
+        SecretData::Text(Secret::new(s.as_bytes().to_vec()))
+    }
+
+    fn answer(arn: &str, value: &str) -> SecretAnswer {
+        SecretAnswer {
+            arn: Some(arn.into()),
+            version_id: Some("v1".into()),
+            stages: vec!["AWSCURRENT".into()],
+            value: text(value),
+        }
+    }
+
+    fn values(got: Vec<SecretAnswer>) -> Vec<Vec<u8>> {
+        got.into_iter()
+            .map(|a| match a.value {
+                SecretData::Text(t) => t.expose().to_vec(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batch_answers_are_matched_by_arn_not_position() -> TestResult {
+        let batch = SecretBatch {
+            values: vec![answer(B, "for-b"), answer(A, "for-a")],
+            errors: vec![],
+        };
+        let got = match_secret_batch(&[A, B], batch).map_err(|(_, e)| e)?;
+        assert_eq!(values(got), [b"for-a".to_vec(), b"for-b".to_vec()]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_that_leaves_a_secret_out_fails_naming_it() {
+        let batch = SecretBatch {
+            values: vec![answer(A, "x")],
+            errors: vec![],
+        };
+        let (i, e) = match_secret_batch(&[A, B], batch).unwrap_err();
+        assert_eq!((i, e.code.as_str()), (1, "MissingFromAnswer"));
+    }
+
+    #[test]
+    fn a_batch_errors_entry_fails_with_its_code_for_its_secret() {
+        let batch = SecretBatch {
+            values: vec![answer(A, "x")],
+            errors: vec![BatchError {
+                secret_id: Some(B.into()),
+                error: AwsError::new("DecryptionFailure", "no"),
+            }],
+        };
+        let (i, e) = match_secret_batch(&[A, B], batch).unwrap_err();
+        assert_eq!((i, e.code.as_str()), (1, "DecryptionFailure"));
+    }
+
+    #[test]
+    fn an_answer_from_another_account_or_region_fails() {
+        for other in [
+            "arn:aws:secretsmanager:eu-west-1:999999999999:secret:a-AbCdEf",
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:a-AbCdEf",
+        ] {
+            let batch = SecretBatch {
+                values: vec![answer(other, "x"), answer(B, "y")],
+                errors: vec![],
+            };
+            let (i, e) = match_secret_batch(&[A, B], batch).unwrap_err();
+            assert_eq!(i, 0);
+            assert!(e.message.contains("another account or region"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_answer_for_a_secret_whose_arn_only_ends_alike_fails() {
+        // A suffix match would take it: the match is on the whole ARN.
+        let longer = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:xa-AbCdEf";
+        let batch = SecretBatch {
+            values: vec![answer(longer, "x")],
+            errors: vec![],
+        };
+        let (_, e) = match_secret_batch(&[A], batch).unwrap_err();
+        assert_eq!(e.code, "InvalidResponse");
+    }
+
+    #[test]
+    fn a_secret_answered_twice_or_not_current_fails() {
+        let twice = SecretBatch {
+            values: vec![answer(A, "x"), answer(A, "y")],
+            errors: vec![],
+        };
+        assert!(match_secret_batch(&[A], twice).is_err());
+        let mut old = answer(A, "x");
+        old.stages = vec!["AWSPREVIOUS".into()];
+        let batch = SecretBatch {
+            values: vec![old],
+            errors: vec![],
+        };
+        assert!(match_secret_batch(&[A], batch).is_err());
+    }
+
+    #[test]
+    fn a_pinned_answer_must_carry_the_stage_or_id_asked_for() {
+        let stage = SecretVersion::Stage("AWSPREVIOUS".into());
+        assert!(check_pinned(A, &stage, answer(A, "x")).is_err());
+        let mut prev = answer(A, "x");
+        prev.stages = vec!["AWSPREVIOUS".into()];
+        assert!(check_pinned(A, &stage, prev).is_ok());
+        assert!(check_pinned(A, &SecretVersion::Id("v2".into()), answer(A, "x")).is_err());
+        assert!(check_pinned(A, &SecretVersion::Id("v1".into()), answer(A, "x")).is_ok());
+        assert!(check_pinned(B, &SecretVersion::Id("v1".into()), answer(A, "x")).is_err());
+    }
+
+    fn param(name: &str, version: i64, selector: Option<&str>) -> ParamAnswer {
+        ParamAnswer {
+            name: Some(name.into()),
+            arn: Some(format!("arn:aws:ssm:eu-west-1:111122223333:parameter{name}")),
+            kind: Some("SecureString".into()),
+            version,
+            selector: selector.map(Into::into),
+            value: Some(Secret::new(name.as_bytes().to_vec())),
+        }
+    }
+
+    fn ask(id: &str, sel: Option<Selector>) -> (String, Option<Selector>) {
+        (id.to_string(), sel)
+    }
+
+    #[test]
+    fn parameters_are_matched_by_name_and_selector() -> TestResult {
+        let asked = [ask("/a", Some(Selector::Version(3))), ask("/b", None)];
+        let batch = ParamBatch {
+            params: vec![param("/b", 1, None), param("/a", 3, Some(":3"))],
+            invalid: vec![],
+        };
+        let got = match_param_batch("eu-west-1", &asked, batch).map_err(|(_, e)| e)?;
+        let names: Vec<_> = got.iter().map(|p| p.name.clone().unwrap_or_default()).collect();
+        assert_eq!(names, ["/a", "/b"]);
+        Ok(())
+    }
+
+    #[test]
+    fn without_a_selector_in_the_answer_a_version_must_equal_the_one_asked() {
+        let asked = [ask("/a", Some(Selector::Version(3)))];
+        let batch = ParamBatch {
+            params: vec![param("/a", 4, None)],
+            invalid: vec![],
+        };
+        assert!(match_param_batch("eu-west-1", &asked, batch).is_err());
+        let wrong_label = ParamBatch {
+            params: vec![param("/a", 3, Some(":old"))],
+            invalid: vec![],
+        };
+        let asked = [ask("/a", Some(Selector::Label("live".into())))];
+        assert!(match_param_batch("eu-west-1", &asked, wrong_label).is_err());
+        // Asked with no selector, answered for one.
+        let asked = [ask("/a", None)];
+        let batch = ParamBatch {
+            params: vec![param("/a", 3, Some(":3"))],
+            invalid: vec![],
+        };
+        assert!(match_param_batch("eu-west-1", &asked, batch).is_err());
+    }
+
+    #[test]
+    fn invalid_parameters_or_a_missing_one_fail_naming_it() {
+        let asked = [ask("/a", None), ask("/b", Some(Selector::Version(2)))];
+        let batch = ParamBatch {
+            params: vec![param("/a", 1, None)],
+            invalid: vec!["/b:2".into()],
+        };
+        let (i, e) = match_param_batch("eu-west-1", &asked, batch).unwrap_err();
+        assert_eq!((i, e.code.as_str()), (1, "InvalidParameters"));
+        let batch = ParamBatch {
+            params: vec![param("/a", 1, None)],
+            invalid: vec![],
+        };
+        let (i, e) = match_param_batch("eu-west-1", &asked, batch).unwrap_err();
+        assert_eq!((i, e.code.as_str()), (1, "MissingFromAnswer"));
+    }
+
+    #[test]
+    fn a_parameter_from_another_region_or_account_fails() {
+        let mut other = param("/a", 1, None);
+        other.arn = Some("arn:aws:ssm:us-east-1:111122223333:parameter/a".into());
+        let batch = ParamBatch {
+            params: vec![other],
+            invalid: vec![],
+        };
+        let (_, e) = match_param_batch("eu-west-1", &[ask("/a", None)], batch).unwrap_err();
+        assert!(e.message.contains("another account or region"), "{e}");
+        let asked_arn = "arn:aws:ssm:eu-west-1:111122223333:parameter/a";
+        let mut other = param("/a", 1, None);
+        other.arn = Some("arn:aws:ssm:eu-west-1:999999999999:parameter/a".into());
+        other.name = Some(asked_arn.into());
+        let batch = ParamBatch {
+            params: vec![other],
+            invalid: vec![],
+        };
+        let (_, e) = match_param_batch("eu-west-1", &[ask(asked_arn, None)], batch).unwrap_err();
+        assert!(e.message.contains("another account or region"), "{e}");
+    }
+
+    fn key_of(doc: &str, key: &str) -> std::result::Result<String, JsonProblem> {
+        json_key(doc.as_bytes(), key).map(|s| String::from_utf8_lossy(s.expose()).into_owned())
+    }
+
+    #[test]
+    fn json_key_takes_the_exact_top_level_string() {
+        let doc = r#"{"user":"app","password":"p\"w\u00e9","nested":{"password":"no"}}"#;
+        assert_eq!(key_of(doc, "password"), Ok("p\"wé".into()));
+        assert_eq!(key_of(doc, "Password"), Err(JsonProblem::Missing));
+        assert_eq!(
+            key_of(r#"{"nested":{"password":"no"}}"#, "password"),
+            Err(JsonProblem::Missing)
+        );
+    }
+
+    #[test]
+    fn json_key_matches_escaped_keys_after_unescaping() {
+        assert_eq!(key_of(r#"{"pass\u0077ord":"x"}"#, "password"), Ok("x".into()));
+        assert_eq!(
+            key_of(r#"{"pass\u0077ord":"x","password":"y"}"#, "password"),
+            Err(JsonProblem::Duplicate)
+        );
+    }
+
+    #[test]
+    fn json_key_refuses_a_value_that_is_not_a_string() {
+        assert_eq!(
+            key_of(r#"{"port":5432}"#, "port"),
+            Err(JsonProblem::NotString("a number"))
+        );
+        assert_eq!(key_of(r#"{"p":null}"#, "p"), Err(JsonProblem::NotString("null")));
+        assert_eq!(
+            key_of(r#"{"p":{"a":"b"}}"#, "p"),
+            Err(JsonProblem::NotString("an object"))
+        );
+        assert_eq!(
+            key_of(r#"{"p":["a"]}"#, "p"),
+            Err(JsonProblem::NotString("an array"))
+        );
+    }
+
+    #[test]
+    fn json_key_refuses_what_is_not_one_valid_json_object() {
+        assert_eq!(key_of("not json", "p"), Err(JsonProblem::Invalid));
+        assert_eq!(key_of(r#"{"p":"x"} {"p":"y"}"#, "p"), Err(JsonProblem::Invalid));
+        assert_eq!(key_of(r#"{"p":"x""#, "p"), Err(JsonProblem::Invalid));
+        assert_eq!(
+            key_of(r#"{"p":"x","q":"\ud800"}"#, "p"),
+            Err(JsonProblem::Invalid)
+        );
+        assert_eq!(key_of(r#"["p"]"#, "p"), Err(JsonProblem::NotObject));
+        assert_eq!(key_of(r#""p""#, "p"), Err(JsonProblem::NotObject));
+        assert_eq!(key_of("", "p"), Err(JsonProblem::Invalid));
+        assert_eq!(key_of("{\"p\":\"x\"}\n ", "p"), Ok("x".into()));
+    }
+
+    fn doc(env: &str) -> Result<Document> {
+        Document::parse(
+            Path::new("r.toml"),
+            format!("[kmsenv]\nversion = 2\n[env]\n{env}"),
+        )
+    }
+
+    #[test]
+    fn a_reference_used_twice_is_read_once_and_45_secrets_take_3_calls() -> TestResult {
+        let kms = FakeKms::default();
+        let mut env = String::new();
+        for i in 0..45 {
+            let arn = format!("arn:aws:secretsmanager:eu-west-1:111122223333:secret:s{i}-AbCdEf");
+            kms.refs.secrets.borrow_mut().insert(arn.clone(), format!("v{i}"));
+            env += &format!("S{i} = {{ secret = \"{arn}\" }}\n");
+        }
+        env += &format!(
+            "AGAIN = {{ secret = \"{}\" }}\n",
+            "arn:aws:secretsmanager:eu-west-1:111122223333:secret:s0-AbCdEf"
+        );
+        let d = doc(&env)?;
+        let got = block_on(read_all(&kms, std::slice::from_ref(&d), Selection::ALL))??;
+        assert_eq!(kms.refs.calls.get(), 3);
+        assert_eq!(got.len(), 46);
+        assert_eq!(
+            got.get(&(0, "AGAIN".into())).map(|s| s.expose().to_vec()),
+            Some(b"v0".to_vec())
+        );
+        assert_eq!(
+            got.get(&(0, "S44".into())).map(|s| s.expose().to_vec()),
+            Some(b"v44".to_vec())
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_secret_fails_naming_file_variable_reference_and_code() -> TestResult {
+        let kms = FakeKms::default();
+        let d = doc(&format!("DB = {{ secret = \"{A}\" }}\n"))?;
+        let err = block_on(read_all(&kms, std::slice::from_ref(&d), Selection::ALL))?.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("r.toml:4:1: DB: secret arn:aws:secretsmanager"),
+            "{text}"
+        );
+        assert!(text.contains("ResourceNotFoundException"), "{text}");
+        assert_eq!(err.exit_code(), 125);
+        Ok(())
+    }
+
+    #[test]
+    fn a_nul_byte_for_the_environment_or_a_binary_secret_without_file_fails() {
+        let env_entry = |file| Entry {
+            name: "T".into(),
+            value: Value::Ref(Reference::Secret(SecretRef {
+                arn: A.into(),
+                json_key: None,
+                version: SecretVersion::Current,
+            })),
+            file,
+            at: Default::default(),
+        };
+        let d = Document::parse(Path::new("r.toml"), "[kmsenv]\nversion = 2\n".into());
+        let Ok(d) = d else { panic!("an empty file parses") };
+        let (plain, as_file) = (env_entry(false), env_entry(true));
+        let u = |entry| Use {
+            doc: 0,
+            file: &d,
+            entry,
+        };
+        let nul = Raw::Secret(text("a\0b"));
+        assert!(deliver(&u(&plain), &nul).unwrap_err().to_string().contains("NUL"));
+        assert!(deliver(&u(&as_file), &nul).is_ok());
+        let bin = Raw::Secret(SecretData::Binary(Secret::new(vec![1, 2])));
+        assert!(
+            deliver(&u(&plain), &bin)
+                .unwrap_err()
+                .to_string()
+                .contains("file = true")
+        );
+        assert!(deliver(&u(&as_file), &bin).is_ok());
+        let big = Raw::Secret(text(&"x".repeat(MAX_VALUE_BYTES + 1)));
+        assert!(
+            deliver(&u(&as_file), &big)
+                .unwrap_err()
+                .to_string()
+                .contains("more than")
+        );
+    }
+
+    #[test]
+    fn a_parameter_of_another_type_fails() -> TestResult {
+        let kms = FakeKms::default();
+        kms.refs
+            .params
+            .borrow_mut()
+            .insert("/p".into(), ("String".into(), 1, "v".into()));
+        let d = doc("P = { ssm = \"/p\" }\n")?;
+        let got = block_on(read_all(&kms, std::slice::from_ref(&d), Selection::ALL))?;
+        if crate::ssm::ENABLED {
+            let text = got.unwrap_err().to_string();
+            assert!(text.contains("of type String, not SecureString"), "{text}");
+            let d = doc("P = { ssm = \"/p\", type = \"String\" }\n")?;
+            assert!(block_on(read_all(&kms, std::slice::from_ref(&d), Selection::ALL))?.is_ok());
+        } else {
+            let err = got.unwrap_err();
+            assert!(
+                err.to_string().contains("without Parameter Store support"),
+                "{err}"
+            );
+            assert!(err.hint().is_some_and(|h| h.contains("kmsenv-full")), "{err:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ten_parameters_take_one_call_and_two_selectors_of_one_name_two() -> TestResult {
+        if !crate::ssm::ENABLED {
+            return Ok(());
+        }
+        let kms = FakeKms::default();
+        let mut env = String::new();
+        for i in 0..10 {
+            kms.refs
+                .params
+                .borrow_mut()
+                .insert(format!("/p{i}"), ("SecureString".into(), 1, format!("v{i}")));
+            env += &format!("P{i} = {{ ssm = \"/p{i}\" }}\n");
+        }
+        block_on(read_all(&kms, std::slice::from_ref(&doc(&env)?), Selection::ALL))??;
+        assert_eq!(kms.refs.calls.get(), 1);
+        kms.refs
+            .params
+            .borrow_mut()
+            .insert("/p0:1".into(), ("SecureString".into(), 1, "v0".into()));
+        env += "OLD = { ssm = \"/p0:1\" }\n";
+        kms.refs.calls.set(0);
+        block_on(read_all(&kms, std::slice::from_ref(&doc(&env)?), Selection::ALL))??;
+        assert_eq!(kms.refs.calls.get(), 2);
+        Ok(())
     }
 }
