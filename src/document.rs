@@ -1,7 +1,7 @@
 //! The kmsenv file: reading it and checking it against format version 2 (DESIGN §2).
 //!
 //! A [`Document`] exists only once the whole file has been validated: names,
-//! shapes, base64, the reserved `kmsenv:` context rule, the binding of a direct
+//! shapes, base64, references (`reference`), the reserved `kmsenv:` context rule, the binding of a direct
 //! value's `file` flag, and the no-downgrade rule of a file without keys (a
 //! file that breaks it never becomes a `Document`). Every problem is reported
 //! with `file:line:column`. Nothing here decrypts or talks to KMS; checking the MAC

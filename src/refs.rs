@@ -468,18 +468,15 @@ fn match_secret_batch(
         }
         slots[i] = Some(answer);
     }
+    every_slot(slots, "the answer left this secret out, with no error for it")
+}
+
+/// The answers in the order asked, or the first left out (`MissingFromAnswer`).
+fn every_slot<T>(slots: Vec<Option<T>>, why: &str) -> std::result::Result<Vec<T>, (usize, AwsError)> {
     slots
         .into_iter()
         .enumerate()
-        .map(|(i, s)| {
-            s.ok_or((
-                i,
-                AwsError::new(
-                    "MissingFromAnswer",
-                    "the answer left this secret out, with no error for it",
-                ),
-            ))
-        })
+        .map(|(i, s)| s.ok_or_else(|| (i, AwsError::new("MissingFromAnswer", why))))
         .collect()
 }
 
@@ -566,6 +563,15 @@ fn match_param_batch(
             // the plan never puts two selectors of one name in one call.
             (None, Some(Selector::Label(_)) | None) => true,
         };
+        if answer.value.is_none() || answer.kind.is_none() {
+            return Err((
+                i,
+                AwsError::new(
+                    "InvalidResponse",
+                    "the answer has no Value or no Type for this parameter",
+                ),
+            ));
+        }
         if !sel_ok {
             return Err((
                 i,
@@ -604,19 +610,10 @@ fn match_param_batch(
         }
         slots[i] = Some(answer);
     }
-    slots
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            s.ok_or((
-                i,
-                AwsError::new(
-                    "MissingFromAnswer",
-                    "the answer left this parameter out, and did not list it as invalid",
-                ),
-            ))
-        })
-        .collect()
+    every_slot(
+        slots,
+        "the answer left this parameter out, and did not list it as invalid",
+    )
 }
 
 /// A parameter name as its ARN ends: `/a/b` → `/a/b`, `x` → `/x`.

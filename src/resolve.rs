@@ -1,6 +1,7 @@
-//! From validated files to decrypted values: unwrap every file's data key and
-//! decrypt every direct `kms` value concurrently, verify each MAC, open the
-//! sealed values, and refuse NUL bytes (DESIGN §4 steps 2–4).
+//! From validated files to decrypted values: unwrap every file's data key,
+//! decrypt every direct `kms` value and read every reference (`refs`)
+//! concurrently, verify each MAC, open the sealed values, and refuse NUL bytes
+//! (DESIGN §4 steps 2–4).
 //!
 //! The result, [`OpenedFile`], holds only plaintext that passed every check.
 //! Building the environment from it is `exec`'s business, not this module's.

@@ -83,17 +83,17 @@ impl SecretsManager {
                         .map_err(|e| classify(&e))
                 })
                 .await?;
-            batch.values.extend(
-                out.secret_values
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|v| SecretAnswer {
-                        arn: v.arn,
-                        version_id: v.version_id,
-                        stages: v.version_stages.unwrap_or_default(),
-                        value: data(v.secret_string, v.secret_binary),
-                    }),
-            );
+            batch
+                .values
+                .extend(out.secret_values.unwrap_or_default().into_iter().map(|v| {
+                    answer(
+                        v.arn,
+                        v.version_id,
+                        v.version_stages,
+                        v.secret_string,
+                        v.secret_binary,
+                    )
+                }));
             batch
                 .errors
                 .extend(out.errors.unwrap_or_default().into_iter().map(|e| BatchError {
@@ -138,20 +138,33 @@ impl SecretsManager {
                     .map_err(|e| classify(&e))
             })
             .await?;
-        Ok(SecretAnswer {
-            arn: out.arn,
-            version_id: out.version_id,
-            stages: out.version_stages.unwrap_or_default(),
-            value: data(out.secret_string, out.secret_binary),
-        })
+        Ok(answer(
+            out.arn,
+            out.version_id,
+            out.version_stages,
+            out.secret_string,
+            out.secret_binary,
+        ))
     }
 }
 
-/// The value of an answer, moved into zeroizing buffers at once.
-fn data(text: Option<String>, binary: Option<aws_smithy_types::Blob>) -> SecretData {
-    match (text, binary) {
+/// One secret of either answer, its value moved into a zeroizing buffer at once.
+fn answer(
+    arn: Option<String>,
+    version_id: Option<String>,
+    stages: Option<Vec<String>>,
+    text: Option<String>,
+    binary: Option<aws_smithy_types::Blob>,
+) -> SecretAnswer {
+    let value = match (text, binary) {
         (Some(t), _) => SecretData::Text(Secret::new(t.into_bytes())),
         (None, Some(b)) => SecretData::Binary(Secret::new(b.into_inner())),
         (None, None) => SecretData::Neither,
+    };
+    SecretAnswer {
+        arn,
+        version_id,
+        stages: stages.unwrap_or_default(),
+        value,
     }
 }

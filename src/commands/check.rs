@@ -1,5 +1,6 @@
 //! `kmsenv check`: open every file completely — MAC, every sealed value, every
-//! direct value — and report per file what protects it and `ok` per name. For CI.
+//! direct value, every reference read — and report per file what protects it
+//! and `ok` per name. For CI.
 //! `--fix-mac` re-verifies every value and writes a new MAC, for after a hand merge.
 
 use crate::cli::CheckArgs;
