@@ -352,9 +352,10 @@ fn plan<R: RefService>(svc: &R, uses: &BTreeMap<Key, Vec<Use<'_>>>) -> Result<Ve
             Key::Param(id, sel) => {
                 if !crate::ssm::ENABLED {
                     return Err(Error::usage(format!(
-                        "{}: this kmsenv was built without Parameter Store support, so it cannot read the ssm reference {}",
+                        "{}: this kmsenv was built without Parameter Store support, so it cannot read the ssm reference {}{}",
                         users[0].place(),
-                        escape(id)
+                        escape(id),
+                        sel.as_ref().map(ToString::to_string).unwrap_or_default()
                     ))
                     .with_hint(
                         "use the `kmsenv-full` binary from the release, or build with `--features ssm`",
