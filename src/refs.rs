@@ -874,7 +874,7 @@ pub fn json_key(doc: &[u8], key: &str) -> std::result::Result<Secret, JsonProble
         match token {
             Token::StartObject { .. } | Token::StartArray { .. } => depth += 1,
             Token::EndObject { .. } | Token::EndArray { .. } => {
-                depth -= 1;
+                depth = depth.saturating_sub(1);
                 if depth == 0 {
                     break;
                 }
@@ -907,7 +907,7 @@ fn json_valid(doc: &[u8]) -> bool {
         seen = true;
         match token {
             Token::StartObject { .. } | Token::StartArray { .. } => depth += 1,
-            Token::EndObject { .. } | Token::EndArray { .. } => depth -= 1,
+            Token::EndObject { .. } | Token::EndArray { .. } => depth = depth.saturating_sub(1),
             Token::ValueString { value, .. } if value.to_unescaped().is_err() => return false,
             Token::ObjectKey { key, .. } if key.to_unescaped().is_err() => return false,
             _ => {}
