@@ -1,5 +1,6 @@
 //! `kmsenv check`: open every file completely — MAC, every sealed value, every
-//! direct value — and report per file what protects it and `ok` per name. For CI.
+//! direct value, every reference read — and report per file what protects it
+//! and `ok` per name. For CI.
 //! `--fix-mac` re-verifies every value and writes a new MAC, for after a hand merge.
 
 use crate::cli::CheckArgs;
@@ -36,6 +37,12 @@ pub fn run<K: Connect>(run: &Run<K>, args: CheckArgs) -> Result<()> {
                 let mut out = format!("{path}: format {}, {protection}\n", doc.version);
                 for v in files.iter().flat_map(|f| f.values.iter()) {
                     out += &format!("{path}: {} ok\n", v.name);
+                }
+                let references = crate::refs::count(doc, Selection::ALL);
+                if references > 0 {
+                    out += &format!(
+                        "{path}: {references} references read ok (Secrets Manager, Parameter Store)\n"
+                    );
                 }
                 out += &format!("{path}: ok ({} values)\n", doc.entries.len());
                 write_stdout(&[out.as_bytes()])?;
