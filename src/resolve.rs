@@ -112,9 +112,11 @@ pub fn first_arn_region<'a>(docs: impl IntoIterator<Item = &'a Document> + Clone
 
 /// Open `docs` through `kms`: every KMS call of every file, and every read of
 /// a reference, at once. Under a trust pin, data keys open only through trusted
-/// keys and direct values must decrypt under one. A file whose data key or MAC
-/// fails is reported before any failed reference: the reference may be the
-/// tampered part.
+/// keys and direct values must decrypt under one, and references are read only
+/// once every MAC verified: a hostile writer of the file must not choose which
+/// secrets (or which account's) this caller asks for, which the pin promises.
+/// A file whose data key or MAC fails is reported before any failed reference:
+/// the reference may be the tampered part.
 pub async fn open_with<K: KeyService + RefService>(
     kms: &K,
     docs: &[Document],
@@ -130,17 +132,16 @@ pub async fn open_with<K: KeyService + RefService>(
         }
     }));
     let directs = join_all(docs.iter().map(|d| decrypt_directs(kms, d, sel, pin)));
-    let references = refs::read_all(kms, docs, sel);
-    let (data_keys, directs, references) = futures_util::future::join3(data_keys, directs, references).await;
-
-    let mut unlocked = Vec::with_capacity(docs.len());
-    for (doc, dk) in docs.iter().zip(data_keys) {
-        let dk = dk.transpose()?;
-        if let (Some((dk, _)), true) = (&dk, sel.verify_mac) {
-            unlock::verify_mac(doc, dk)?;
-        }
-        unlocked.push(dk);
-    }
+    let keys_and_directs = futures_util::future::join(data_keys, directs);
+    let (unlocked, directs, references) = if pin.is_some() {
+        let (data_keys, directs) = keys_and_directs.await;
+        let unlocked = verified(docs, data_keys, sel)?;
+        (unlocked, directs, refs::read_all(kms, docs, sel).await)
+    } else {
+        let ((data_keys, directs), references) =
+            futures_util::future::join(keys_and_directs, refs::read_all(kms, docs, sel)).await;
+        (verified(docs, data_keys, sel)?, directs, references)
+    };
     let mut references = references?;
     let mut opened = Vec::with_capacity(docs.len());
     for (i, ((doc, dk), direct)) in docs.iter().zip(unlocked).zip(directs).enumerate() {
@@ -151,6 +152,23 @@ pub async fn open_with<K: KeyService + RefService>(
         opened.push(finish(doc, key.as_ref(), by, direct?, &mut references, i, sel)?);
     }
     Ok(opened)
+}
+
+/// The data key of each file, once its MAC verified (when `sel` asks for it).
+fn verified(
+    docs: &[Document],
+    data_keys: Vec<Option<Result<(DataKey, String)>>>,
+    sel: Selection<'_>,
+) -> Result<Vec<Option<(DataKey, String)>>> {
+    let mut unlocked = Vec::with_capacity(docs.len());
+    for (doc, dk) in docs.iter().zip(data_keys) {
+        let dk = dk.transpose()?;
+        if let (Some((dk, _)), true) = (&dk, sel.verify_mac) {
+            unlock::verify_mac(doc, dk)?;
+        }
+        unlocked.push(dk);
+    }
+    Ok(unlocked)
 }
 
 /// Open `doc` whose data key the caller already holds (`dk`, opened through
@@ -164,14 +182,15 @@ pub async fn open_unlocked<K: KeyService + RefService>(
     pin: Option<&TrustPin>,
 ) -> Result<OpenedFile> {
     let docs = std::slice::from_ref(doc);
+    // The key is at hand, so the MAC is checked before any reference is read.
+    if let (Some(dk), true) = (dk, sel.verify_mac) {
+        unlock::verify_mac(doc, dk)?;
+    }
     let (direct, references) = futures_util::future::join(
         decrypt_directs(kms, doc, sel, pin),
         refs::read_all(kms, docs, sel),
     )
     .await;
-    if let (Some(dk), true) = (dk, sel.verify_mac) {
-        unlock::verify_mac(doc, dk)?;
-    }
     let mut references = references?;
     finish(doc, dk, opened_by, direct?, &mut references, 0, sel)
 }
