@@ -257,8 +257,9 @@ mod der {
         rest: &'a [u8],
     }
 
-    /// The element at the start of `input` (definite lengths of up to 4 bytes).
-    fn element(input: &[u8]) -> Option<Element<'_>> {
+    /// The tag, the content length and what follows the header of the element
+    /// at the start of `input` (definite lengths of up to 4 bytes).
+    fn header(input: &[u8]) -> Option<(u8, usize, &[u8])> {
         let (&tag, rest) = input.split_first()?;
         let (&first, mut rest) = rest.split_first()?;
         if tag & 0x1f == 0x1f {
@@ -275,6 +276,12 @@ mod der {
             rest = after;
             bytes.iter().fold(0, |acc, &b| acc << 8 | usize::from(b))
         };
+        Some((tag, len, rest))
+    }
+
+    /// The element at the start of `input`, whole.
+    fn element(input: &[u8]) -> Option<Element<'_>> {
+        let (tag, len, rest) = header(input)?;
         if rest.len() < len {
             return None;
         }
@@ -299,7 +306,25 @@ mod der {
     /// optional version: 0 serial, 1 signature, 2 issuer, 3 validity,
     /// 4 subject, 5 subjectPublicKeyInfo; the whole element.
     pub(super) fn tbs_field(cert: &[u8], index: usize) -> Option<&[u8]> {
-        let mut rest = sequence(sequence(cert)?)?;
+        field(sequence(sequence(cert)?)?, index)
+    }
+
+    /// The subject of a certificate of which `prefix` is the start: the
+    /// Certificate and TBSCertificate may be cut short, not the fields up to
+    /// the subject. `None` when the subject is not whole in it.
+    pub(super) fn subject_in_prefix(prefix: &[u8]) -> Option<&[u8]> {
+        let (SEQUENCE, _, cert) = header(prefix)? else {
+            return None;
+        };
+        let (SEQUENCE, _, tbs) = header(cert)? else {
+            return None;
+        };
+        field(tbs, 4).filter(|s| s.first() == Some(&SEQUENCE))
+    }
+
+    /// The `index`th field of a TBSCertificate's contents after the version.
+    fn field(tbs: &[u8], index: usize) -> Option<&[u8]> {
+        let mut rest = tbs;
         let first = element(rest)?;
         if first.tag == 0xa0 {
             rest = first.rest;
@@ -348,13 +373,17 @@ impl Stage {
     pub fn certificates(&self) -> Vec<CertificateDer<'static>> {
         let mut seen = HashSet::new();
         let mut certs = Vec::new();
+        let only = match self.scope {
+            Scope::All => None,
+            Scope::AmazonTrustServices => Some(amazon_subjects()),
+        };
         for source in &self.sources {
             match source {
                 Source::File(path) => {
                     if let Ok(meta) = std::fs::metadata(path) {
                         seen.insert((meta.dev(), meta.ino()));
                     }
-                    read_pem(path, &mut certs);
+                    read_pem(path, &mut certs, only);
                 }
                 Source::Dir(dir) => {
                     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -368,7 +397,7 @@ impl Stage {
                             continue;
                         };
                         if meta.is_file() && seen.insert((meta.dev(), meta.ino())) {
-                            read_pem(&path, &mut certs);
+                            read_pem(&path, &mut certs, only);
                         }
                     }
                 }
@@ -379,8 +408,7 @@ impl Stage {
                 ),
             }
         }
-        if self.scope == Scope::AmazonTrustServices {
-            let wanted = amazon_subjects();
+        if let Some(wanted) = only {
             certs.retain(|c| der::subject(c).is_some_and(|s| wanted.contains(&s)));
         }
         certs.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
@@ -520,12 +548,16 @@ pub fn check_env() -> Result<(), String> {
     Ok(())
 }
 
-/// The certificates of the PEM file at `path` (others, and broken blocks, skipped).
+/// The certificates of the PEM file at `path` (others, and broken blocks,
+/// skipped). With `only`, a certificate whose subject is none of those may be
+/// left out unread: each block's first [`PREFIX_CHARS`] are decoded, and the
+/// rest only when the subject is wanted or lies beyond them (the caller still
+/// filters what is returned).
 ///
 /// Decoded with the `base64` crate rather than rustls-pki-types' PEM reader: the
 /// latter decodes in constant time, which roots (public data) do not need, at
 /// several times the cost on a bundle of 200 KiB.
-fn read_pem(path: &Path, out: &mut Vec<CertificateDer<'static>>) {
+fn read_pem(path: &Path, out: &mut Vec<CertificateDer<'static>>, only: Option<&[&[u8]]>) {
     const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
     const END: &[u8] = b"-----END CERTIFICATE-----";
     let Ok(text) = std::fs::read(path) else {
@@ -538,13 +570,41 @@ fn read_pem(path: &Path, out: &mut Vec<CertificateDer<'static>>) {
         let Some(end) = find(body, END) else {
             break;
         };
+        let block = &body[..end];
+        rest = &body[end + END.len()..];
+        if only.is_some_and(|wanted| subject_elsewhere(block, wanted, &mut b64)) {
+            continue;
+        }
         b64.clear();
-        b64.extend(body[..end].iter().filter(|b| !b.is_ascii_whitespace()));
+        b64.extend(block.iter().filter(|b| !b.is_ascii_whitespace()));
         if let Ok(der) = B64.decode(&b64) {
             out.push(CertificateDer::from(der));
         }
-        rest = &body[end + END.len()..];
     }
+}
+
+/// How much of a PEM block is decoded to find the certificate's subject: 480
+/// bytes of DER, past the subject of every root in the Mozilla store but a few.
+const PREFIX_CHARS: usize = 640;
+
+/// Whether the certificate in the PEM `block` (base64 with line breaks) has a
+/// subject other than the `wanted` ones, as far as its first [`PREFIX_CHARS`]
+/// tell (false when they do not reach past it; `b64` is scratch space).
+fn subject_elsewhere(block: &[u8], wanted: &[&[u8]], b64: &mut Vec<u8>) -> bool {
+    b64.clear();
+    b64.extend(
+        block
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .take(PREFIX_CHARS),
+    );
+    let mut der = [0u8; PREFIX_CHARS / 4 * 3];
+    b64.len() == PREFIX_CHARS
+        && B64
+            .decode_slice(&b64[..], &mut der)
+            .ok()
+            .and_then(|n| der::subject_in_prefix(&der[..n]))
+            .is_some_and(|subject| !wanted.contains(&subject))
 }
 
 /// Where `needle` (starting with `-`) first occurs in `haystack`.
@@ -766,6 +826,28 @@ mod tests {
         );
     }
 
+    /// The subject read from a block's first characters is the certificate's
+    /// own, and nearly every root's lies within them (the rest are decoded whole).
+    #[test]
+    fn a_subject_read_from_the_start_of_a_block_is_the_certificates() {
+        let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS;
+        let mut within = 0;
+        for root in roots {
+            let full = der::subject(root).expect("subject");
+            let prefix = &root[..root.len().min(PREFIX_CHARS / 4 * 3)];
+            if let Some(subject) = der::subject_in_prefix(prefix) {
+                assert_eq!(subject, full);
+                within += 1;
+            }
+            let mut block = Vec::new();
+            pem(root, &mut block);
+            let mut scratch = Vec::new();
+            assert!(!subject_elsewhere(&block, &[full], &mut scratch));
+        }
+        assert!(within * 10 >= roots.len() * 9, "{within} of {}", roots.len());
+        assert_eq!(der::subject_in_prefix(&roots[0][..40]), None);
+    }
+
     #[test]
     fn a_store_without_amazon_roots_passes_over_the_amazon_stage() {
         let mut text = Vec::new();
@@ -857,7 +939,7 @@ mod tests {
         let path = dir.path().join("bundle.pem");
         std::fs::write(&path, &text).expect("write");
         let mut certs = Vec::new();
-        read_pem(&path, &mut certs);
+        read_pem(&path, &mut certs, None);
         assert_eq!(certs, roots);
     }
 
