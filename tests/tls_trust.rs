@@ -306,11 +306,14 @@ fn an_aws_endpoint_is_verified_against_the_amazon_roots_of_the_bundle_alone() {
     assert_eq!(w.tls.count_tls_handshakes(), 1, "{}", w.tls.counts());
 }
 
+/// The CA of a TLS-inspecting corporate proxy, which re-signs AWS's certificates.
+const INSPECTING_PROXY_CA: &[(&str, &str)] = &[("O", "Example Corp"), ("CN", "Example Corp TLS inspection")];
+
 #[test]
 fn an_aws_endpoint_behind_a_tls_inspecting_proxy_whose_ca_is_in_the_store_is_trusted_next() {
     // A corporate proxy re-signs AWS's certificate with its own CA, which the
     // admin added to the system store: the Amazon roots fail, the bundle verifies.
-    let Some(w) = aws_world(&[("O", "Example Corp"), ("CN", "Example Corp TLS inspection")]) else {
+    let Some(w) = aws_world(INSPECTING_PROXY_CA) else {
         return;
     };
     let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, true, true);
@@ -332,7 +335,7 @@ fn an_aws_endpoint_behind_a_tls_inspecting_proxy_whose_ca_is_in_the_store_is_tru
 
 #[test]
 fn an_aws_endpoint_behind_a_tls_inspecting_proxy_whose_ca_is_not_in_the_store_is_refused() {
-    let Some(w) = aws_world(&[("O", "Example Corp"), ("CN", "Example Corp TLS inspection")]) else {
+    let Some(w) = aws_world(INSPECTING_PROXY_CA) else {
         return;
     };
     let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, false, false);
