@@ -374,3 +374,26 @@ fn an_aws_endpoint_with_a_store_without_amazon_roots_starts_at_the_bundle() {
         w.tls.counts()
     );
 }
+
+#[test]
+fn an_aws_endpoint_with_ssl_cert_file_tries_that_files_amazon_roots_first() {
+    let Some(w) = aws_world(AMAZON_ROOT_CA_1) else {
+        return;
+    };
+    // The system store lacks the stand-in: only SSL_CERT_FILE counts.
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, false, false);
+    let file = w.sandbox.path("roots.pem");
+    let mut text = std::fs::read(&w.ca.server_cert).expect("read");
+    text.extend(std::fs::read(&w.ca.ca_cert).expect("read"));
+    std::fs::write(&file, text).expect("write");
+    let stderr = w.assert_decrypted(w.run(&store, &[("SSL_CERT_FILE", &file)]));
+    assert_eq!(
+        tls_lines(&stderr),
+        [format!(
+            "kmsenv: TLS: trusting 1 root from {}, its Amazon Trust Services ones (an AWS endpoint)",
+            file.display()
+        )],
+        "{stderr}"
+    );
+    assert_eq!(w.tls.count_tls_handshakes(), 1, "{}", w.tls.counts());
+}
