@@ -268,6 +268,7 @@ impl aws_smithy_runtime_api::client::http::HttpConnector for StagedConnector {
                     }
                 }
                 let Some(connector) = shared.connector(stage, &settings, &components) else {
+                    // Only an Amazon stage is passed over, and one is never last.
                     stage += 1;
                     continue;
                 };
