@@ -201,7 +201,8 @@ impl HttpClient for LazyHttps {
 /// verify against them, sent again with the next stage's, which from then on
 /// serve every request. Only a certificate error moves on (the request was not
 /// sent: the handshake failed); a request that could not be sent again starts
-/// at the last stage.
+/// at the last stage. The Amazon Trust Services stage serves only requests to
+/// AWS's own hosts, and is passed over when the store holds none of its roots.
 #[derive(Debug, Clone)]
 struct StagedHttps {
     shared: Arc<Stages>,
@@ -210,8 +211,9 @@ struct StagedHttps {
 #[derive(Debug)]
 struct Stages {
     trust: crate::tls::Trust,
-    /// The client of each stage, built when the stage is first used.
-    clients: Vec<OnceLock<SharedHttpClient>>,
+    /// The client of each stage, built when the stage is first used (`None`: a
+    /// stage with no roots to try, passed over).
+    clients: Vec<OnceLock<Option<SharedHttpClient>>>,
     /// The stage requests start at.
     current: std::sync::atomic::AtomicUsize,
     verbose: bool,
@@ -237,10 +239,14 @@ impl Stages {
         stage: usize,
         settings: &HttpConnectorSettings,
         components: &RuntimeComponents,
-    ) -> SharedHttpConnector {
+    ) -> Option<SharedHttpConnector> {
         self.clients[stage]
-            .get_or_init(|| connector_client(Some(self.trust.stages()[stage].context(self.verbose))))
-            .http_connector(settings, components)
+            .get_or_init(|| {
+                let context = self.trust.stages()[stage].context(self.verbose)?;
+                Some(connector_client(Some(context)))
+            })
+            .as_ref()
+            .map(|client| client.http_connector(settings, components))
     }
 }
 
@@ -275,7 +281,11 @@ impl aws_smithy_runtime_api::client::http::HttpConnector for StagedConnector {
         let settings = self.settings.clone();
         let components = self.components.clone();
         aws_smithy_runtime_api::client::http::HttpConnectorFuture::new(async move {
-            let mut stage = shared.current.load(Ordering::Acquire);
+            let host = crate::tls::host_of(request.uri());
+            let mut stage = shared
+                .current
+                .load(Ordering::Acquire)
+                .max(shared.trust.first_stage(host));
             let mut request = request;
             loop {
                 let mut again = None;
@@ -287,10 +297,12 @@ impl aws_smithy_runtime_api::client::http::HttpConnector for StagedConnector {
                         stage = shared.clients.len() - 1;
                     }
                 }
-                let result = shared
-                    .connector(stage, &settings, &components)
-                    .call(request)
-                    .await;
+                let Some(connector) = shared.connector(stage, &settings, &components) else {
+                    // Only an Amazon stage is passed over, and one is never last.
+                    stage += 1;
+                    continue;
+                };
+                let result = connector.call(request).await;
                 match (result, again) {
                     (Err(e), Some(next)) if crate::tls::is_certificate_error(&e) => {
                         stage += 1;

@@ -20,9 +20,18 @@
 //! trusted, even one among the embedded Mozilla roots: those are used only when
 //! no store exists. `SSL_CERT_FILE` or `SSL_CERT_DIR` alone is one stage.
 //!
+//! The HTTP client decodes and parses every root it is given (most of what an
+//! HTTPS start still costs: ~145 roots). For AWS's own endpoints ([`is_aws_host`])
+//! a first stage gives it only the few that can end their chains: the bundle's
+//! (or `SSL_CERT_FILE`'s, or the embedded) certificates whose subject is that of
+//! an Amazon Trust Services root ([`Scope::AmazonTrustServices`]), picked by a
+//! shallow DER walk to each subject, without parsing. Still a subset of the
+//! configuration, and a certificate error moves on to the next stage as above (a
+//! TLS-inspecting proxy's CA). When the store holds none of them, or the host is
+//! not AWS's, that stage is skipped.
+//!
 //! Not done here: a verifier that decodes only the roots matching the presented
-//! chain (what remains of the cost is decoding and parsing each root the client
-//! is given). aws-smithy-http-client 1.5 takes a root store, not a verifier, and
+//! chain. aws-smithy-http-client 1.5 takes a root store, not a verifier, and
 //! builds it before the handshake; its connector cannot be given another.
 
 use std::collections::HashSet;
@@ -67,10 +76,22 @@ pub enum Source {
     Embedded,
 }
 
-/// One set of trusted roots: the certificates of its sources together.
+/// Which certificates of its sources a [`Stage`] trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every one.
+    All,
+    /// Those whose subject is an Amazon Trust Services root's (for AWS's own
+    /// endpoints, whose chains end there).
+    AmazonTrustServices,
+}
+
+/// One set of trusted roots: the certificates of its sources together (or those
+/// of them in its [`Scope`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {
     sources: Vec<Source>,
+    scope: Scope,
     /// Whether the HTTP client reads this stage's roots itself (through
     /// rustls-native-certs, by the same rules as [`Trust::from_env`]): true for
     /// the whole configured store, which it reads more cheaply than a copy we
@@ -116,31 +137,227 @@ impl Trust {
     }
 
     /// The stages for a store of `file` and `dirs` (either may be missing): the
-    /// file alone, then the file and the folders; the embedded roots when there
-    /// is neither.
+    /// Amazon Trust Services roots of the file (for AWS hosts only), the file
+    /// alone, then the file and the folders; with neither, the embedded roots
+    /// (their Amazon Trust Services roots first, for AWS hosts).
     pub fn of(file: Option<PathBuf>, dirs: Vec<PathBuf>) -> Trust {
+        let stage = |sources: Vec<Source>, scope| Stage {
+            sources,
+            scope,
+            native: false,
+        };
         let mut all: Vec<Source> = file.into_iter().map(Source::File).collect();
-        let mut stages = Vec::new();
-        if !all.is_empty() && !dirs.is_empty() {
-            stages.push(Stage {
-                sources: all.clone(),
-                native: false,
-            });
-        }
-        all.extend(dirs.into_iter().map(Source::Dir));
-        if all.is_empty() {
+        // Not of a folder alone: reading all of it is the cost to avoid.
+        if all.is_empty() && dirs.is_empty() {
             all.push(Source::Embedded);
         }
-        stages.push(Stage {
-            sources: all,
-            native: false,
-        });
+        let mut stages = Vec::new();
+        if !all.is_empty() {
+            stages.push(stage(all.clone(), Scope::AmazonTrustServices));
+        }
+        if !all.is_empty() && !dirs.is_empty() {
+            stages.push(stage(all.clone(), Scope::All));
+        }
+        all.extend(dirs.into_iter().map(Source::Dir));
+        stages.push(stage(all, Scope::All));
         Trust { stages }
     }
 
     /// The stages, first to try first.
     pub fn stages(&self) -> &[Stage] {
         &self.stages
+    }
+
+    /// The stage a request to `host` starts at: the Amazon Trust Services
+    /// roots only for AWS's own endpoints (any other host would fail there and
+    /// pay a handshake for nothing).
+    pub fn first_stage(&self, host: Option<&str>) -> usize {
+        match self.stages.first() {
+            Some(s) if s.scope == Scope::AmazonTrustServices && !host.is_some_and(is_aws_host) => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// The DNS suffixes of AWS endpoints whose certificates chain to an Amazon Trust
+/// Services root, from the SDK's partition data (`endpoint_lib.rs` of each
+/// service crate): `aws` and `aws-us-gov` (`amazonaws.com`, dual-stack
+/// `api.aws`; FIPS names such as `kms-fips.REGION.amazonaws.com` and VPC
+/// endpoint names `vpce-….kms.REGION.vpce.amazonaws.com` end the same way), and
+/// the European Sovereign Cloud (`amazonaws.eu`, `api.amazonwebservices.eu`),
+/// whose roots Amazon Root CA 1, 3 and 4 cross-sign. Not `aws-cn`
+/// (`amazonaws.com.cn`: operated apart, its CA not documented as ATS) nor the
+/// ISO partitions (government CAs): a wrong guess costs a handshake.
+const AWS_SUFFIXES: &[&str] = &[
+    ".amazonaws.com",
+    ".api.aws",
+    ".amazonaws.eu",
+    ".api.amazonwebservices.eu",
+];
+
+/// Whether `host` is one of AWS's own endpoints ([`AWS_SUFFIXES`]). Only
+/// decides which roots are tried first, never whether one is trusted: a wrong
+/// answer costs time, not safety.
+pub fn is_aws_host(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    AWS_SUFFIXES.iter().any(|suffix| {
+        host.len() > suffix.len()
+            && host.is_char_boundary(host.len() - suffix.len())
+            && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    })
+}
+
+/// The host of a request's URI (`https://HOST:PORT/…`), without user info or
+/// port; `None` for an IP literal in brackets or no authority.
+pub fn host_of(uri: &str) -> Option<&str> {
+    let (_, rest) = uri.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    if host.starts_with('[') {
+        return None;
+    }
+    let host = host.split(':').next()?;
+    (!host.is_empty()).then_some(host)
+}
+
+/// The common names of the Amazon Trust Services roots that AWS endpoints'
+/// chains end at (amazontrust.com/repository: Amazon Root CA 1–4, and the
+/// Starfield root that cross-signs Amazon Root CA 1 for older stores).
+const AMAZON_TRUST_SERVICES_ROOTS: &[&[u8]] = &[
+    b"Amazon Root CA 1",
+    b"Amazon Root CA 2",
+    b"Amazon Root CA 3",
+    b"Amazon Root CA 4",
+    b"Starfield Services Root Certificate Authority - G2",
+];
+
+/// The DER subjects of the Amazon Trust Services roots, taken from the embedded
+/// Mozilla copies: a store's certificate is one of them when its subject has the
+/// same bytes (only whether it is *offered* depends on this; the store holds it).
+fn amazon_subjects() -> &'static [&'static [u8]] {
+    static SUBJECTS: std::sync::OnceLock<Vec<&'static [u8]>> = std::sync::OnceLock::new();
+    SUBJECTS.get_or_init(|| {
+        let roots: &'static [CertificateDer<'static>] = webpki_root_certs::TLS_SERVER_ROOT_CERTS;
+        roots
+            .iter()
+            .filter_map(|c| der::subject(c.as_ref()))
+            .filter(|s| der::common_name(s).is_some_and(|cn| AMAZON_TRUST_SERVICES_ROOTS.contains(&cn)))
+            .collect()
+    })
+}
+
+/// Just enough DER to find a certificate's subject without parsing the rest.
+mod der {
+    /// One DER element: its tag, the whole element, its contents, and what
+    /// follows it in the input.
+    struct Element<'a> {
+        tag: u8,
+        whole: &'a [u8],
+        contents: &'a [u8],
+        rest: &'a [u8],
+    }
+
+    /// The tag, the content length and what follows the header of the element
+    /// at the start of `input` (definite lengths of up to 4 bytes).
+    fn header(input: &[u8]) -> Option<(u8, usize, &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, mut rest) = rest.split_first()?;
+        if tag & 0x1f == 0x1f {
+            return None;
+        }
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let (bytes, after) = rest.split_at(n);
+            rest = after;
+            bytes.iter().fold(0, |acc, &b| acc << 8 | usize::from(b))
+        };
+        Some((tag, len, rest))
+    }
+
+    /// The element at the start of `input`, whole.
+    fn element(input: &[u8]) -> Option<Element<'_>> {
+        let (tag, len, rest) = header(input)?;
+        if rest.len() < len {
+            return None;
+        }
+        let (contents, after) = rest.split_at(len);
+        let header = input.len() - rest.len();
+        Some(Element {
+            tag,
+            whole: &input[..header + len],
+            contents,
+            rest: after,
+        })
+    }
+
+    const SEQUENCE: u8 = 0x30;
+
+    /// The contents of the SEQUENCE at the start of `input`.
+    fn sequence(input: &[u8]) -> Option<&[u8]> {
+        element(input).filter(|e| e.tag == SEQUENCE).map(|e| e.contents)
+    }
+
+    /// The `index`th field of a certificate's TBSCertificate after the
+    /// optional version: 0 serial, 1 signature, 2 issuer, 3 validity,
+    /// 4 subject, 5 subjectPublicKeyInfo; the whole element.
+    pub(super) fn tbs_field(cert: &[u8], index: usize) -> Option<&[u8]> {
+        field(sequence(sequence(cert)?)?, index)
+    }
+
+    /// The subject of a certificate of which `prefix` is the start: the
+    /// Certificate and TBSCertificate may be cut short, not the fields up to
+    /// the subject. `None` when the subject is not whole in it.
+    pub(super) fn subject_in_prefix(prefix: &[u8]) -> Option<&[u8]> {
+        let (SEQUENCE, _, cert) = header(prefix)? else {
+            return None;
+        };
+        let (SEQUENCE, _, tbs) = header(cert)? else {
+            return None;
+        };
+        field(tbs, 4).filter(|s| s.first() == Some(&SEQUENCE))
+    }
+
+    /// The `index`th field of a TBSCertificate's contents after the version.
+    fn field(tbs: &[u8], index: usize) -> Option<&[u8]> {
+        let mut rest = tbs;
+        let first = element(rest)?;
+        if first.tag == 0xa0 {
+            rest = first.rest;
+        }
+        for _ in 0..index {
+            rest = element(rest)?.rest;
+        }
+        Some(element(rest)?.whole)
+    }
+
+    /// A certificate's subject Name, tag and length included.
+    pub(super) fn subject(cert: &[u8]) -> Option<&[u8]> {
+        tbs_field(cert, 4).filter(|s| s.first() == Some(&SEQUENCE))
+    }
+
+    /// The value of the first commonName attribute of a Name.
+    pub(super) fn common_name(name: &[u8]) -> Option<&[u8]> {
+        const CN: &[u8] = &[0x06, 0x03, 0x55, 0x04, 0x03];
+        let mut rdns = sequence(name)?;
+        while !rdns.is_empty() {
+            let rdn = element(rdns)?;
+            rdns = rdn.rest;
+            let mut set = rdn.contents;
+            while !set.is_empty() {
+                let attribute = element(set)?;
+                set = attribute.rest;
+                let oid = element(attribute.contents)?;
+                if oid.whole == CN {
+                    return Some(element(oid.rest)?.contents);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -156,13 +373,17 @@ impl Stage {
     pub fn certificates(&self) -> Vec<CertificateDer<'static>> {
         let mut seen = HashSet::new();
         let mut certs = Vec::new();
+        let only = match self.scope {
+            Scope::All => None,
+            Scope::AmazonTrustServices => Some(amazon_subjects()),
+        };
         for source in &self.sources {
             match source {
                 Source::File(path) => {
                     if let Ok(meta) = std::fs::metadata(path) {
                         seen.insert((meta.dev(), meta.ino()));
                     }
-                    read_pem(path, &mut certs);
+                    read_pem(path, &mut certs, only);
                 }
                 Source::Dir(dir) => {
                     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -176,7 +397,7 @@ impl Stage {
                             continue;
                         };
                         if meta.is_file() && seen.insert((meta.dev(), meta.ino())) {
-                            read_pem(&path, &mut certs);
+                            read_pem(&path, &mut certs, only);
                         }
                     }
                 }
@@ -186,6 +407,9 @@ impl Stage {
                         .map(|c| c.clone().into_owned()),
                 ),
             }
+        }
+        if let Some(wanted) = only {
+            certs.retain(|c| der::subject(c).is_some_and(|s| wanted.contains(&s)));
         }
         certs.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
         certs.dedup();
@@ -202,11 +426,6 @@ impl Stage {
     /// What this stage trusts, for `-v`.
     pub fn describe(&self, count: usize) -> String {
         let plural = if count == 1 { "" } else { "s" };
-        if self.sources == [Source::Embedded] {
-            return format!(
-                "TLS: no system certificate store found; using the {count} embedded Mozilla roots"
-            );
-        }
         let names: Vec<String> = self
             .sources
             .iter()
@@ -215,14 +434,30 @@ impl Stage {
                 Source::Embedded => "the embedded Mozilla roots".into(),
             })
             .collect();
-        format!("TLS: trusting {count} root{plural} from {}", names.join(" and "))
+        let names = names.join(" and ");
+        match (self.scope, self.sources == [Source::Embedded]) {
+            (Scope::AmazonTrustServices, _) if count == 0 => {
+                format!("TLS: no Amazon Trust Services root in {names}; not trying them first")
+            }
+            (Scope::AmazonTrustServices, true) => format!(
+                "TLS: no system certificate store found; trying the {count} embedded Amazon Trust Services root{plural} first (an AWS endpoint)"
+            ),
+            (Scope::AmazonTrustServices, false) => format!(
+                "TLS: trusting {count} root{plural} from {names}, its Amazon Trust Services ones (an AWS endpoint)"
+            ),
+            (Scope::All, true) => {
+                format!("TLS: no system certificate store found; using the {count} embedded Mozilla roots")
+            }
+            (Scope::All, false) => format!("TLS: trusting {count} root{plural} from {names}"),
+        }
     }
 }
 
 impl Stage {
     /// The HTTP client's TLS context for this stage; with `verbose`, says on
-    /// stderr which roots it trusts.
-    pub fn context(&self, verbose: bool) -> TlsContext {
+    /// stderr which roots it trusts. `None` for an Amazon Trust Services stage
+    /// of a store that holds none of those roots: skipped, no handshake wasted.
+    pub fn context(&self, verbose: bool) -> Option<TlsContext> {
         let note = |count: usize| {
             if verbose {
                 // Through `escape` like every other line we print: the paths
@@ -239,6 +474,9 @@ impl Stage {
         } else {
             let certs = self.certificates();
             note(certs.len());
+            if certs.is_empty() && self.scope == Scope::AmazonTrustServices {
+                return None;
+            }
             let mut text = Vec::with_capacity(certs.iter().map(|c| c.len() * 4 / 3 + 64).sum());
             certs.iter().for_each(|c| pem(c, &mut text));
             let store = store.with_native_roots(false);
@@ -249,10 +487,12 @@ impl Stage {
             }
         };
         // Building only fails for invalid extra server names, which we never add.
-        TlsContext::builder()
-            .with_trust_store(store)
-            .build()
-            .unwrap_or_default()
+        Some(
+            TlsContext::builder()
+                .with_trust_store(store)
+                .build()
+                .unwrap_or_default(),
+        )
     }
 }
 
@@ -308,12 +548,16 @@ pub fn check_env() -> Result<(), String> {
     Ok(())
 }
 
-/// The certificates of the PEM file at `path` (others, and broken blocks, skipped).
+/// The certificates of the PEM file at `path` (others, and broken blocks,
+/// skipped). With `only`, a certificate whose subject is none of those may be
+/// left out unread: each block's first [`PREFIX_CHARS`] are decoded, and the
+/// rest only when the subject is wanted or lies beyond them (the caller still
+/// filters what is returned).
 ///
 /// Decoded with the `base64` crate rather than rustls-pki-types' PEM reader: the
 /// latter decodes in constant time, which roots (public data) do not need, at
 /// several times the cost on a bundle of 200 KiB.
-fn read_pem(path: &Path, out: &mut Vec<CertificateDer<'static>>) {
+fn read_pem(path: &Path, out: &mut Vec<CertificateDer<'static>>, only: Option<&[&[u8]]>) {
     const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
     const END: &[u8] = b"-----END CERTIFICATE-----";
     let Ok(text) = std::fs::read(path) else {
@@ -326,26 +570,75 @@ fn read_pem(path: &Path, out: &mut Vec<CertificateDer<'static>>) {
         let Some(end) = find(body, END) else {
             break;
         };
+        let block = &body[..end];
+        rest = &body[end + END.len()..];
+        if only.is_some_and(|wanted| subject_elsewhere(block, wanted, &mut b64)) {
+            continue;
+        }
         b64.clear();
-        b64.extend(body[..end].iter().filter(|b| !b.is_ascii_whitespace()));
+        b64.extend(block.iter().filter(|b| !b.is_ascii_whitespace()));
         if let Ok(der) = B64.decode(&b64) {
             out.push(CertificateDer::from(der));
         }
-        rest = &body[end + END.len()..];
     }
+}
+
+/// How much of a PEM block is decoded to find the certificate's subject: 480
+/// bytes of DER, past the subject of every root in the Mozilla store but a few.
+const PREFIX_CHARS: usize = 640;
+
+/// Whether the certificate in the PEM `block` (base64 with line breaks) has a
+/// subject other than the `wanted` ones, as far as its first [`PREFIX_CHARS`]
+/// tell (false when they do not reach past it; `b64` is scratch space).
+fn subject_elsewhere(block: &[u8], wanted: &[&[u8]], b64: &mut Vec<u8>) -> bool {
+    b64.clear();
+    b64.extend(
+        block
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .take(PREFIX_CHARS),
+    );
+    let mut der = [0u8; PREFIX_CHARS / 4 * 3];
+    b64.len() == PREFIX_CHARS
+        && B64
+            .decode_slice(&b64[..], &mut der)
+            .ok()
+            .and_then(|n| der::subject_in_prefix(&der[..n]))
+            .is_some_and(|subject| !wanted.contains(&subject))
 }
 
 /// Where `needle` (starting with `-`) first occurs in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let mut from = 0;
-    while let Some(i) = haystack[from..].iter().position(|&b| b == needle[0]) {
-        let at = from + i;
+    while let Some(at) = next_dash(haystack, from) {
         if haystack[at..].starts_with(needle) {
             return Some(at);
         }
         from = at + 1;
     }
     None
+}
+
+/// Where the next `-` at or after `from` is. Base64 has none, so a bundle is
+/// mostly passed over eight bytes at a time (a word with no `-` byte: no byte
+/// of it XOR `-` is zero).
+fn next_dash(haystack: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const DASHES: u64 = u64::from_le_bytes([b'-'; 8]);
+    let rest = haystack.get(from..)?;
+    let mut skipped = 0;
+    for chunk in rest.chunks_exact(8) {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([b'-'; 8])) ^ DASHES;
+        if word.wrapping_sub(ONES) & !word & HIGHS != 0 {
+            break;
+        }
+        skipped += 8;
+    }
+    rest[skipped..]
+        .iter()
+        .position(|&b| b == b'-')
+        .map(|i| from + skipped + i)
 }
 
 fn pem(der: &[u8], out: &mut Vec<u8>) {
@@ -365,7 +658,7 @@ mod tests {
 
     #[test]
     fn embedded_roots_are_there_and_pem_encoded() {
-        let stage = Trust::of(None, vec![]).stages()[0].clone();
+        let stage = Trust::of(None, vec![]).stages()[1].clone();
         let certs = stage.certificates();
         assert!(certs.len() > 100);
         let mut p = Vec::new();
@@ -378,26 +671,245 @@ mod tests {
         assert_eq!(CertificateDer::from_pem_slice(&p).ok().as_ref(), Some(&certs[0]));
     }
 
-    fn sources(trust: &Trust) -> Vec<Vec<Source>> {
-        trust.stages().iter().map(|s| s.sources().to_vec()).collect()
+    fn sources(trust: &Trust) -> Vec<(Scope, Vec<Source>)> {
+        trust
+            .stages()
+            .iter()
+            .map(|s| (s.scope, s.sources().to_vec()))
+            .collect()
     }
 
     #[test]
-    fn the_bundle_is_read_first_and_the_folder_with_it_second() {
+    fn amazon_roots_of_the_bundle_first_then_the_bundle_then_the_folder_with_it() {
+        use Scope::{All, AmazonTrustServices as Ats};
         let (f, d) = (PathBuf::from("/b.pem"), PathBuf::from("/certs"));
+        let file = Source::File(f.clone());
         assert_eq!(
             sources(&Trust::of(Some(f.clone()), vec![d.clone()])),
             [
-                vec![Source::File(f.clone())],
-                vec![Source::File(f.clone()), Source::Dir(d.clone())]
+                (Ats, vec![file.clone()]),
+                (All, vec![file.clone()]),
+                (All, vec![file.clone(), Source::Dir(d.clone())])
             ]
         );
         assert_eq!(
-            sources(&Trust::of(Some(f.clone()), vec![])),
-            [vec![Source::File(f)]]
+            sources(&Trust::of(Some(f), vec![])),
+            [(Ats, vec![file.clone()]), (All, vec![file])]
         );
-        assert_eq!(sources(&Trust::of(None, vec![d.clone()])), [vec![Source::Dir(d)]]);
-        assert_eq!(sources(&Trust::of(None, vec![])), [vec![Source::Embedded]]);
+        assert_eq!(
+            sources(&Trust::of(None, vec![d.clone()])),
+            [(All, vec![Source::Dir(d)])]
+        );
+        assert_eq!(
+            sources(&Trust::of(None, vec![])),
+            [(Ats, vec![Source::Embedded]), (All, vec![Source::Embedded])]
+        );
+    }
+
+    #[test]
+    fn only_aws_hosts_start_at_the_amazon_roots() {
+        let trust = Trust::of(Some("/b.pem".into()), vec!["/certs".into()]);
+        for host in [
+            "kms.us-east-1.amazonaws.com",
+            "KMS.US-EAST-1.AMAZONAWS.COM.",
+            "kms-fips.us-gov-west-1.amazonaws.com",
+            "kms.us-east-1.api.aws",
+            "kms-fips.us-east-1.api.aws",
+            "vpce-0123456789abcdef0-abcdefgh.kms.us-east-1.vpce.amazonaws.com",
+            "sts.amazonaws.com",
+            "my-bucket.s3.eu-west-1.amazonaws.com",
+            "kms.eusc-de-east-1.amazonaws.eu",
+        ] {
+            assert!(is_aws_host(host), "{host}");
+            assert_eq!(trust.first_stage(Some(host)), 0, "{host}");
+        }
+        for host in [
+            "localhost",
+            "127.0.0.1",
+            "kms.internal.example.com",
+            "amazonaws.com",
+            "api.aws",
+            "evilamazonaws.com",
+            "kms.cn-north-1.amazonaws.com.cn",
+            "kms.us-east-1.amazonaws.com.example.org",
+            "kms.us-east-1.amazonaws.co",
+        ] {
+            assert!(!is_aws_host(host), "{host}");
+            assert_eq!(trust.first_stage(Some(host)), 1, "{host}");
+        }
+        assert_eq!(trust.first_stage(None), 1);
+        // A folder alone has no Amazon stage: every host starts at it.
+        let folder = Trust::of(None, vec!["/certs".into()]);
+        assert_eq!(folder.first_stage(Some("kms.us-east-1.amazonaws.com")), 0);
+        assert_eq!(folder.stages().len(), 1);
+    }
+
+    #[test]
+    fn the_host_of_a_request_uri() {
+        assert_eq!(
+            host_of("https://kms.us-east-1.amazonaws.com:4430/"),
+            Some("kms.us-east-1.amazonaws.com")
+        );
+        assert_eq!(
+            host_of("https://kms.us-east-1.api.aws"),
+            Some("kms.us-east-1.api.aws")
+        );
+        assert_eq!(host_of("https://u:p@h.api.aws/x?y=1"), Some("h.api.aws"));
+        assert_eq!(host_of("https://[::1]:443/"), None);
+        assert_eq!(host_of("/no/authority"), None);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The embedded roots picked as Amazon Trust Services' are exactly the five
+    /// amazontrust.com/repository lists, by their keys' SHA-256.
+    #[test]
+    fn the_amazon_subjects_are_the_five_amazon_trust_services_roots() {
+        use sha2::Digest;
+        let subjects = amazon_subjects();
+        let mut keys: Vec<String> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter(|c| der::subject(c).is_some_and(|s| subjects.contains(&s)))
+            .map(|c| hex(&sha2::Sha256::digest(der::tbs_field(c, 5).expect("spki"))))
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "2b071c59a0a0ae76b0eadb2bad23bad4580b69c3601b630c2eaf0613afa83f92",
+                "36abc32656acfc645c61b71613c4bf21c787f5cabbee48348d58597803d7abc9",
+                "7f4296fc5b6a4e3b35d3c369623e364ab1af381d8fa7121533c9d6c633ea2461",
+                "f7ecded5c66047d28ed6466b543c40e0743abe81d109254dcf845d4c2c7853c5",
+                "fbe3018031f9586bcbf41727e417b7d1c45c2f47f93be372a17b96b50757d5a2",
+            ]
+        );
+        assert_eq!(subjects.len(), 5);
+    }
+
+    fn embedded_named(name: &str) -> CertificateDer<'static> {
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .find(|c| der::subject(c).and_then(der::common_name) == Some(name.as_bytes()))
+            .unwrap_or_else(|| panic!("{name} embedded"))
+            .clone()
+    }
+
+    fn crlf(pem_text: &[u8]) -> Vec<u8> {
+        pem_text
+            .iter()
+            .flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] })
+            .collect()
+    }
+
+    /// The Amazon stage holds the store's certificates with an Amazon root's
+    /// subject — also one that is not the embedded copy — and no embedded root
+    /// the store lacks; read past comments and CRLF.
+    #[test]
+    fn the_amazon_stage_is_the_stores_certificates_with_an_amazon_subject_and_no_other() {
+        let ca3 = embedded_named("Amazon Root CA 3");
+        let real_ca1 = embedded_named("Amazon Root CA 1");
+        // Same subject as Amazon Root CA 1, other bytes (a re-issued root, or a
+        // stand-in): chosen by its subject, as the store has it.
+        let mut other_ca1 = real_ca1.to_vec();
+        *other_ca1.last_mut().expect("bytes") ^= 1;
+        let other_ca1 = CertificateDer::from(other_ca1);
+        let unrelated: Vec<_> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter(|c| der::subject(c).is_some_and(|s| !amazon_subjects().contains(&s)))
+            .take(10)
+            .collect();
+        assert_eq!(unrelated.len(), 10);
+        let mut text = b"# a comment before\r\n".to_vec();
+        let mut block = Vec::new();
+        unrelated[..5].iter().for_each(|c| pem(c, &mut block));
+        pem(&ca3, &mut block);
+        text.extend(crlf(&block));
+        text.extend_from_slice(b"# Amazon Root CA 2 (a comment naming it is not it)\n");
+        pem(&other_ca1, &mut text);
+        unrelated[5..].iter().for_each(|c| pem(c, &mut text));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, &text).expect("write");
+
+        let trust = Trust::of(Some(bundle), vec![]);
+        let mut got = trust.stages()[0].certificates();
+        got.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        let mut want = vec![ca3, other_ca1];
+        want.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        assert_eq!(got, want);
+        assert!(!got.contains(&real_ca1), "an embedded root the store lacks");
+        assert_eq!(
+            trust.stages()[1].certificates().len(),
+            12,
+            "the whole bundle next"
+        );
+    }
+
+    /// The subject read from a block's first characters is the certificate's
+    /// own, and nearly every root's lies within them (the rest are decoded whole).
+    #[test]
+    fn a_subject_read_from_the_start_of_a_block_is_the_certificates() {
+        let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS;
+        let mut within = 0;
+        for root in roots {
+            let full = der::subject(root).expect("subject");
+            let prefix = &root[..root.len().min(PREFIX_CHARS / 4 * 3)];
+            if let Some(subject) = der::subject_in_prefix(prefix) {
+                assert_eq!(subject, full);
+                within += 1;
+            }
+            let mut block = Vec::new();
+            pem(root, &mut block);
+            let mut scratch = Vec::new();
+            assert!(!subject_elsewhere(&block, &[full], &mut scratch));
+        }
+        assert!(within * 10 >= roots.len() * 9, "{within} of {}", roots.len());
+        assert_eq!(der::subject_in_prefix(&roots[0][..40]), None);
+    }
+
+    #[test]
+    fn a_store_without_amazon_roots_passes_over_the_amazon_stage() {
+        let mut text = Vec::new();
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter(|c| der::subject(c).is_some_and(|s| !amazon_subjects().contains(&s)))
+            .for_each(|c| pem(c, &mut text));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, &text).expect("write");
+        let trust = Trust::of(Some(bundle), vec![]);
+        assert!(trust.stages()[0].certificates().is_empty());
+        assert!(
+            trust.stages()[0].context(false).is_none(),
+            "no client, no handshake"
+        );
+        assert!(trust.stages()[1].context(false).is_some());
+        // With no store, the embedded Amazon roots are tried first.
+        let embedded = Trust::of(None, vec![]);
+        assert_eq!(embedded.stages()[0].certificates().len(), 5);
+    }
+
+    #[test]
+    fn a_subject_is_found_by_a_shallow_walk_and_broken_der_is_none() {
+        let ca1 = embedded_named("Amazon Root CA 1");
+        let subject = der::subject(&ca1).expect("subject");
+        // As amazontrust.com lists it: C=US, O=Amazon, CN=Amazon Root CA 1, all PrintableString.
+        let mut want = vec![
+            0x30, 0x39, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02,
+        ];
+        want.extend_from_slice(b"US");
+        want.extend_from_slice(&[0x31, 0x0f, 0x30, 0x0d, 0x06, 0x03, 0x55, 0x04, 0x0a, 0x13, 0x06]);
+        want.extend_from_slice(b"Amazon");
+        want.extend_from_slice(&[0x31, 0x19, 0x30, 0x17, 0x06, 0x03, 0x55, 0x04, 0x03, 0x13, 0x10]);
+        want.extend_from_slice(b"Amazon Root CA 1");
+        assert_eq!(subject, want.as_slice());
+        for cut in [0, 1, 2, 10, 100, ca1.len() / 2] {
+            assert_eq!(der::subject(&ca1[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(der::subject(b"\x30\x84\xff\xff\xff\xff"), None);
+        assert_eq!(der::common_name(b"\x30\x03\x31\x01\x30"), None);
     }
 
     /// A store that lacks one of the Mozilla roots (removed by its admin) never
@@ -421,9 +933,10 @@ mod tests {
 
         let trust = Trust::of(Some(dir.path().join("bundle.pem")), vec![certs]);
         let stages: Vec<_> = trust.stages().iter().map(Stage::certificates).collect();
-        assert_eq!(stages.len(), 2);
-        assert_eq!(stages[0].len(), kept.len() / 2, "the bundle alone first");
-        assert_eq!(stages[1].len(), kept.len(), "then the bundle and the folder");
+        assert_eq!(stages.len(), 3);
+        assert!(stages[0].len() < 6, "the Amazon roots of the bundle first");
+        assert_eq!(stages[1].len(), kept.len() / 2, "the bundle alone next");
+        assert_eq!(stages[2].len(), kept.len(), "then the bundle and the folder");
         for certs in &stages {
             assert!(!certs.contains(removed), "the removed root must not be trusted");
             assert!(certs.iter().all(|c| kept.contains(c)));
@@ -447,8 +960,24 @@ mod tests {
         let path = dir.path().join("bundle.pem");
         std::fs::write(&path, &text).expect("write");
         let mut certs = Vec::new();
-        read_pem(&path, &mut certs);
+        read_pem(&path, &mut certs, None);
         assert_eq!(certs, roots);
+    }
+
+    #[test]
+    fn the_next_dash_is_found_at_every_offset() {
+        let text = b"ab+/cdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ";
+        for at in 0..text.len() {
+            for from in 0..=at {
+                let mut t = text.to_vec();
+                t[at] = b'-';
+                assert_eq!(next_dash(&t, from), Some(at), "at {at} from {from}");
+            }
+            assert_eq!(next_dash(&text[..at], 0), None);
+        }
+        assert_eq!(next_dash(b"-", 1), None);
+        assert_eq!(next_dash(b"-", 2), None);
+        assert_eq!(find(b"x-y--END--END-", b"--END-"), Some(3));
     }
 
     #[test]

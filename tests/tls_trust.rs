@@ -14,7 +14,7 @@ mod support;
 use std::path::Path;
 
 use support::proxy::Proxy;
-use support::tls::{TestCa, make_test_ca, system_store};
+use support::tls::{TestCa, hosts_with, make_ca, make_test_ca, system_store};
 use support::*;
 
 const NAME: &str = "API_TOKEN";
@@ -28,27 +28,50 @@ struct World {
     file: std::path::PathBuf,
     ca: TestCa,
     tls: Proxy,
+    /// The endpoint's host name, and the /etc/hosts that leads it to the proxy.
+    host: String,
+    hosts: Option<std::path::PathBuf>,
 }
 
 fn world() -> Option<World> {
     let sandbox = Sandbox::new();
     let ca = make_test_ca(sandbox.dir.path())?;
-    let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
-    let tls = Proxy::start_tls(&ca.server_cert, &ca.server_key);
-    Some(World {
-        sandbox,
-        file,
-        ca,
-        tls,
-    })
+    Some(World::with(sandbox, ca, "localhost"))
+}
+
+/// The name kmsenv's KMS endpoint has in the tests of AWS hosts: /etc/hosts,
+/// bind-mounted for kmsenv alone, leads it to the proxy.
+const AWS_HOST: &str = "kms.us-east-1.amazonaws.com";
+
+/// A world whose server is `AWS_HOST`, its certificate signed by a CA with
+/// the subject `ca_subject`.
+fn aws_world(ca_subject: &[(&str, &str)]) -> Option<World> {
+    let sandbox = Sandbox::new();
+    let ca = make_ca(sandbox.dir.path(), ca_subject, AWS_HOST)?;
+    let mut w = World::with(sandbox, ca, AWS_HOST);
+    w.hosts = Some(hosts_with(w.sandbox.dir.path(), AWS_HOST));
+    Some(w)
 }
 
 impl World {
+    fn with(sandbox: Sandbox, ca: TestCa, host: &str) -> World {
+        let (file, _) = sandbox.file_with("app.toml", SEALED_FILE);
+        let tls = Proxy::start_tls(&ca.server_cert, &ca.server_key);
+        World {
+            sandbox,
+            file,
+            ca,
+            tls,
+            host: host.into(),
+            hosts: None,
+        }
+    }
+
     /// `kmsenv -v -f FILE exec -- env -0` against the TLS endpoint, with
     /// `etc_ssl` as /etc/ssl.
     fn run(&self, etc_ssl: &Path, env: &[(&str, &Path)]) -> Output {
-        let mut run = Kmsenv::with_etc_ssl(self.sandbox.dir.path(), etc_ssl)
-            .endpoint(&self.tls.https_endpoint("localhost"));
+        let mut run = Kmsenv::with_etc(self.sandbox.dir.path(), etc_ssl, self.hosts.as_deref())
+            .endpoint(&self.tls.https_endpoint(&self.host));
         for (name, value) in env {
             run = run.env(name, value);
         }
@@ -201,4 +224,176 @@ fn a_ca_only_in_the_system_certificate_folder_is_trusted_through_a_connect_proxy
         "a tunnel for the bundle's try and one for the folder's:\n{}",
         log.join("\n")
     );
+}
+
+/// The subject of Amazon Root CA 1 as its certificate encodes it (C=US, O=Amazon,
+/// CN=Amazon Root CA 1, each a PrintableString), as amazontrust.com lists it.
+const AMAZON_ROOT_CA_1: &[(&str, &str)] = &[("C", "US"), ("O", "Amazon"), ("CN", "Amazon Root CA 1")];
+const AMAZON_ROOT_CA_1_SUBJECT: &[u8] = b"\x30\x39\x31\x0b\x30\x09\x06\x03\x55\x04\x06\x13\x02US\
+\x31\x0f\x30\x0d\x06\x03\x55\x04\x0a\x13\x06Amazon\
+\x31\x19\x30\x17\x06\x03\x55\x04\x03\x13\x10Amazon Root CA 1";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The certificates of a PEM file, DER.
+fn pem_certificates(path: &Path) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).expect("read PEM");
+    text.split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .filter_map(|block| {
+            let body: String = block
+                .split("-----END CERTIFICATE-----")
+                .next()?
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            base64::engine::general_purpose::STANDARD.decode(body).ok()
+        })
+        .collect()
+}
+
+/// How many certificates of `bundle` are Amazon Trust Services roots (or carry
+/// one's name, as the stand-in does): what the AWS stage should hold.
+fn amazon_roots_in(bundle: &Path) -> usize {
+    pem_certificates(bundle)
+        .iter()
+        .filter(|der| {
+            contains(der, b"Amazon Root CA ")
+                || contains(der, b"Starfield Services Root Certificate Authority - G2")
+        })
+        .count()
+}
+
+/// The `-v` lines about TLS roots, in order.
+fn tls_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("kmsenv: TLS: "))
+        .collect()
+}
+
+#[test]
+fn an_aws_endpoint_is_verified_against_the_amazon_roots_of_the_bundle_alone() {
+    let Some(w) = aws_world(AMAZON_ROOT_CA_1) else {
+        return;
+    };
+    // The stand-in has the real root's subject, byte for byte.
+    let real = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .find(|c| contains(c, b"Amazon Root CA 1"))
+        .expect("Amazon Root CA 1 embedded");
+    assert!(contains(real, AMAZON_ROOT_CA_1_SUBJECT));
+    assert!(contains(
+        &pem_certificates(&w.ca.ca_cert)[0],
+        AMAZON_ROOT_CA_1_SUBJECT
+    ));
+
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, true, true);
+    let expected = amazon_roots_in(&store.join("certs/ca-certificates.crt"));
+    assert!((1..=6).contains(&expected), "{expected}");
+    let stderr = w.assert_decrypted(w.run(&store, &[]));
+    let plural = if expected == 1 { "" } else { "s" };
+    assert_eq!(
+        tls_lines(&stderr),
+        [format!(
+            "kmsenv: TLS: trusting {expected} root{plural} from {BUNDLE}, its Amazon Trust Services ones (an AWS endpoint)"
+        )],
+        "only the bundle's Amazon roots should have been handed to the client:\n{stderr}"
+    );
+    assert_eq!(w.tls.count_tls_handshakes(), 1, "{}", w.tls.counts());
+}
+
+/// The CA of a TLS-inspecting corporate proxy, which re-signs AWS's certificates.
+const INSPECTING_PROXY_CA: &[(&str, &str)] = &[("O", "Example Corp"), ("CN", "Example Corp TLS inspection")];
+
+#[test]
+fn an_aws_endpoint_behind_a_tls_inspecting_proxy_whose_ca_is_in_the_store_is_trusted_next() {
+    // A corporate proxy re-signs AWS's certificate with its own CA, which the
+    // admin added to the system store: the Amazon roots fail, the bundle verifies.
+    let Some(w) = aws_world(INSPECTING_PROXY_CA) else {
+        return;
+    };
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, true, true);
+    let stderr = w.assert_decrypted(w.run(&store, &[]));
+    let lines = tls_lines(&stderr);
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].ends_with("its Amazon Trust Services ones (an AWS endpoint)"),
+        "{stderr}"
+    );
+    assert!(lines[1].ends_with(&format!("roots from {BUNDLE}")), "{stderr}");
+    assert_eq!(
+        w.tls.count_tls_handshakes(),
+        2,
+        "one refused, one verified: {}",
+        w.tls.counts()
+    );
+}
+
+#[test]
+fn an_aws_endpoint_behind_a_tls_inspecting_proxy_whose_ca_is_not_in_the_store_is_refused() {
+    let Some(w) = aws_world(INSPECTING_PROXY_CA) else {
+        return;
+    };
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, false, false);
+    let stderr = w.assert_refused(w.run(&store, &[]));
+    let lines = tls_lines(&stderr);
+    assert_eq!(lines.len(), 3, "every stage tried:\n{stderr}");
+    assert!(
+        lines[2].ends_with(&format!("roots from {BUNDLE} and /etc/ssl/certs")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_aws_endpoint_with_a_store_without_amazon_roots_starts_at_the_bundle() {
+    // A store of the proxy's CA alone (an image trimmed to its company's CA):
+    // nothing to try first, so no handshake is spent on it.
+    let Some(w) = aws_world(&[("CN", "Example Corp Root")]) else {
+        return;
+    };
+    let store = w.sandbox.path("trimmed-ssl");
+    std::fs::create_dir_all(store.join("certs")).expect("mkdir");
+    std::fs::copy(&w.ca.ca_cert, store.join("certs/ca-certificates.crt")).expect("copy");
+    let stderr = w.assert_decrypted(w.run(&store, &[]));
+    assert_eq!(
+        tls_lines(&stderr),
+        [
+            format!("kmsenv: TLS: no Amazon Trust Services root in {BUNDLE}; not trying them first"),
+            format!("kmsenv: TLS: trusting 1 root from {BUNDLE}"),
+        ],
+        "{stderr}"
+    );
+    assert_eq!(
+        w.tls.count_tls_handshakes(),
+        1,
+        "none spent on an empty stage: {}",
+        w.tls.counts()
+    );
+}
+
+#[test]
+fn an_aws_endpoint_with_ssl_cert_file_tries_that_files_amazon_roots_first() {
+    let Some(w) = aws_world(AMAZON_ROOT_CA_1) else {
+        return;
+    };
+    // The system store lacks the stand-in: only SSL_CERT_FILE counts.
+    let store = system_store(w.sandbox.dir.path(), &w.ca.ca_cert, false, false);
+    let file = w.sandbox.path("roots.pem");
+    let mut text = std::fs::read(&w.ca.server_cert).expect("read");
+    text.extend(std::fs::read(&w.ca.ca_cert).expect("read"));
+    std::fs::write(&file, text).expect("write");
+    let stderr = w.assert_decrypted(w.run(&store, &[("SSL_CERT_FILE", &file)]));
+    assert_eq!(
+        tls_lines(&stderr),
+        [format!(
+            "kmsenv: TLS: trusting 1 root from {}, its Amazon Trust Services ones (an AWS endpoint)",
+            file.display()
+        )],
+        "{stderr}"
+    );
+    assert_eq!(w.tls.count_tls_handshakes(), 1, "{}", w.tls.counts());
 }

@@ -2,9 +2,11 @@
 # Part of bench/tls: setup.sh once, then run.sh (hyperfine) and ir.sh (instructions).
 # run.sh WORK OLD NEW N OUT.json — hyperfine -N medians and user+sys CPU of
 # `kmsenv -f envelope-N.toml exec -- true` against the fault proxy (moto behind it):
-# http:// ; https:// with the system store (WORK/ssl bind-mounted over /etc/ssl:
-# this machine's store plus the test CA in bundle and folder) ; https:// with
-# SSL_CERT_FILE = that bundle; for the OLD and the NEW binary.
+# http:// ; https:// to localhost (a custom endpoint) and to
+# kms.us-east-1.amazonaws.com (an AWS host, WORK/hosts over /etc/hosts), both with
+# the system store (WORK/ssl bind-mounted over /etc/ssl: this machine's store plus
+# the test CA in bundle and folder) ; https:// with SSL_CERT_FILE = that bundle;
+# for the OLD and the NEW binary.
 set -euo pipefail
 W=$1 OLD=$2 NEW=$3 N=$4 OUT=$5
 . "$W/env"
@@ -14,9 +16,10 @@ for v in old new; do
     bin=$OLD; [[ $v == new ]] && bin=$NEW
     cmds+=(-n "$v http"          "env AWS_ENDPOINT_URL_KMS=$HTTP $bin -f envelope-$N.toml exec -- true")
     cmds+=(-n "$v https system"  "env AWS_ENDPOINT_URL_KMS=$HTTPS $bin -f envelope-$N.toml exec -- true")
+    cmds+=(-n "$v https AWS host" "env AWS_ENDPOINT_URL_KMS=$AWS_HTTPS $bin -f envelope-$N.toml exec -- true")
     cmds+=(-n "$v https SSL_CERT_FILE" "env SSL_CERT_FILE=$W/bundle.pem AWS_ENDPOINT_URL_KMS=$HTTPS $bin -f envelope-$N.toml exec -- true")
 done
-unshare -m sh -c 'mount --bind "$0" /etc/ssl && exec "$@"' "$W/ssl" \
+unshare -m sh -c 'mount --bind "$0" /etc/ssl && mount --bind "$1" /etc/hosts && shift && exec "$@"' "$W/ssl" "$W/hosts" \
     hyperfine -N -w 10 -r 100 --export-json "$OUT" "${cmds[@]}" > /dev/null
 python3 - "$OUT" <<'PY'
 import json, sys

@@ -9,15 +9,29 @@ REPO=$1 KMSENV=$2 W=$3
 mkdir -p "$W"; cd "$W"
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
-# Test CA and server certificate for localhost / 127.0.0.1.
+# Test CA and server certificate for localhost, 127.0.0.1 and an AWS endpoint's
+# name (kms.us-east-1.amazonaws.com, led to 127.0.0.1 by WORK/hosts, bind-mounted
+# over /etc/hosts by run.sh and ir.sh). The CA stands in for Amazon Root CA 1:
+# the same subject, byte for byte (PrintableStrings), so that kmsenv's first
+# stage for AWS hosts (the store's Amazon Trust Services roots) holds it.
 cat > server.ext <<'EOF'
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectAltName = DNS:localhost, DNS:kms.us-east-1.amazonaws.com, IP:127.0.0.1
+EOF
+cat > ca.cnf <<'EOF'
+[req]
+prompt = no
+string_mask = pkix
+distinguished_name = dn
+[dn]
+C = US
+O = Amazon
+CN = Amazon Root CA 1
 EOF
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=kmsenv bench CA" -addext basicConstraints=critical,CA:TRUE \
+    -config ca.cnf -addext basicConstraints=critical,CA:TRUE \
     -addext keyUsage=critical,keyCertSign,cRLSign -keyout ca.key -out ca.pem 2>/dev/null
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
     -keyout server.key -out server.csr 2>/dev/null
@@ -29,8 +43,12 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 2 
 rm -rf ssl; cp -a /etc/ssl ssl
 cat ca.pem >> ssl/certs/ca-certificates.crt
 cp ca.pem ssl/certs/kmsenv-bench-ca.pem
-ln -s kmsenv-bench-ca.pem "ssl/certs/$(openssl x509 -hash -noout -in ca.pem).0"
+# The hash is the real Amazon Root CA 1's too: the first free suffix, as c_rehash.
+hash=$(openssl x509 -hash -noout -in ca.pem); n=0
+while [[ -e ssl/certs/$hash.$n || -L ssl/certs/$hash.$n ]]; do n=$((n + 1)); done
+ln -s kmsenv-bench-ca.pem "ssl/certs/$hash.$n"
 cp ssl/certs/ca-certificates.crt bundle.pem
+{ cat /etc/hosts; echo "127.0.0.1 kms.us-east-1.amazonaws.com"; } > hosts
 
 moto_port=$(free_port)
 setsid moto_server -H 127.0.0.1 -p "$moto_port" > moto.log 2>&1 < /dev/null & echo $! > moto.pid
@@ -47,6 +65,7 @@ export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=$W/none AWS_SHARED_CREDENT
 unset SSL_CERT_FILE SSL_CERT_DIR HTTPS_PROXY HTTP_PROXY https_proxy http_proxy
 HTTP=http://127.0.0.1:$proxy_port
 HTTPS=https://localhost:$proxy_port
+AWS_HTTPS=https://kms.us-east-1.amazonaws.com:$proxy_port
 W=$W
 EOF
 . ./env

@@ -68,7 +68,9 @@ signed for S3 (e.g. "s3:GET" for GetObject). When an answer carries credentials
 TLS: with --tls-cert/--tls-key, a connection whose first byte is a TLS
 handshake record is served over TLS with that certificate; any other is served
 as plain HTTP (so the control API stays reachable with a plain client).
-"tls" counts the requests that came over TLS.
+"tls" counts the requests that came over TLS, "tls_handshakes" the connections
+that began a TLS handshake (counted before it is answered: also those the client
+gave up, say on an unknown CA).
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class State:
         self.akids: dict[str, int] = {}
         self.session_tokens: dict[str, int] = {}
         self.tls = 0
+        self.tls_handshakes = 0
         self.requests: list[dict] = []
         self.rules: list[dict] = []
         self.latency_ms = float(latency_ms or 0)
@@ -199,6 +202,7 @@ class State:
                 "akids": dict(self.akids),
                 "tokens": dict(self.session_tokens),
                 "tls": self.tls,
+                "tls_handshakes": self.tls_handshakes,
                 "latency_ms": self.latency_ms,
                 "quota_rps": self.quota_rps,
                 "rules": [
@@ -220,6 +224,7 @@ class State:
             self.akids = {}
             self.session_tokens = {}
             self.tls = 0
+            self.tls_handshakes = 0
             self.requests = []
             self.rules = []
 
@@ -307,6 +312,8 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 first = b""
             if first == b"\x16":
+                with self.server.state.lock:
+                    self.server.state.tls_handshakes += 1
                 self.request = self.server.tls.wrap_socket(self.request, server_side=True)
                 self.over_tls = True
         super().setup()

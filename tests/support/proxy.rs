@@ -127,6 +127,11 @@ impl Proxy {
         self.top_number("tls")
     }
 
+    /// Connections that began a TLS handshake, whether or not it succeeded.
+    pub fn count_tls_handshakes(&self) -> u64 {
+        self.top_number("tls_handshakes")
+    }
+
     /// Requests per region the request was signed for.
     pub fn regions(&self) -> BTreeMap<String, u64> {
         self.section("regions")

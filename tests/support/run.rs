@@ -193,12 +193,25 @@ impl Kmsenv {
     /// (`unshare -m`; the tests run as root) where `etc_ssl` is bind-mounted over
     /// /etc/ssl: the system certificate store it sees is the test's.
     pub fn with_etc_ssl(home: &Path, etc_ssl: &Path) -> Kmsenv {
+        Kmsenv::with_etc(home, etc_ssl, None)
+    }
+
+    /// Like [`Kmsenv::with_etc_ssl`], with `hosts` (when given) bind-mounted over
+    /// /etc/hosts too: a name such as `kms.us-east-1.amazonaws.com` can lead to
+    /// a local server.
+    pub fn with_etc(home: &Path, etc_ssl: &Path, hosts: Option<&Path>) -> Kmsenv {
         let mut command = Command::new("/usr/bin/unshare");
-        command
-            .args(["-m", "--propagation", "private", "/bin/sh", "-c"])
-            .arg(r#"mount --bind "$0" /etc/ssl && exec "$@""#)
-            .arg(etc_ssl)
-            .arg(env!("CARGO_BIN_EXE_kmsenv"));
+        command.args(["-m", "--propagation", "private", "/bin/sh", "-c"]);
+        match hosts {
+            None => command
+                .arg(r#"mount --bind "$0" /etc/ssl && exec "$@""#)
+                .arg(etc_ssl),
+            Some(hosts) => command
+                .arg(r#"mount --bind "$0" /etc/ssl && mount --bind "$1" /etc/hosts && shift && exec "$@""#)
+                .arg(etc_ssl)
+                .arg(hosts),
+        };
+        command.arg(env!("CARGO_BIN_EXE_kmsenv"));
         bare_env(&mut command, home);
         moto_credentials(&mut command);
         Kmsenv {

@@ -6,8 +6,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// A throwaway CA and a server certificate it signed, for `localhost` and
-/// `127.0.0.1`, made with the `openssl` CLI.
+/// A throwaway CA and a server certificate it signed (for `localhost`, or the
+/// name given to [`make_ca`], and `127.0.0.1`), made with the `openssl` CLI.
 pub struct TestCa {
     pub ca_cert: PathBuf,
     pub server_cert: PathBuf,
@@ -17,6 +17,14 @@ pub struct TestCa {
 /// Makes a [`TestCa`] in `dir`; `None` (with a note on stderr) when the `openssl`
 /// CLI is not installed.
 pub fn make_test_ca(dir: &Path) -> Option<TestCa> {
+    make_ca(dir, &[("CN", "kmsenv test CA")], "localhost")
+}
+
+/// Makes a [`TestCa`] in `dir` whose CA has the subject `ca_subject` (attributes
+/// in order, each value a PrintableString where it can be, as public roots encode
+/// them: a stand-in's subject can have a real root's DER bytes) and whose server
+/// certificate is for `server_name` and 127.0.0.1.
+pub fn make_ca(dir: &Path, ca_subject: &[(&str, &str)], server_name: &str) -> Option<TestCa> {
     if Command::new("openssl")
         .arg("version")
         .stdout(Stdio::null())
@@ -37,12 +45,21 @@ pub fn make_test_ca(dir: &Path) -> Option<TestCa> {
     let ext = dir.join("server.ext");
     std::fs::write(
         &ext,
-        "basicConstraints = critical, CA:FALSE\n\
-         keyUsage = critical, digitalSignature, keyEncipherment\n\
-         extendedKeyUsage = serverAuth\n\
-         subjectAltName = DNS:localhost, IP:127.0.0.1\n",
+        format!(
+            "basicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature, keyEncipherment\n\
+             extendedKeyUsage = serverAuth\n\
+             subjectAltName = DNS:{server_name}, IP:127.0.0.1\n"
+        ),
     )
     .expect("write server.ext");
+    let ca_config = dir.join("ca.cnf");
+    let mut config = "[req]\nprompt = no\nstring_mask = pkix\ndistinguished_name = dn\n[dn]\n".to_string();
+    for (attribute, value) in ca_subject {
+        config.push_str(&format!("{attribute} = {value}\n"));
+    }
+    std::fs::write(&ca_config, config).expect("write ca.cnf");
+    let server_subject = format!("/CN={server_name}");
     let openssl = |args: &[&OsStr]| {
         let out = Command::new("openssl")
             .args(args)
@@ -66,8 +83,8 @@ pub fn make_test_ca(dir: &Path) -> Option<TestCa> {
         s("-nodes"),
         s("-days"),
         s("2"),
-        s("-subj"),
-        s("/CN=kmsenv test CA"),
+        s("-config"),
+        ca_config.as_os_str(),
         s("-addext"),
         s("basicConstraints=critical,CA:TRUE"),
         s("-addext"),
@@ -86,7 +103,7 @@ pub fn make_test_ca(dir: &Path) -> Option<TestCa> {
         s("ec_paramgen_curve:prime256v1"),
         s("-nodes"),
         s("-subj"),
-        s("/CN=localhost"),
+        OsStr::new(&server_subject),
         s("-keyout"),
         ca.server_key.as_os_str(),
         s("-out"),
@@ -142,8 +159,22 @@ pub fn system_store(dir: &Path, ca: &Path, in_bundle: bool, in_folder: bool) -> 
             .output()
             .expect("run openssl");
         let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        std::os::unix::fs::symlink("kmsenv-test-ca.pem", store.join(format!("certs/{hash}.0")))
-            .expect("hash link");
+        // The first free suffix, as c_rehash numbers roots of the same subject.
+        let link = (0..)
+            .map(|n| store.join(format!("certs/{hash}.{n}")))
+            .find(|p| p.symlink_metadata().is_err())
+            .expect("a free hash link name");
+        std::os::unix::fs::symlink("kmsenv-test-ca.pem", link).expect("hash link");
     }
     store
+}
+
+/// A copy of this machine's /etc/hosts in `dir` that also maps `name` to
+/// 127.0.0.1, for [`crate::support::Kmsenv::with_etc`].
+pub fn hosts_with(dir: &Path, name: &str) -> PathBuf {
+    let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    text.push_str(&format!("\n127.0.0.1 {name}\n"));
+    let path = dir.join("hosts");
+    std::fs::write(&path, text).expect("write hosts");
+    path
 }
