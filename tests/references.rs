@@ -29,27 +29,87 @@ fn secret(text: &str) -> Secret {
     moto().create_secret(REGION, &unique_name("app/db-"), SecretValue::Text(text))
 }
 
-/// `NAME = { KIND = "REFERENCE", extra… }` (extra: TOML `key = value` pairs).
-fn reference(name: &str, kind: &str, target: &str, extra: &[&str]) -> String {
-    let mut line = format!("{name} = {{ {kind} = {}", toml_string(target));
-    for field in extra {
-        line.push_str(", ");
-        line.push_str(field);
+/// A reference as a test writes it: `NAME = { KIND = "TARGET", extra… }`, the
+/// extra fields in TOML (`json_key = "password"`, `version_stage = "AWSPREVIOUS"`,
+/// `version_id = "…"`, `file = true`, `type = "String"`).
+struct Ref {
+    name: String,
+    kind: &'static str,
+    target: String,
+    extra: Vec<String>,
+}
+
+fn reference(name: &str, kind: &'static str, target: &str, extra: &[&str]) -> Ref {
+    Ref {
+        name: name.to_string(),
+        kind,
+        target: target.to_string(),
+        extra: extra.iter().map(|e| e.to_string()).collect(),
     }
-    line.push_str(" }");
-    line
 }
 
 /// `NAME = { secret = "ARN", extra… }`.
-fn secret_ref(name: &str, arn: &str, extra: &[&str]) -> String {
+fn secret_ref(name: &str, arn: &str, extra: &[&str]) -> Ref {
     reference(name, "secret", arn, extra)
 }
 
-/// A keyless file of `entries` at `relative` in the sandbox.
-fn keyless(sandbox: &Sandbox, relative: &str, entries: &[String]) -> PathBuf {
+impl Ref {
+    /// The entry's TOML line, for a file written by hand.
+    fn line(&self) -> String {
+        let mut line = format!("{} = {{ {} = {}", self.name, self.kind, toml_string(&self.target));
+        for field in &self.extra {
+            line.push_str(", ");
+            line.push_str(field);
+        }
+        line.push_str(" }");
+        line
+    }
+
+    /// `set --secret|--ssm NAME TARGET [flags] --no-verify`: the command a user
+    /// types to write the same entry.
+    fn set_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "set".to_string(),
+            format!("--{}", self.kind),
+            self.name.clone(),
+            self.target.clone(),
+        ];
+        for field in &self.extra {
+            let (key, value) = field
+                .split_once(" = ")
+                .unwrap_or_else(|| panic!("extra field {field:?}"));
+            let value = value.trim_matches('"').to_string();
+            match key {
+                "file" => args.push("--as-file".into()),
+                "json_key" | "version_stage" | "version_id" | "type" => {
+                    args.push(format!("--{}", key.replace('_', "-")));
+                    args.push(value);
+                }
+                other => panic!("no set flag for {other}"),
+            }
+        }
+        args.push("--no-verify".into());
+        args
+    }
+}
+
+/// A file under a new key holding `refs`, each written by `set … --no-verify`
+/// (pointed at moto, so no call reaches a test's proxy).
+fn refs_file(sandbox: &Sandbox, relative: &str, refs: &[Ref]) -> PathBuf {
+    let key = sandbox.key();
+    let file = sandbox.init(relative, &[&key]);
+    for r in refs {
+        sandbox.kmsenv().file(&file).args(r.set_args()).run().ok();
+    }
+    file
+}
+
+/// A keyless file of `refs` written by hand.
+fn keyless(sandbox: &Sandbox, relative: &str, refs: &[Ref]) -> PathBuf {
     let file = sandbox.path(relative);
-    let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
-    sandbox.write(&file, &keyless_file(&entries));
+    let lines: Vec<String> = refs.iter().map(Ref::line).collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    sandbox.write(&file, &keyless_file(&lines));
     file
 }
 
@@ -121,15 +181,15 @@ fn secret_references_put_each_secret_into_its_own_variable() {
     let sandbox = Sandbox::new();
     let (a, b) = (canary("a"), canary("b"));
     let (sa, sb) = (secret(&a), secret(&b));
-    let file = keyless(
+    let file = refs_file(
         &sandbox,
         "kmsenv.toml",
         &[
             secret_ref("FIRST", &sa.arn, &[]),
             secret_ref("SECOND", &sb.arn, &[]),
-            "PLAIN = \"kept\"".into(),
         ],
     );
+    sandbox.set_with(&file, &["--plain"], "PLAIN", b"kept");
     let proxy = Proxy::start();
 
     let env = env_via(&sandbox, &proxy, &file);
@@ -156,12 +216,12 @@ fn forty_five_secret_references_take_three_batch_calls() {
             (value, s)
         })
         .collect();
-    let entries: Vec<String> = secrets
+    let entries: Vec<Ref> = secrets
         .iter()
         .enumerate()
         .map(|(i, (_, s))| secret_ref(&format!("S{i:02}"), &s.arn, &[]))
         .collect();
-    let file = keyless(&sandbox, "kmsenv.toml", &entries);
+    let file = refs_file(&sandbox, "kmsenv.toml", &entries);
     let proxy = Proxy::start();
 
     let env = env_via(&sandbox, &proxy, &file);
@@ -188,14 +248,14 @@ fn forty_five_secret_references_take_three_batch_calls() {
 fn a_secret_referenced_by_several_variables_is_read_once() {
     let sandbox = Sandbox::new();
     let secrets: Vec<Secret> = (0..20).map(|i| secret(&format!("v{i}"))).collect();
-    let mut entries: Vec<String> = secrets
+    let mut entries: Vec<Ref> = secrets
         .iter()
         .enumerate()
         .map(|(i, s)| secret_ref(&format!("S{i:02}"), &s.arn, &[]))
         .collect();
     entries.push(secret_ref("AGAIN", &secrets[7].arn, &[]));
     entries.push(secret_ref("AND_AGAIN", &secrets[7].arn, &[]));
-    let file = keyless(&sandbox, "kmsenv.toml", &entries);
+    let file = refs_file(&sandbox, "kmsenv.toml", &entries);
     let proxy = Proxy::start();
 
     let env = env_via(&sandbox, &proxy, &file);
@@ -216,7 +276,7 @@ fn json_key_takes_one_top_level_string_of_a_json_secret() {
     let s = secret(&format!(
         r#"{{"username":"app","password":"{password}","port":5432,"nested":{{"password":"no"}}}}"#
     ));
-    let file = keyless(
+    let file = refs_file(
         &sandbox,
         "kmsenv.toml",
         &[
@@ -252,7 +312,7 @@ fn json_key_fails_closed_when_missing_not_a_string_or_not_json() {
     .into_iter()
     .enumerate()
     {
-        let file = keyless(
+        let file = refs_file(
             &sandbox,
             &format!("case{i}.toml"),
             &[secret_ref(
@@ -271,12 +331,12 @@ fn a_binary_secret_is_delivered_as_a_file_and_refused_as_a_variable() {
     let sandbox = Sandbox::new();
     let bytes: Vec<u8> = (0u8..=255).chain([0, 0, 7]).collect();
     let s = moto().create_secret(REGION, &unique_name("app/cert-"), SecretValue::Binary(&bytes));
-    let as_file = keyless(
+    let as_file = refs_file(
         &sandbox,
         "file.toml",
         &[secret_ref("TLS_KEY", &s.arn, &["file = true"])],
     );
-    let as_var = keyless(&sandbox, "var.toml", &[secret_ref("TLS_KEY", &s.arn, &[])]);
+    let as_var = refs_file(&sandbox, "var.toml", &[secret_ref("TLS_KEY", &s.arn, &[])]);
     let proxy = Proxy::start();
 
     let out = via(&sandbox, &proxy, &[])
@@ -297,7 +357,7 @@ fn version_stage_and_version_id_read_that_version() {
     let s = secret(&old);
     moto().put_secret_value(REGION, &s.arn, SecretValue::Text(&new), &[]);
     let staged = moto().put_secret_value(REGION, &s.arn, SecretValue::Text("pending"), &["AWSPENDING"]);
-    let file = keyless(
+    let file = refs_file(
         &sandbox,
         "kmsenv.toml",
         &[
@@ -340,7 +400,7 @@ fn version_stage_and_version_id_read_that_version() {
 fn a_missing_version_stage_fails_closed_naming_the_variable() {
     let sandbox = Sandbox::new();
     let s = secret("x");
-    let file = keyless(
+    let file = refs_file(
         &sandbox,
         "kmsenv.toml",
         &[secret_ref("OLD", &s.arn, &["version_stage = \"AWSPREVIOUS\""])],
@@ -390,7 +450,7 @@ fn a_rotated_secret_is_picked_up_by_the_next_start_without_touching_the_file() {
 fn three_secrets(sandbox: &Sandbox) -> (PathBuf, Vec<Secret>, Vec<String>) {
     let values: Vec<String> = ["one", "two", "three"].iter().map(|t| canary(t)).collect();
     let secrets: Vec<Secret> = values.iter().map(|v| secret(v)).collect();
-    let file = keyless(
+    let file = refs_file(
         sandbox,
         "kmsenv.toml",
         &[
@@ -411,8 +471,12 @@ fn a_secret_that_does_not_exist_fails_closed_naming_variable_reference_and_code(
     let sandbox = Sandbox::new();
     let (file, _, values) = three_secrets(&sandbox);
     let missing = format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:app/gone-AbCdEf");
-    let text = sandbox.read(&file);
-    sandbox.write(&file, &format!("{text}{}\n", secret_ref("GONE", &missing, &[])));
+    sandbox
+        .kmsenv()
+        .file(&file)
+        .args(secret_ref("GONE", &missing, &[]).set_args())
+        .run()
+        .ok();
     let proxy = Proxy::start();
     let out = exec_marker_via(&sandbox, &proxy, &[], &file);
     fails_closed(
@@ -480,7 +544,7 @@ fn access_denied_and_decryption_failure_for_the_whole_call_fail_closed() {
 fn a_pinned_version_denied_fails_closed_naming_it() {
     let sandbox = Sandbox::new();
     let s = secret(&canary("v"));
-    let file = keyless(
+    let file = refs_file(
         &sandbox,
         "kmsenv.toml",
         &[secret_ref(
@@ -582,7 +646,7 @@ fn a_pinned_version_answered_from_another_account_fails_closed() {
     let sandbox = Sandbox::new();
     let value = canary("v");
     let s = secret(&value);
-    let file = keyless(
+    let file = refs_file(
         &sandbox,
         "kmsenv.toml",
         &[secret_ref(
@@ -959,7 +1023,7 @@ mod ssm {
         (name, version)
     }
 
-    fn ssm_ref(name: &str, target: &str, extra: &[&str]) -> String {
+    fn ssm_ref(name: &str, target: &str, extra: &[&str]) -> Ref {
         reference(name, "ssm", target, extra)
     }
 
@@ -972,12 +1036,12 @@ mod ssm {
                 (parameter(&value, "SecureString").0, value)
             })
             .collect();
-        let entries: Vec<String> = params
+        let entries: Vec<Ref> = params
             .iter()
             .enumerate()
             .map(|(i, (name, _))| ssm_ref(&format!("P{i}"), name, &[]))
             .collect();
-        let file = keyless(&sandbox, "kmsenv.toml", &entries);
+        let file = refs_file(&sandbox, "kmsenv.toml", &entries);
         let proxy = Proxy::start();
 
         let env = env_via(&sandbox, &proxy, &file);
@@ -998,13 +1062,13 @@ mod ssm {
         let names: Vec<String> = (0..11)
             .map(|i| parameter(&format!("v{i}"), "SecureString").0)
             .collect();
-        let mut entries: Vec<String> = names
+        let mut entries: Vec<Ref> = names
             .iter()
             .enumerate()
             .map(|(i, name)| ssm_ref(&format!("P{i:02}"), name, &[]))
             .collect();
         entries.push(ssm_ref("TWICE", &names[3], &[]));
-        let file = keyless(&sandbox, "kmsenv.toml", &entries);
+        let file = refs_file(&sandbox, "kmsenv.toml", &entries);
         let proxy = Proxy::start();
 
         let env = env_via(&sandbox, &proxy, &file);
@@ -1020,7 +1084,7 @@ mod ssm {
         let second = moto().put_parameter(REGION, &name, "two", "SecureString");
         moto().put_parameter(REGION, &name, "three", "SecureString");
         moto().label_parameter(REGION, &name, second, &["stable"]);
-        let file = keyless(
+        let file = refs_file(
             &sandbox,
             "kmsenv.toml",
             &[
@@ -1056,7 +1120,7 @@ mod ssm {
         let value = canary("p");
         let (name, _) = parameter(&value, "SecureString");
         let arn = parameter_arn(REGION, &name);
-        let file = keyless(&sandbox, "kmsenv.toml", &[ssm_ref("BY_ARN", &arn, &[])]);
+        let file = refs_file(&sandbox, "kmsenv.toml", &[ssm_ref("BY_ARN", &arn, &[])]);
         let proxy = Proxy::start();
         assert_eq!(env_via(&sandbox, &proxy, &file)["BY_ARN"], value.as_bytes());
     }
@@ -1068,11 +1132,11 @@ mod ssm {
         let (list, _) = parameter("a,b,c", "StringList");
         let proxy = Proxy::start();
 
-        let refused = keyless(&sandbox, "string.toml", &[ssm_ref("S", &string, &[])]);
+        let refused = refs_file(&sandbox, "string.toml", &[ssm_ref("S", &string, &[])]);
         let out = exec_marker_via(&sandbox, &proxy, &[], &refused);
         fails_closed(&sandbox, out, &refused, &["S", &string, "String"], &[]);
 
-        let accepted = keyless(
+        let accepted = refs_file(
             &sandbox,
             "typed.toml",
             &[ssm_ref("S", &string, &["type = \"String\""])],
@@ -1080,7 +1144,7 @@ mod ssm {
         assert_eq!(env_via(&sandbox, &proxy, &accepted)["S"], b"plain-text");
 
         for (i, extra) in [&[][..], &["type = \"String\""][..]].into_iter().enumerate() {
-            let file = keyless(&sandbox, &format!("list{i}.toml"), &[ssm_ref("L", &list, extra)]);
+            let file = refs_file(&sandbox, &format!("list{i}.toml"), &[ssm_ref("L", &list, extra)]);
             let out = exec_marker_via(&sandbox, &proxy, &[], &file);
             fails_closed(&sandbox, out, &file, &["L", &list, "StringList"], &["a,b,c"]);
         }
@@ -1100,7 +1164,7 @@ mod ssm {
         .iter()
         .enumerate()
         {
-            let file = keyless(
+            let file = refs_file(
                 &sandbox,
                 &format!("case{i}.toml"),
                 &[ssm_ref("OK", &name, &[]), ssm_ref("MISSING", target, &[])],
@@ -1122,7 +1186,7 @@ mod ssm {
         let (a, b) = (canary("a"), canary("b"));
         let (na, _) = parameter(&a, "SecureString");
         let (nb, _) = parameter(&b, "SecureString");
-        let file = keyless(
+        let file = refs_file(
             &sandbox,
             "kmsenv.toml",
             &[ssm_ref("A", &na, &[]), ssm_ref("B", &nb, &[])],
@@ -1161,7 +1225,7 @@ mod ssm {
         let value = canary("p");
         let (name, _) = parameter(&value, "SecureString");
         let arn = parameter_arn(REGION, &name);
-        let file = keyless(&sandbox, "kmsenv.toml", &[ssm_ref("P", &arn, &[])]);
+        let file = refs_file(&sandbox, "kmsenv.toml", &[ssm_ref("P", &arn, &[])]);
         let proxy = Proxy::start();
         proxy.rules(r#"[{"op": "GetParameters", "action": "foreign_arn", "account": "999999999999"}]"#);
         let out = exec_marker_via(&sandbox, &proxy, &[], &file);
@@ -1173,7 +1237,7 @@ mod ssm {
         let sandbox = Sandbox::new();
         let value = canary("p");
         let (name, _) = parameter(&value, "SecureString");
-        let file = keyless(&sandbox, "kmsenv.toml", &[ssm_ref("P", &name, &[])]);
+        let file = refs_file(&sandbox, "kmsenv.toml", &[ssm_ref("P", &name, &[])]);
         let proxy = Proxy::start();
 
         proxy.rules(
