@@ -7,6 +7,7 @@
 //! with `file:line:column`. Nothing here decrypts or talks to KMS; checking the MAC
 //! needs the data key and happens in `resolve`. Writing the file lives in `store`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
@@ -19,6 +20,7 @@ use toml_edit::{Item, Key, TableLike, Value as TomlValue};
 
 use crate::envelope::{MacEntry, MacInput, MacKey};
 use crate::error::{Error, Result};
+use crate::reference::{self, ParamRef, ParamType, Reference, SecretRef, SecretVersion};
 
 /// The format version every writer writes. Its MAC covers the wrapping keys.
 pub const FORMAT_VERSION: i64 = 2;
@@ -67,6 +69,10 @@ pub enum Value {
     /// (`template`). Its text is under the MAC, and it counts as a plain value
     /// for the no-downgrade rule: it decides what the program gets.
     Template(String),
+    /// A Secrets Manager secret or a Parameter Store parameter, read at start-up
+    /// (`refs`). Under the MAC and a plain value for the no-downgrade rule, like
+    /// a template: the reference decides what the program gets.
+    Ref(Reference),
 }
 
 impl Value {
@@ -76,6 +82,7 @@ impl Value {
             Value::Sealed(_) => "sealed",
             Value::Kms { .. } => "kms",
             Value::Template(_) => "template",
+            Value::Ref(r) => r.kind(),
         }
     }
 }
@@ -201,18 +208,20 @@ impl Document {
     }
 
     /// What the MAC covers: version, context, the wrapping keys (version 2),
-    /// and every plain, sealed and template entry. A template is a new kind
-    /// string in the same length-prefixed encoding: no format change, and a
-    /// plain value turned into a template (or back) is a mismatch.
+    /// and every plain, sealed, template and reference entry. Templates and
+    /// references are new kind strings in the same length-prefixed encoding (a
+    /// reference's text is its own tagged, length-prefixed fields): no format
+    /// change, and a value turned into another kind is a mismatch.
     pub fn mac_input(&self) -> MacInput<'_> {
         let entries = self
             .entries
             .iter()
             .filter_map(|e| {
                 let (kind, text) = match &e.value {
-                    Value::Plain(t) => ("plain", t.as_str()),
-                    Value::Sealed(t) => ("sealed", t.as_str()),
-                    Value::Template(t) => ("template", t.as_str()),
+                    Value::Plain(t) => ("plain", Cow::Borrowed(t.as_bytes())),
+                    Value::Sealed(t) => ("sealed", Cow::Borrowed(t.as_bytes())),
+                    Value::Template(t) => ("template", Cow::Borrowed(t.as_bytes())),
+                    Value::Ref(r) => (r.kind(), Cow::Owned(r.mac_text())),
                     Value::Kms { .. } => return None,
                 };
                 Some(MacEntry {
@@ -547,7 +556,8 @@ impl Parser<'_> {
     }
 
     /// What a file without keys must not do (DESIGN §2.4): hold sealed values,
-    /// carry a MAC, or mix plain values (templates count as plain) with kms ones.
+    /// carry a MAC, or mix plain values (templates and references count as
+    /// plain) with kms ones.
     fn keyless_rule(&self, doc: &Document) -> Result<()> {
         let Document {
             keys, entries, mac, ..
@@ -572,7 +582,7 @@ impl Parser<'_> {
             // plain values next to secrets that still decrypt could be anyone's.
             let plain = entries
                 .iter()
-                .find(|e| matches!(e.value, Value::Plain(_) | Value::Template(_)));
+                .find(|e| matches!(e.value, Value::Plain(_) | Value::Template(_) | Value::Ref(_)));
             let direct = entries.iter().find(|e| matches!(e.value, Value::Kms { .. }));
             if let (Some(p), Some(d)) = (plain, direct) {
                 return Err(Error::integrity(format!(
@@ -704,9 +714,18 @@ impl Parser<'_> {
             };
             return Err(self.err_at(
                 at,
-                format!("{name}: value must be a string, {{ sealed = \"…\" }}, {{ kms = \"…\" }} or {{ template = \"…\" }}{what}"),
+                format!("{name}: value must be a string, {{ sealed = \"…\" }}, {{ kms = \"…\" }}, {{ template = \"…\" }}, {{ secret = \"…\" }} or {{ ssm = \"…\" }}{what}"),
             ));
         };
+        if t.contains_key("secret") || t.contains_key("ssm") {
+            let (value, file) = self.reference(name, t)?;
+            return Ok(Entry {
+                name: name.into(),
+                value: Value::Ref(value),
+                file,
+                at,
+            });
+        }
         let mut sealed = None;
         let mut kms = None;
         let mut template = None;
@@ -739,7 +758,7 @@ impl Parser<'_> {
                 other => {
                     return Err(self.err(
                         fspan,
-                        format!("{name}: unknown key `{other}` (expected sealed, template, or kms with optional key and context; and file)"),
+                        format!("{name}: unknown key `{other}` (expected sealed, template, secret, ssm, or kms with optional key and context; and file)"),
                     ));
                 }
             }
@@ -829,7 +848,7 @@ impl Parser<'_> {
             (None, None) => {
                 return Err(self.err_at(
                     at,
-                    format!("{name}: a value table needs `sealed`, `kms` or `template`"),
+                    format!("{name}: a value table needs `sealed`, `kms`, `template`, `secret` or `ssm`"),
                 ));
             }
         };
@@ -839,6 +858,89 @@ impl Parser<'_> {
             file,
             at,
         })
+    }
+}
+
+impl Parser<'_> {
+    /// A `secret` or `ssm` table: only its own keys and `file`; every field
+    /// checked (`reference`). A binary secret needs `file = true`, which is
+    /// known only from the answer (`refs`).
+    fn reference(&self, name: &str, t: &dyn TableLike) -> Result<(Reference, bool)> {
+        let mut fields: BTreeMap<&str, (String, Option<Range<usize>>)> = BTreeMap::new();
+        let mut file = false;
+        let secret = t.contains_key("secret");
+        let allowed: &[&str] = if secret {
+            &["secret", "json_key", "version_stage", "version_id"]
+        } else {
+            &["ssm", "type"]
+        };
+        let expected = if secret {
+            "a secret table holds secret, json_key, version_stage or version_id, and file"
+        } else {
+            "an ssm table holds ssm and type, and file"
+        };
+        for (k, v) in t.iter() {
+            let fspan = t.key(k).and_then(Key::span);
+            if k == "file" {
+                file = v
+                    .as_bool()
+                    .ok_or_else(|| self.err(fspan, format!("{name}: `file` must be true or false")))?;
+                continue;
+            }
+            let Some(&key) = allowed.iter().find(|a| **a == k) else {
+                let both = if secret && k == "ssm" {
+                    " (it has both `secret` and `ssm`; keep one)"
+                } else {
+                    ""
+                };
+                return Err(self.err(fspan, format!("{name}: unknown key `{k}`: {expected}{both}")));
+            };
+            let s = v
+                .as_str()
+                .ok_or_else(|| self.err(fspan.clone(), format!("{name}: `{k}` must be a string")))?;
+            fields.insert(key, (s.to_string(), fspan));
+        }
+        let bad =
+            |fspan: &Option<Range<usize>>, why: String| self.err(fspan.clone(), format!("{name}: {why}"));
+        let reference = if secret {
+            let (arn, span) = fields.remove("secret").unwrap_or_default();
+            reference::check_secret_arn(&arn).map_err(|why| bad(&span, why))?;
+            let json_key = match fields.remove("json_key") {
+                Some((k, span)) if k.is_empty() => return Err(bad(&span, "`json_key` is empty".into())),
+                Some((k, _)) => Some(k),
+                None => None,
+            };
+            let version = match (fields.remove("version_stage"), fields.remove("version_id")) {
+                (Some(_), Some((_, span))) => {
+                    return Err(bad(
+                        &span,
+                        "give `version_stage` or `version_id`, not both".into(),
+                    ));
+                }
+                (Some((st, span)), None) => {
+                    reference::check_version_field("version_stage", &st).map_err(|why| bad(&span, why))?;
+                    SecretVersion::Stage(st)
+                }
+                (None, Some((id, span))) => {
+                    reference::check_version_field("version_id", &id).map_err(|why| bad(&span, why))?;
+                    SecretVersion::Id(id)
+                }
+                (None, None) => SecretVersion::Current,
+            };
+            Reference::Secret(SecretRef {
+                arn,
+                json_key,
+                version,
+            })
+        } else {
+            let kind = match fields.remove("type") {
+                Some((ty, span)) => ParamType::parse(&ty).map_err(|why| bad(&span, why))?,
+                None => ParamType::SecureString,
+            };
+            let (text, span) = fields.remove("ssm").unwrap_or_default();
+            Reference::Param(ParamRef::parse(&text, kind).map_err(|why| bad(&span, why))?)
+        };
+        Ok((reference, file))
     }
 }
 
@@ -969,6 +1071,152 @@ mod tests {
                 .contains("`context` value for `app` must be a string"),
             "{e}"
         );
+    }
+
+    const SECRET_ARN: &str = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db-AbCdEf";
+
+    fn one_ref(fields: &str) -> Result<Document> {
+        parse(&format!("{HEAD}[env]\nDB = {{ {fields} }}\n"))
+    }
+
+    #[test]
+    fn a_secret_reference_parses_with_its_fields() -> crate::error::TestResult {
+        let doc = one_ref(&format!(
+            "secret = \"{SECRET_ARN}\", json_key = \"password\", version_stage = \"AWSPREVIOUS\", file = true"
+        ))?;
+        let e = &doc.entries[0];
+        assert!(e.file);
+        assert_eq!(
+            e.value,
+            Value::Ref(Reference::Secret(SecretRef {
+                arn: SECRET_ARN.into(),
+                json_key: Some("password".into()),
+                version: SecretVersion::Stage("AWSPREVIOUS".into()),
+            }))
+        );
+        assert_eq!(e.value.kind(), "secret");
+        Ok(())
+    }
+
+    #[test]
+    fn an_ssm_reference_parses_with_selector_and_type() -> crate::error::TestResult {
+        let doc = one_ref("ssm = \"/prod/app/db:7\", type = \"String\"")?;
+        let Value::Ref(Reference::Param(p)) = &doc.entries[0].value else {
+            return Err("an ssm reference".into());
+        };
+        assert_eq!(p.id, "/prod/app/db");
+        assert_eq!(p.selector, Some(crate::reference::Selector::Version(7)));
+        assert_eq!(p.kind, ParamType::String);
+        Ok(())
+    }
+
+    fn refused(fields: &str, says: &str) {
+        match one_ref(fields) {
+            Ok(_) => panic!("accepted: {fields}"),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(text.starts_with("k.toml:4:"), "{text}");
+                assert!(text.contains("DB: "), "{text}");
+                assert!(text.contains(says), "{fields}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_secret_reference_with_an_unknown_key_is_refused() {
+        refused(
+            &format!("secret = \"{SECRET_ARN}\", jsonkey = \"p\""),
+            "unknown key `jsonkey`",
+        );
+        refused(
+            &format!("secret = \"{SECRET_ARN}\", type = \"String\""),
+            "unknown key `type`",
+        );
+        refused(
+            &format!("secret = \"{SECRET_ARN}\", kms = \"AQID\""),
+            "unknown key `kms`",
+        );
+    }
+
+    #[test]
+    fn a_secret_reference_with_both_stage_and_id_is_refused() {
+        refused(
+            &format!("secret = \"{SECRET_ARN}\", version_stage = \"A\", version_id = \"B\""),
+            "not both",
+        );
+    }
+
+    #[test]
+    fn a_partial_secret_arn_in_the_file_is_refused() {
+        refused(
+            "secret = \"arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db\"",
+            "partial ARN",
+        );
+        refused("secret = \"prod/db\"", "must be a Secrets Manager secret ARN");
+    }
+
+    #[test]
+    fn an_empty_json_key_or_a_non_string_field_is_refused() {
+        refused(
+            &format!("secret = \"{SECRET_ARN}\", json_key = \"\""),
+            "`json_key` is empty",
+        );
+        refused(
+            &format!("secret = \"{SECRET_ARN}\", json_key = 1"),
+            "`json_key` must be a string",
+        );
+        refused(
+            &format!("secret = \"{SECRET_ARN}\", file = \"yes\""),
+            "`file` must be true or false",
+        );
+    }
+
+    #[test]
+    fn an_ssm_reference_with_a_bad_form_is_refused() {
+        refused("ssm = \"/a/b\", type = \"StringList\"", "StringList");
+        refused("ssm = \"/a/b\", type = \"Secure\"", "expected \"SecureString\"");
+        refused("ssm = \"/a/b\", json_key = \"x\"", "unknown key `json_key`");
+        refused("ssm = \"/a/b\", secret = \"x\"", "unknown key `ssm`");
+        refused("ssm = \"/a/\"", "path reads are not supported");
+        refused("ssm = \"/a/b:\"", "selector");
+    }
+
+    #[test]
+    fn a_keyless_file_may_hold_references_and_plain_values_but_not_kms_values() {
+        let ok = format!("{HEAD}[env]\nHOST = \"db\"\nP = {{ ssm = \"/a\" }}\n");
+        assert!(parse(&ok).is_ok());
+        let mixed = format!("{HEAD}[env]\nP = {{ ssm = \"/a\" }}\nT = {{ kms = \"AQID\" }}\n");
+        assert_eq!(parse(&mixed).unwrap_err().class, crate::error::Class::Integrity);
+    }
+
+    #[test]
+    fn the_mac_input_covers_every_field_of_a_reference() -> crate::error::TestResult {
+        let input = |fields: &str| -> Result<Vec<u8>> {
+            let doc = one_ref(fields)?;
+            let m = doc.mac_input();
+            Ok(m.entries
+                .iter()
+                .flat_map(|e| [e.kind.as_bytes(), &e.text[..]].concat())
+                .collect())
+        };
+        let base = input(&format!("secret = \"{SECRET_ARN}\""))?;
+        for other in [
+            format!("secret = \"{}\"", SECRET_ARN.replace("AbCdEf", "AbCdEg")),
+            format!("secret = \"{SECRET_ARN}\", json_key = \"a\""),
+            format!("secret = \"{SECRET_ARN}\", version_stage = \"AWSCURRENT\""),
+            format!("secret = \"{SECRET_ARN}\", version_id = \"v1\""),
+        ] {
+            assert_ne!(base, input(&other)?, "{other}");
+        }
+        let ssm = input("ssm = \"/a/b\"")?;
+        assert_ne!(ssm, input("ssm = \"/a/b\", type = \"String\"")?);
+        assert_ne!(ssm, input("ssm = \"/a/b:2\"")?);
+        assert_ne!(ssm, input("ssm = \"/a/c\"")?);
+        assert_ne!(
+            ssm,
+            input("ssm = \"arn:aws:ssm:eu-west-1:111122223333:parameter/a/b\"")?
+        );
+        Ok(())
     }
 
     #[test]

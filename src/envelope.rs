@@ -7,6 +7,7 @@
 //! the MAC covers names, kinds, texts and flags through a length-prefixed encoding,
 //! so no two different files encode alike (the `a:b:` ambiguity sops had).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -170,13 +171,15 @@ pub fn random_bytes(buf: &mut [u8]) {
 }
 
 /// One `[env]` entry as the MAC sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MacEntry<'a> {
     pub name: &'a str,
-    /// "plain" or "sealed"; direct `kms` entries are outside the MAC.
+    /// "plain", "sealed", "template", "secret" or "ssm"; direct `kms` entries
+    /// are outside the MAC.
     pub kind: &'a str,
-    /// The plain value, or the sealed base64 text.
-    pub text: &'a str,
+    /// The plain value, the sealed base64 text, the template text, or a
+    /// reference's own length-prefixed fields (`Reference::mac_text`).
+    pub text: Cow<'a, [u8]>,
     pub file: bool,
 }
 
@@ -226,10 +229,10 @@ impl MacInput<'_> {
         let mut entries = self.entries.clone();
         entries.sort_by(|a, b| a.name.cmp(b.name));
         out.extend_from_slice(&(entries.len() as u64).to_be_bytes());
-        for e in entries {
+        for e in &entries {
             field(&mut out, e.name.as_bytes());
             field(&mut out, e.kind.as_bytes());
-            field(&mut out, e.text.as_bytes());
+            field(&mut out, &e.text);
             field(&mut out, if e.file { b"1" } else { b"0" });
         }
         out
@@ -300,10 +303,10 @@ mod tests {
             keys: vec![],
             entries,
         };
-        let e = |name, kind, text, file| MacEntry {
+        let e = |name, kind, text: &'static str, file| MacEntry {
             name,
             kind,
-            text,
+            text: Cow::Borrowed(text.as_bytes()),
             file,
         };
         let m = k.mac(&base(vec![e("A", "plain", "x", false)]));

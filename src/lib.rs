@@ -16,6 +16,7 @@ pub mod input;
 pub mod kms;
 pub mod lint;
 pub mod reaper;
+pub mod reference;
 pub mod resolve;
 pub mod run;
 pub mod s3;

@@ -62,7 +62,7 @@ pub fn lint(seen: &Inspection, pin: Option<&TrustPin>) -> Vec<Finding> {
         let plain = doc
             .entries
             .iter()
-            .find(|e| matches!(e.value, Value::Plain(_) | Value::Template(_)));
+            .find(|e| matches!(e.value, Value::Plain(_) | Value::Template(_) | Value::Ref(_)));
         let direct = doc.entries.iter().find(|e| matches!(e.value, Value::Kms { .. }));
         match (plain, direct) {
             (Some(p), Some(d)) if !doc.has_keys() => out.push(Finding {

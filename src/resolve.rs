@@ -221,7 +221,7 @@ fn finish(
         let origin = match &e.value {
             Value::Plain(_) => Origin::Plain,
             Value::Template(_) => Origin::Template,
-            Value::Sealed(_) | Value::Kms { .. } => Origin::Secret,
+            Value::Sealed(_) | Value::Kms { .. } | Value::Ref(_) => Origin::Secret,
         };
         let secret = match &e.value {
             Value::Plain(t) | Value::Template(t) => Secret::new(t.as_bytes().to_vec()),
@@ -238,6 +238,14 @@ fn finish(
                 Some(secret) => secret,
                 None => continue,
             },
+            Value::Ref(r) => {
+                return Err(Error::usage(format!(
+                    "{path}:{}: {}: {} references are not read by this build yet",
+                    e.at,
+                    e.name,
+                    r.kind()
+                )));
+            }
         };
         // A file value reaches the program through a memfd, which may hold any bytes.
         if let Some(why) = value_rule(&e.name, secret.expose(), e.file) {

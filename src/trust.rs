@@ -119,6 +119,23 @@ impl TrustPin {
                     self.describe()
                 )));
             }
+            // Neither Secrets Manager nor Parameter Store says which KMS key
+            // protected a value, so the pin cannot vouch for it: what it can do
+            // is make sure the file (verified through a trusted key) names the
+            // value exactly, in one account and region.
+            if let Value::Ref(r) = &e.value
+                && !r.is_arn()
+            {
+                return Err(Error::integrity(format!(
+                    "{path}:{}: {}: the {} reference {} is a name, and under a trust pin references must be full ARNs \
+                     (a name is read in whatever account and region the caller's configuration points at)",
+                    e.at,
+                    e.name,
+                    r.kind(),
+                    escape(&r.to_string())
+                ))
+                .with_hint("write the parameter ARN: arn:aws:ssm:REGION:ACCOUNT:parameter/NAME"));
+            }
         }
         Ok(())
     }
@@ -152,6 +169,30 @@ mod tests {
         let pin = TrustPin::from_sources(&[], Some(env.into()))?.ok_or("a pin")?;
         assert!(pin.trusts(ARN) && pin.trusts("arn:aws:kms:eu-west-1:1:key/x"));
         assert!(TrustPin::from_sources(&[], None)?.is_none());
+        Ok(())
+    }
+
+    fn keyed_file(env: &str) -> crate::error::Result<Document> {
+        Document::parse(
+            std::path::Path::new("k.toml"),
+            format!(
+                "[kmsenv]\nversion = 2\nmac = \"AAAA\"\n[[kmsenv.keys]]\narn = \"{ARN}\"\ndata_key = \"AQID\"\n[env]\n{env}\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn under_a_pin_an_ssm_name_reference_is_refused_naming_the_variable() -> TestResult {
+        let pin = TrustPin::from_sources(&[ARN.into()], None)?.ok_or("a pin")?;
+        let named = keyed_file("DB = { ssm = \"/prod/db\" }")?;
+        let err = pin.admit(&named, false).unwrap_err().to_string();
+        assert!(err.contains("DB: the ssm reference /prod/db is a name"), "{err}");
+        let arn = keyed_file("DB = { ssm = \"arn:aws:ssm:us-east-1:111122223333:parameter/prod/db\" }")?;
+        assert!(pin.admit(&arn, false).is_ok());
+        let secret = keyed_file(
+            "DB = { secret = \"arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf\" }",
+        )?;
+        assert!(pin.admit(&secret, false).is_ok());
         Ok(())
     }
 

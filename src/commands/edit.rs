@@ -43,11 +43,22 @@ pub fn run<K: Connect>(run: &mut Run<K>) -> Result<()> {
     // The data key is opened once: for showing the values, and again for writing
     // them back if the file is still what it was.
     let unlocked = run.unlock(&original)?;
+    // References are not values of the file: they are not read, shown or
+    // changed here (`set --secret`/`set --ssm` change them).
+    let shown: std::collections::BTreeSet<String> = original
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.value, Value::Ref(_)))
+        .map(|e| e.name.clone())
+        .collect();
     let opened = run.open_unlocked(
         &original,
         unlocked.as_ref().map(|(k, _)| k),
         unlocked.as_ref().map(|(_, arn)| arn.clone()),
-        Selection::ALL,
+        Selection {
+            only: Some(&shown),
+            ..Selection::ALL
+        },
     )?;
     let values: Vec<(String, Secret)> = opened.values.into_iter().map(|v| (v.name, v.secret)).collect();
     if let Some((n, _)) = values.iter().find(|(_, v)| v.expose().contains(&0)) {
@@ -215,6 +226,14 @@ pub(super) fn apply<K: Connect>(
                 w.check_trusted(name, &arn)?;
                 w.editor()
                     .set_kms(name, &B64.encode(blob), Some(&arn), &context, file)?;
+            }
+            Some(Value::Ref(r)) => {
+                return Err(Error::usage(format!(
+                    "{name} is a {} reference, not a value of the file; change it with `kmsenv set --{} {name} …`, \
+                     or `kmsenv unset {name}` first",
+                    r.kind(),
+                    r.kind()
+                )));
             }
             Some(Value::Sealed(_)) | None => {
                 let sealed = w.seal(name, value.expose())?;

@@ -46,6 +46,8 @@ fn listing(doc: &Document, out: &mut String) {
             Value::Kms { key: Some(k), .. } => line += &format!("  {}", escape(k)),
             // The names it uses (names only: they follow the name rule, nothing to escape).
             Value::Template(t) => line += &format!("  uses {}", references(t).join(" ")),
+            // The reference, never a value (none is read).
+            Value::Ref(r) => line += &format!("  {}", escape(&r.to_string())),
             _ => {}
         }
         if e.file {
@@ -64,12 +66,13 @@ fn hashes(doc: &Document, out: &mut String) {
         *out += &format!("key {} {}\n", escape(&k.arn), short_hash(&k.data_key));
     }
     for e in &doc.entries {
-        let text: &[u8] = match &e.value {
-            Value::Plain(t) | Value::Sealed(t) | Value::Template(t) => t.as_bytes(),
-            Value::Kms { blob, .. } => blob,
+        let text: std::borrow::Cow<'_, [u8]> = match &e.value {
+            Value::Plain(t) | Value::Sealed(t) | Value::Template(t) => t.as_bytes().into(),
+            Value::Kms { blob, .. } => blob.into(),
+            Value::Ref(r) => r.mac_text().into(),
         };
         let file = if e.file { " file" } else { "" };
-        *out += &format!("{} {} {}{file}\n", e.name, e.value.kind(), short_hash(text));
+        *out += &format!("{} {} {}{file}\n", e.name, e.value.kind(), short_hash(&text));
     }
 }
 
