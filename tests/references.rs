@@ -590,6 +590,43 @@ fn items_answered_in_another_order_still_land_in_their_own_variables() {
     );
 }
 
+/// fnox once matched batch answers by suffix: `db` and `prod/db` are one
+/// secret's name and the other's suffix. Answered in reverse order, each still
+/// reaches its own variable.
+#[test]
+fn secrets_whose_names_are_suffixes_of_each_other_are_not_mixed_up() {
+    let sandbox = Sandbox::new();
+    let base = unique_name("db-");
+    let (short, long) = (canary("short"), canary("long"));
+    let s_short = moto().create_secret(REGION, &base, SecretValue::Text(&short));
+    let s_long = moto().create_secret(REGION, &format!("prod/{base}"), SecretValue::Text(&long));
+    let file = refs_file(
+        &sandbox,
+        "kmsenv.toml",
+        &[
+            secret_ref("SHORT", &s_short.arn, &[]),
+            secret_ref("LONG", &s_long.arn, &[]),
+        ],
+    );
+    let proxy = Proxy::start();
+    for rules in ["[]", r#"[{"op": "BatchGetSecretValue", "action": "reorder"}]"#] {
+        proxy.rules(rules);
+        let env = env_via(&sandbox, &proxy, &file);
+        assert_values(&env, &[("SHORT", short.as_bytes()), ("LONG", long.as_bytes())]);
+    }
+}
+
+#[test]
+fn a_secret_holding_a_nul_byte_fails_closed_naming_the_variable() {
+    let sandbox = Sandbox::new();
+    let value = canary("nul");
+    let s = secret(&format!("{value}\u{0}tail"));
+    let file = refs_file(&sandbox, "kmsenv.toml", &[secret_ref("WITH_NUL", &s.arn, &[])]);
+    let proxy = Proxy::start();
+    let out = exec_marker_via(&sandbox, &proxy, &[], &file);
+    fails_closed(&sandbox, out, &file, &["WITH_NUL", "NUL"], &[&value]);
+}
+
 /// Two items exchange their `Name`s (ARNs and values kept): kmsenv either matches
 /// by ARN and gives each variable its own value, or refuses the answer — never
 /// one secret's value in the other's variable.
