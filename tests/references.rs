@@ -142,16 +142,10 @@ fn exec_marker_via(sandbox: &Sandbox, proxy: &Proxy, options: &[&str], file: &Pa
 /// the command not run, none of `secrets` anywhere in the output.
 #[track_caller]
 fn fails_closed(sandbox: &Sandbox, out: Output, file: &Path, needles: &[&str], secrets: &[&str]) -> Output {
-    let out = out.kmsenv_error(&[]);
-    let first = out.stderr.lines().next().unwrap_or("").to_string();
     let path = file.display().to_string();
-    for needle in std::iter::once(path.as_str()).chain(needles.iter().copied()) {
-        assert!(
-            first.contains(needle),
-            "the first stderr line should name {needle:?}\n--- stderr ---\n{}",
-            out.stderr
-        );
-    }
+    let mut all = vec![path.as_str()];
+    all.extend_from_slice(needles);
+    let out = out.first_line_names(&all);
     assert_no_secret(&out, secrets);
     sandbox.assert_command_did_not_run();
     out
@@ -166,6 +160,49 @@ fn assert_no_secret(out: &Output, secrets: &[&str]) {
             out.stderr
         );
     }
+}
+
+/// kmsenv under the trust pin `--trust-key KEY`.
+fn pinned(sandbox: &Sandbox, key: &str) -> Kmsenv {
+    sandbox.kmsenv().arg("--trust-key").arg(key)
+}
+
+/// `exec -- env -0` of `file` under the pin `key`: the child's environment.
+#[track_caller]
+fn pinned_env(sandbox: &Sandbox, key: &str, file: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    pinned(sandbox, key)
+        .file(file)
+        .args(["exec", "--", "env", "-0"])
+        .run()
+        .ok()
+        .env0()
+}
+
+/// `exec -- touch MARKER` of `file` under the pin `key`.
+fn pinned_marker(sandbox: &Sandbox, key: &str, file: &Path) -> Output {
+    pinned(sandbox, key)
+        .file(file)
+        .args(["exec", "--"])
+        .args(sandbox.touch_marker_command())
+        .run()
+}
+
+/// `exec -- touch MARKER` of `file` through a new proxy with `rules`, asserted to
+/// fail closed as [`fails_closed`] says; the proxy (for its counts) and the run.
+#[track_caller]
+fn fails_through(
+    sandbox: &Sandbox,
+    file: &Path,
+    rules: &str,
+    options: &[&str],
+    needles: &[&str],
+    secrets: &[&str],
+) -> (Proxy, Output) {
+    let proxy = Proxy::start();
+    proxy.rules(rules);
+    let out = exec_marker_via(sandbox, &proxy, options, file);
+    let out = fails_closed(sandbox, out, file, needles, secrets);
+    (proxy, out)
 }
 
 /// A JSON proxy rule list of one rule.
@@ -492,29 +529,31 @@ fn a_secret_that_does_not_exist_fails_closed_naming_variable_reference_and_code(
 fn an_item_silently_missing_from_the_batch_answer_fails_closed() {
     let sandbox = Sandbox::new();
     let (file, secrets, values) = three_secrets(&sandbox);
-    let proxy = Proxy::start();
-    proxy.rules(&one_rule(&format!(
-        r#"{{"op": "BatchGetSecretValue", "action": "drop_item", "item": "{}"}}"#,
-        secrets[1].name
-    )));
-    let out = exec_marker_via(&sandbox, &proxy, &[], &file);
-    fails_closed(&sandbox, out, &file, &["TWO", &secrets[1].arn], &strs(&values));
+    fails_through(
+        &sandbox,
+        &file,
+        &one_rule(&format!(
+            r#"{{"op": "BatchGetSecretValue", "action": "drop_item", "item": "{}"}}"#,
+            secrets[1].name
+        )),
+        &[],
+        &["TWO", &secrets[1].arn],
+        &strs(&values),
+    );
 }
 
 #[test]
 fn a_decryption_failure_for_one_secret_fails_closed_naming_it() {
     let sandbox = Sandbox::new();
     let (file, secrets, values) = three_secrets(&sandbox);
-    let proxy = Proxy::start();
-    proxy.rules(&one_rule(&format!(
-        r#"{{"op": "BatchGetSecretValue", "action": "item_error", "item": "{}", "code": "DecryptionFailure"}}"#,
-        secrets[1].name
-    )));
-    let out = exec_marker_via(&sandbox, &proxy, &[], &file);
-    fails_closed(
+    fails_through(
         &sandbox,
-        out,
         &file,
+        &one_rule(&format!(
+            r#"{{"op": "BatchGetSecretValue", "action": "item_error", "item": "{}", "code": "DecryptionFailure"}}"#,
+            secrets[1].name
+        )),
+        &[],
         &["TWO", &secrets[1].arn, "DecryptionFailure"],
         &strs(&values),
     );
@@ -525,12 +564,16 @@ fn access_denied_and_decryption_failure_for_the_whole_call_fail_closed() {
     for code in ["AccessDeniedException", "DecryptionFailure"] {
         let sandbox = Sandbox::new();
         let (file, secrets, values) = three_secrets(&sandbox);
-        let proxy = Proxy::start();
-        proxy.rules(&one_rule(&format!(
-            r#"{{"service": "secretsmanager", "action": "error", "code": "{code}"}}"#
-        )));
-        let out = exec_marker_via(&sandbox, &proxy, &[], &file);
-        let out = fails_closed(&sandbox, out, &file, &[code], &strs(&values));
+        let (_, out) = fails_through(
+            &sandbox,
+            &file,
+            &one_rule(&format!(
+                r#"{{"service": "secretsmanager", "action": "error", "code": "{code}"}}"#
+            )),
+            &[],
+            &[code],
+            &strs(&values),
+        );
         // The line names one of the references it could not read.
         let first = out.stderr.lines().next().unwrap_or("");
         assert!(
@@ -553,13 +596,11 @@ fn a_pinned_version_denied_fails_closed_naming_it() {
             &[&format!("version_id = \"{}\"", s.version_id)],
         )],
     );
-    let proxy = Proxy::start();
-    proxy.rules(r#"[{"op": "GetSecretValue", "action": "error", "code": "AccessDeniedException"}]"#);
-    let out = exec_marker_via(&sandbox, &proxy, &[], &file);
-    fails_closed(
+    fails_through(
         &sandbox,
-        out,
         &file,
+        r#"[{"op": "GetSecretValue", "action": "error", "code": "AccessDeniedException"}]"#,
+        &[],
         &["PINNED", &s.arn, "AccessDeniedException"],
         &[],
     );
@@ -667,13 +708,17 @@ fn an_answer_from_another_account_or_region_fails_closed() {
     ] {
         let sandbox = Sandbox::new();
         let (file, secrets, values) = three_secrets(&sandbox);
-        let proxy = Proxy::start();
-        proxy.rules(&one_rule(&format!(
-            r#"{{"op": "BatchGetSecretValue", "action": "foreign_arn", "item": "{}", {field}}}"#,
-            secrets[1].name
-        )));
-        let out = exec_marker_via(&sandbox, &proxy, &[], &file);
-        let out = fails_closed(&sandbox, out, &file, &["TWO", &secrets[1].arn], &strs(&values));
+        let (_, out) = fails_through(
+            &sandbox,
+            &file,
+            &one_rule(&format!(
+                r#"{{"op": "BatchGetSecretValue", "action": "foreign_arn", "item": "{}", {field}}}"#,
+                secrets[1].name
+            )),
+            &[],
+            &["TWO", &secrets[1].arn],
+            &strs(&values),
+        );
         assert_eq!(out.code(), Some(125), "another {what}");
     }
 }
@@ -692,10 +737,14 @@ fn a_pinned_version_answered_from_another_account_fails_closed() {
             &[&format!("version_id = \"{}\"", s.version_id)],
         )],
     );
-    let proxy = Proxy::start();
-    proxy.rules(r#"[{"op": "GetSecretValue", "action": "foreign_arn", "account": "999999999999"}]"#);
-    let out = exec_marker_via(&sandbox, &proxy, &[], &file);
-    fails_closed(&sandbox, out, &file, &["PINNED", &s.arn], &[&value]);
+    fails_through(
+        &sandbox,
+        &file,
+        r#"[{"op": "GetSecretValue", "action": "foreign_arn", "account": "999999999999"}]"#,
+        &[],
+        &["PINNED", &s.arn],
+        &[&value],
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -725,12 +774,14 @@ fn throttled_then_answered_runs_the_command() {
 fn throttled_past_the_deadline_fails_closed_naming_throttling() {
     let sandbox = Sandbox::new();
     let (file, _, values) = three_secrets(&sandbox);
-    let proxy = Proxy::start();
-    proxy.rules(
+    let (proxy, _) = fails_through(
+        &sandbox,
+        &file,
         r#"[{"op": "BatchGetSecretValue", "action": "error", "code": "ThrottlingException", "ms": 1000}]"#,
+        &["--timeout", "4"],
+        &["ThrottlingException"],
+        &strs(&values),
     );
-    let out = exec_marker_via(&sandbox, &proxy, &["--timeout", "4"], &file);
-    fails_closed(&sandbox, out, &file, &["ThrottlingException"], &strs(&values));
     assert!(proxy.count_op("BatchGetSecretValue") >= 2, "{}", proxy.counts());
 }
 
@@ -738,10 +789,14 @@ fn throttled_past_the_deadline_fails_closed_naming_throttling() {
 fn a_hanging_secrets_manager_fails_closed_at_the_deadline() {
     let sandbox = Sandbox::new();
     let (file, _, values) = three_secrets(&sandbox);
-    let proxy = Proxy::start();
-    proxy.rules(r#"[{"service": "secretsmanager", "action": "hang"}]"#);
-    let out = exec_marker_via(&sandbox, &proxy, &["--timeout", "3"], &file);
-    fails_closed(&sandbox, out, &file, &["--timeout"], &strs(&values));
+    fails_through(
+        &sandbox,
+        &file,
+        r#"[{"service": "secretsmanager", "action": "hang"}]"#,
+        &["--timeout", "3"],
+        &["--timeout"],
+        &strs(&values),
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -944,13 +999,11 @@ fn a_template_over_a_failing_reference_fails_closed_naming_the_reference() {
         "DATABASE_URL",
         b"${DB_USER}:${DB_PASSWORD}@${DB_HOST}",
     );
-    let proxy = Proxy::start();
-    proxy.rules(r#"[{"service": "secretsmanager", "action": "error", "code": "AccessDeniedException"}]"#);
-    let out = exec_marker_via(&sandbox, &proxy, &[], &file);
-    fails_closed(
+    fails_through(
         &sandbox,
-        out,
         &file,
+        r#"[{"service": "secretsmanager", "action": "error", "code": "AccessDeniedException"}]"#,
+        &[],
         &["DB_PASSWORD", &s.arn, "AccessDeniedException"],
         &[],
     );
@@ -962,16 +1015,7 @@ fn a_secret_reference_runs_under_a_trust_pin() {
     let value = canary("v");
     let s = secret(&value);
     let (file, key) = keyed_with_reference(&sandbox, &s);
-    let env = sandbox
-        .kmsenv()
-        .arg("--trust-key")
-        .arg(&key)
-        .file(&file)
-        .args(["exec", "--", "env", "-0"])
-        .run()
-        .ok()
-        .env0();
-    assert_eq!(env["DB_PASSWORD"], value.as_bytes());
+    assert_eq!(pinned_env(&sandbox, &key, &file)["DB_PASSWORD"], value.as_bytes());
 }
 
 /// Under a trust pin the file must verify through a trusted key: a keyless file
@@ -981,15 +1025,7 @@ fn a_keyless_file_of_references_is_refused_under_a_trust_pin() {
     let sandbox = Sandbox::new();
     let s = secret("v");
     let file = keyless(&sandbox, "kmsenv.toml", &[secret_ref("DB_PASSWORD", &s.arn, &[])]);
-    let key = sandbox.key();
-    let out = sandbox
-        .kmsenv()
-        .arg("--trust-key")
-        .arg(&key)
-        .file(&file)
-        .args(["exec", "--"])
-        .args(sandbox.touch_marker_command())
-        .run();
+    let out = pinned_marker(&sandbox, &sandbox.key(), &file);
     fails_closed(&sandbox, out, &file, &[], &[]);
 }
 
@@ -1228,13 +1264,16 @@ mod ssm {
             "kmsenv.toml",
             &[ssm_ref("A", &na, &[]), ssm_ref("B", &nb, &[])],
         );
-        let proxy = Proxy::start();
-
-        proxy.rules(&one_rule(&format!(
-            r#"{{"op": "GetParameters", "action": "drop_item", "item": "{nb}"}}"#
-        )));
-        let out = exec_marker_via(&sandbox, &proxy, &[], &file);
-        fails_closed(&sandbox, out, &file, &["B", &nb], &[&a, &b]);
+        let (proxy, _) = fails_through(
+            &sandbox,
+            &file,
+            &one_rule(&format!(
+                r#"{{"op": "GetParameters", "action": "drop_item", "item": "{nb}"}}"#
+            )),
+            &[],
+            &["B", &nb],
+            &[&a, &b],
+        );
 
         proxy.rules(r#"[{"op": "GetParameters", "action": "reorder"}]"#);
         assert_values(
@@ -1263,10 +1302,14 @@ mod ssm {
         let (name, _) = parameter(&value, "SecureString");
         let arn = parameter_arn(REGION, &name);
         let file = refs_file(&sandbox, "kmsenv.toml", &[ssm_ref("P", &arn, &[])]);
-        let proxy = Proxy::start();
-        proxy.rules(r#"[{"op": "GetParameters", "action": "foreign_arn", "account": "999999999999"}]"#);
-        let out = exec_marker_via(&sandbox, &proxy, &[], &file);
-        fails_closed(&sandbox, out, &file, &["P", &arn], &[&value]);
+        fails_through(
+            &sandbox,
+            &file,
+            r#"[{"op": "GetParameters", "action": "foreign_arn", "account": "999999999999"}]"#,
+            &[],
+            &["P", &arn],
+            &[&value],
+        );
     }
 
     #[test]
@@ -1276,7 +1319,6 @@ mod ssm {
         let (name, _) = parameter(&value, "SecureString");
         let file = refs_file(&sandbox, "kmsenv.toml", &[ssm_ref("P", &name, &[])]);
         let proxy = Proxy::start();
-
         proxy.rules(
             r#"[{"op": "GetParameters", "times": 2, "action": "error", "code": "ThrottlingException"}]"#,
         );
@@ -1314,17 +1356,7 @@ mod ssm {
             .args(["set", "--ssm", "BY_NAME", &name])
             .run()
             .ok();
-        let pinned = |file: &Path| {
-            sandbox
-                .kmsenv()
-                .arg("--trust-key")
-                .arg(&key)
-                .file(file)
-                .args(["exec", "--"])
-                .args(sandbox.touch_marker_command())
-                .run()
-        };
-        let out = pinned(&file);
+        let out = pinned_marker(&sandbox, &key, &file);
         fails_closed(&sandbox, out, &file, &["BY_NAME", &name], &[&value]);
 
         let (arn_file, arn_key) = sandbox.new_file("arn.toml");
@@ -1335,16 +1367,10 @@ mod ssm {
             .args(["set", "--ssm", "BY_ARN", &arn])
             .run()
             .ok();
-        let env = sandbox
-            .kmsenv()
-            .arg("--trust-key")
-            .arg(&arn_key)
-            .file(&arn_file)
-            .args(["exec", "--", "env", "-0"])
-            .run()
-            .ok()
-            .env0();
-        assert_eq!(env["BY_ARN"], value.as_bytes());
+        assert_eq!(
+            pinned_env(&sandbox, &arn_key, &arn_file)["BY_ARN"],
+            value.as_bytes()
+        );
     }
 
     #[test]

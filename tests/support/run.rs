@@ -92,6 +92,23 @@ impl Output {
         needles.iter().fold(self, |out, needle| out.stderr_has(needle))
     }
 
+    /// Asserts a kmsenv failure (see [`Output::kmsenv_error`]) whose first stderr
+    /// line, the one a log shows, names each of `needles` (the file, the variable,
+    /// the AWS code, …).
+    #[track_caller]
+    pub fn first_line_names(self, needles: &[&str]) -> Output {
+        let out = self.kmsenv_error(&[]);
+        let first = out.stderr.lines().next().unwrap_or("");
+        for needle in needles {
+            assert!(
+                first.contains(needle),
+                "the first stderr line should name {needle:?}\n--- stderr ---\n{}",
+                out.stderr
+            );
+        }
+        out
+    }
+
     /// Asserts that stderr contains `needle`.
     #[track_caller]
     pub fn stderr_has(self, needle: &str) -> Output {
