@@ -48,6 +48,34 @@ impl AwsError {
     /// What a user can do about this code, when `service` answered it (or failed to).
     pub fn hint(&self, service: Service) -> Option<&'static str> {
         Some(match (self.code.as_str(), service) {
+            ("AccessDeniedException", Service::SecretsManager) => {
+                "the caller may not read this secret: grant secretsmanager:BatchGetSecretValue (on *) and \
+                 secretsmanager:GetSecretValue on the secret, and kms:Decrypt on its key (kms:ViaService)"
+            }
+            ("AccessDeniedException", Service::Ssm) => {
+                "the caller may not read this parameter: grant ssm:GetParameters on it, and kms:Decrypt on its key (kms:ViaService)"
+            }
+            ("ResourceNotFoundException", Service::SecretsManager) => {
+                "no such secret (or version) in this account and region: check the ARN; `kmsenv set --secret` writes the full one"
+            }
+            ("DecryptionFailure", Service::SecretsManager) => {
+                "Secrets Manager could not decrypt the secret with its KMS key: check the key's policy and that the key is enabled"
+            }
+            ("InvalidParameters", Service::Ssm) => {
+                "check the parameter's name, version or label, and that the caller may ssm:GetParameters it"
+            }
+            ("MissingFromAnswer" | "InvalidResponse", _) => {
+                "the answer was not for exactly what was asked: is the endpoint (AWS_ENDPOINT_URL_*) really AWS?"
+            }
+            ("ThrottlingException", Service::SecretsManager | Service::Ssm) => {
+                "request quota exceeded after retries: try again, raise --timeout, or the quota"
+            }
+            ("ConnectionError", Service::SecretsManager) => {
+                "cannot reach Secrets Manager: check the network, proxy settings and AWS_ENDPOINT_URL_SECRETS_MANAGER"
+            }
+            ("ConnectionError", Service::Ssm) => {
+                "cannot reach Parameter Store: check the network, proxy settings and AWS_ENDPOINT_URL_SSM"
+            }
             ("ConnectionError", Service::S3) => {
                 "cannot reach S3: check the network, proxy settings and AWS_ENDPOINT_URL_S3"
             }
@@ -103,10 +131,12 @@ impl AwsError {
 }
 
 /// Which AWS service a call went to: hints differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Service {
     Kms,
     S3,
+    SecretsManager,
+    Ssm,
 }
 
 /// Reads the AWS error code out of one service's modelled operation errors
@@ -355,14 +385,18 @@ async fn configured_region(profile: Option<&str>) -> Option<String> {
 /// 10 KiB; a hostile endpoint could otherwise make us hold gigabytes.
 pub const MAX_KMS_ANSWER_BYTES: u64 = 64 * 1024;
 
-/// Refuses a KMS answer larger than [`MAX_KMS_ANSWER_BYTES`] before it is in
-/// memory. The SDK reads a whole answer into one buffer after
+/// Refuses an answer larger than its cap (for KMS, [`MAX_KMS_ANSWER_BYTES`])
+/// before it is in memory. The SDK reads a whole answer into one buffer after
 /// `modify_before_deserialization`, so the body is wrapped here: it fails at once
 /// when the declared Content-Length is over the cap, and as soon as the bytes
 /// read pass it when the length is unknown (chunked) or lies. The failure is a
-/// response error: `InvalidResponse`, with this cap in the message.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AnswerCap;
+/// response error: `InvalidResponse`, with the cap in the message.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerCap(pub u64);
+
+impl AnswerCap {
+    pub const KMS: AnswerCap = AnswerCap(MAX_KMS_ANSWER_BYTES);
+}
 
 impl Intercept for AnswerCap {
     fn name(&self) -> &'static str {
@@ -380,34 +414,37 @@ impl Intercept for AnswerCap {
             .headers()
             .get("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|n| n > MAX_KMS_ANSWER_BYTES);
+            .is_some_and(|n| n > self.0);
         let inner = std::mem::replace(response.body_mut(), SdkBody::taken());
         *response.body_mut() = SdkBody::from_body_1_x(CappedBody {
             inner,
             read: 0,
+            max: self.0,
             over: declared_over,
         });
         Ok(())
     }
 }
 
-/// An answer body that errs once more than [`MAX_KMS_ANSWER_BYTES`] came (or
-/// were announced), so the SDK stops reading it.
+/// An answer body that errs once more than `max` bytes came (or were
+/// announced), so the SDK stops reading it.
 struct CappedBody {
     inner: SdkBody,
     read: u64,
+    max: u64,
     over: bool,
 }
 
-/// Why an answer was dropped unread.
+/// Why an answer was dropped unread: it was over this many bytes.
 #[derive(Debug)]
-struct AnswerTooLarge;
+struct AnswerTooLarge(u64);
 
 impl fmt::Display for AnswerTooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the answer was larger than {MAX_KMS_ANSWER_BYTES} bytes, the most kmsenv reads from KMS (not KMS, or a broken proxy?)"
+            "the answer was larger than {} bytes, the most kmsenv reads from this call (not AWS, or a broken proxy?)",
+            self.0
         )
     }
 }
@@ -424,16 +461,16 @@ impl http_body::Body for CappedBody {
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         if this.over {
-            return Poll::Ready(Some(Err(Box::new(AnswerTooLarge))));
+            return Poll::Ready(Some(Err(Box::new(AnswerTooLarge(this.max)))));
         }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
             this.read = this.read.saturating_add(data.len() as u64);
-            if this.read > MAX_KMS_ANSWER_BYTES {
+            if this.read > this.max {
                 this.over = true;
-                return Poll::Ready(Some(Err(Box::new(AnswerTooLarge))));
+                return Poll::Ready(Some(Err(Box::new(AnswerTooLarge(this.max)))));
             }
         }
         polled
@@ -447,7 +484,7 @@ impl http_body::Body for CappedBody {
         // Never a hint above the cap: nothing may size a buffer from it.
         let hint = self.inner.size_hint();
         match hint.upper() {
-            Some(n) if n <= MAX_KMS_ANSWER_BYTES && !self.over => hint,
+            Some(n) if n <= self.max && !self.over => hint,
             _ => http_body::SizeHint::default(),
         }
     }
@@ -563,4 +600,29 @@ fn causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
         cur = e.source();
     }
     out
+}
+
+/// One service client per region, built on first use and shared: every
+/// service kmsenv calls (KMS, Secrets Manager, Parameter Store) needs this.
+pub struct RegionalClients<C> {
+    clients: Mutex<std::collections::HashMap<String, C>>,
+}
+
+impl<C> Default for RegionalClients<C> {
+    fn default() -> Self {
+        RegionalClients {
+            clients: Mutex::default(),
+        }
+    }
+}
+
+impl<C: Clone> RegionalClients<C> {
+    /// The client for `region`, made by `make` the first time.
+    pub fn get(&self, region: &str, make: impl FnOnce(&str) -> C) -> C {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| make(region))
+            .clone()
+    }
 }

@@ -178,6 +178,10 @@ pub struct AwsKms {
     /// The region for a key given without an ARN when the user configured none:
     /// the region of the first key ARN in the files.
     fallback_region: Option<String>,
+    /// The reads of `{ secret = … }` and `{ ssm = … }` references (`refs`), on
+    /// the same configuration: one AWS session serves every service of a run.
+    secrets: crate::secrets_manager::SecretsManager,
+    ssm: crate::ssm::Ssm,
 }
 
 impl AwsKms {
@@ -187,6 +191,8 @@ impl AwsKms {
         let endpoint_url = opts.endpoint_url.clone();
         let plain_http = aws.plain_http_for(endpoint_url.clone().or_else(|| env_endpoint("KMS")).as_deref());
         AwsKms {
+            secrets: crate::secrets_manager::SecretsManager::new(aws.clone()),
+            ssm: crate::ssm::Ssm::new(aws.clone()),
             aws,
             endpoint_url,
             plain_http,
@@ -220,7 +226,7 @@ impl AwsKms {
         let client = clients.entry(region.clone()).or_insert_with(|| {
             let mut b = aws_sdk_kms::config::Builder::from(self.aws.config())
                 .region(Region::new(region))
-                .interceptor(AnswerCap);
+                .interceptor(AnswerCap::KMS);
             if let Some(url) = &self.endpoint_url {
                 b = b.endpoint_url(url);
             }
@@ -370,6 +376,40 @@ impl KeyService for AwsKms {
     }
 }
 
+impl crate::refs::RefService for AwsKms {
+    async fn batch_get_secrets(
+        &self,
+        region: &str,
+        arns: &[&str],
+    ) -> Result<crate::refs::SecretBatch, AwsError> {
+        self.secrets.batch_get(region, arns).await
+    }
+
+    async fn get_secret(
+        &self,
+        region: &str,
+        arn: &str,
+        version: &crate::reference::SecretVersion,
+    ) -> Result<crate::refs::SecretAnswer, AwsError> {
+        self.secrets.get(region, arn, version).await
+    }
+
+    async fn get_parameters(
+        &self,
+        region: &str,
+        names: &[String],
+    ) -> Result<crate::refs::ParamBatch, AwsError> {
+        self.ssm.get_parameters(region, names).await
+    }
+
+    fn parameter_region(&self) -> Option<String> {
+        self.aws
+            .user_region()
+            .map(str::to_string)
+            .or_else(|| self.fallback_region.clone())
+    }
+}
+
 #[cfg(test)]
 pub mod fake {
     //! An in-memory KMS for unit tests: "wraps" by prefixing the key id and the
@@ -436,12 +476,14 @@ pub mod fake {
         }
     }
 
-    /// A fake KMS: every operation in memory; `calls` counts them.
+    /// A fake KMS: every operation in memory; `calls` counts them. It reads
+    /// references from `refs` (`crate::refs::fake`).
     #[derive(Default)]
     pub struct FakeKms {
         pub calls: Cell<usize>,
         /// Keys that answer AccessDeniedException.
         pub denied: Vec<String>,
+        pub refs: crate::refs::fake::FakeRefs,
     }
 
     fn envelope(key: &str, ctx: &Context) -> Vec<u8> {

@@ -16,6 +16,7 @@ use crate::document::{Document, Entry, Value, value_rule};
 use crate::envelope::DataKey;
 use crate::error::{Error, Result};
 use crate::kms::{KeyService, arn_region};
+use crate::refs::{self, RefService, RefValues};
 use crate::secret::Secret;
 use crate::terminal::escape;
 use crate::trust::TrustPin;
@@ -69,26 +70,27 @@ impl Selection<'_> {
         verify_mac: true,
     };
 
-    fn wants(&self, name: &str) -> bool {
+    pub fn wants(&self, name: &str) -> bool {
         self.only.is_none_or(|o| o.contains(name))
     }
 }
 
-/// Whether opening `docs` needs any KMS call at all. When it does not, kmsenv
-/// starts no runtime and loads no AWS configuration.
+/// Whether opening `docs` needs any AWS call at all (KMS, or a reference).
+/// When it does not, kmsenv starts no runtime and loads no AWS configuration.
 pub fn needs_kms(docs: &[Document], sel: Selection<'_>) -> bool {
-    docs.iter().any(|d| {
-        d.has_keys()
-            || d.entries
-                .iter()
-                .any(|e| matches!(e.value, Value::Kms { .. }) && sel.wants(&e.name))
-    })
+    refs::any(docs, sel)
+        || docs.iter().any(|d| {
+            d.has_keys()
+                || d.entries
+                    .iter()
+                    .any(|e| matches!(e.value, Value::Kms { .. }) && sel.wants(&e.name))
+        })
 }
 
 /// Open `docs` when [`needs_kms`] says no KMS call is needed.
 pub fn open_local(docs: &[Document], sel: Selection<'_>) -> Result<Vec<OpenedFile>> {
     docs.iter()
-        .map(|d| finish(d, None, None, Vec::new(), sel))
+        .map(|d| finish(d, None, None, Vec::new(), &mut RefValues::new(), 0, sel))
         .collect()
 }
 
@@ -107,10 +109,12 @@ pub fn first_arn_region<'a>(docs: impl IntoIterator<Item = &'a Document> + Clone
     keys.chain(direct).find_map(arn_region).map(str::to_string)
 }
 
-/// Open `docs` through `kms`: every KMS call of every file at once. Under a
-/// trust pin, data keys open only through trusted keys and direct values must
-/// decrypt under one.
-pub async fn open_with<K: KeyService>(
+/// Open `docs` through `kms`: every KMS call of every file, and every read of
+/// a reference, at once. Under a trust pin, data keys open only through trusted
+/// keys and direct values must decrypt under one. A file whose data key or MAC
+/// fails is reported before any failed reference: the reference may be the
+/// tampered part.
+pub async fn open_with<K: KeyService + RefService>(
     kms: &K,
     docs: &[Document],
     sel: Selection<'_>,
@@ -125,23 +129,32 @@ pub async fn open_with<K: KeyService>(
         }
     }));
     let directs = join_all(docs.iter().map(|d| decrypt_directs(kms, d, sel, pin)));
-    let (data_keys, directs) = futures_util::future::join(data_keys, directs).await;
+    let references = refs::read_all(kms, docs, sel);
+    let (data_keys, directs, references) = futures_util::future::join3(data_keys, directs, references).await;
 
-    let mut opened = Vec::with_capacity(docs.len());
-    for ((doc, dk), direct) in docs.iter().zip(data_keys).zip(directs) {
+    let mut unlocked = Vec::with_capacity(docs.len());
+    for (doc, dk) in docs.iter().zip(data_keys) {
         let dk = dk.transpose()?;
+        if let (Some((dk, _)), true) = (&dk, sel.verify_mac) {
+            unlock::verify_mac(doc, dk)?;
+        }
+        unlocked.push(dk);
+    }
+    let mut references = references?;
+    let mut opened = Vec::with_capacity(docs.len());
+    for (i, ((doc, dk), direct)) in docs.iter().zip(unlocked).zip(directs).enumerate() {
         let (key, by) = match dk {
             Some((k, arn)) => (Some(k), Some(arn)),
             None => (None, None),
         };
-        opened.push(finish(doc, key.as_ref(), by, direct?, sel)?);
+        opened.push(finish(doc, key.as_ref(), by, direct?, &mut references, i, sel)?);
     }
     Ok(opened)
 }
 
 /// Open `doc` whose data key the caller already holds (`dk`, opened through
 /// `opened_by`): its direct values are decrypted, its sealed values opened.
-pub async fn open_unlocked<K: KeyService>(
+pub async fn open_unlocked<K: KeyService + RefService>(
     kms: &K,
     doc: &Document,
     dk: Option<&DataKey>,
@@ -149,8 +162,17 @@ pub async fn open_unlocked<K: KeyService>(
     sel: Selection<'_>,
     pin: Option<&TrustPin>,
 ) -> Result<OpenedFile> {
-    let direct = decrypt_directs(kms, doc, sel, pin).await?;
-    finish(doc, dk, opened_by, direct, sel)
+    let docs = std::slice::from_ref(doc);
+    let (direct, references) = futures_util::future::join(
+        decrypt_directs(kms, doc, sel, pin),
+        refs::read_all(kms, docs, sel),
+    )
+    .await;
+    if let (Some(dk), true) = (dk, sel.verify_mac) {
+        unlock::verify_mac(doc, dk)?;
+    }
+    let mut references = references?;
+    finish(doc, dk, opened_by, direct?, &mut references, 0, sel)
 }
 
 /// Decrypt the selected direct `kms` values of `doc`, concurrently.
@@ -203,19 +225,20 @@ async fn decrypt_directs<K: KeyService>(
     Ok(out)
 }
 
-/// Verify the MAC, open sealed values and assemble the file's values in order.
+/// Open sealed values and assemble the file's values in order (the MAC is
+/// verified by the caller, with `dk`); `references` holds the values read for
+/// file number `index`.
 fn finish(
     doc: &Document,
     dk: Option<&DataKey>,
     opened_by: Option<String>,
     direct: Vec<(String, Secret)>,
+    references: &mut RefValues,
+    index: usize,
     sel: Selection<'_>,
 ) -> Result<OpenedFile> {
     let mut direct: std::collections::HashMap<String, Secret> = direct.into_iter().collect();
     let path = doc.path.display();
-    if let (Some(dk), true) = (dk, sel.verify_mac) {
-        unlock::verify_mac(doc, dk)?;
-    }
     let mut values = Vec::new();
     for e in doc.entries.iter().filter(|e| sel.wants(&e.name)) {
         let origin = match &e.value {
@@ -238,14 +261,12 @@ fn finish(
                 Some(secret) => secret,
                 None => continue,
             },
-            Value::Ref(r) => {
-                return Err(Error::usage(format!(
-                    "{path}:{}: {}: {} references are not read by this build yet",
-                    e.at,
-                    e.name,
-                    r.kind()
-                )));
-            }
+            Value::Ref(_) => references.remove(&(index, e.name.clone())).ok_or_else(|| {
+                Error::new(
+                    crate::error::Class::Internal,
+                    format!("internal: {path}: {}: its reference was not read", e.name),
+                )
+            })?,
         };
         // A file value reaches the program through a memfd, which may hold any bytes.
         if let Some(why) = value_rule(&e.name, secret.expose(), e.file) {

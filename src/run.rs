@@ -27,7 +27,7 @@ use crate::unlock;
 
 /// How a key service is started on the run's session: the AWS one from the
 /// session's configuration, the unit tests' one up front ([`Run::offline`]).
-pub trait Connect: KeyService + Sized {
+pub trait Connect: KeyService + crate::refs::RefService + Sized {
     /// The service for the run's files; `fallback_region` is their first key
     /// ARN's region, for keys given without an ARN when none is configured.
     fn connect(session: &Session, opts: &AwsOptions, fallback_region: Option<String>) -> Result<Self>;
