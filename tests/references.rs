@@ -703,8 +703,8 @@ fn items_with_swapped_names_never_reach_the_wrong_variable() {
 #[test]
 fn an_answer_from_another_account_or_region_fails_closed() {
     for (what, field) in [
-        ("account", "\"account\": \"999999999999\""),
-        ("region", "\"region\": \"eu-west-1\""),
+        ("account", "\"arn_account\": \"999999999999\""),
+        ("region", "\"arn_region\": \"eu-west-1\""),
     ] {
         let sandbox = Sandbox::new();
         let (file, secrets, values) = three_secrets(&sandbox);
@@ -740,7 +740,7 @@ fn a_pinned_version_answered_from_another_account_fails_closed() {
     fails_through(
         &sandbox,
         &file,
-        r#"[{"op": "GetSecretValue", "action": "foreign_arn", "account": "999999999999"}]"#,
+        r#"[{"op": "GetSecretValue", "action": "foreign_arn", "arn_account": "999999999999"}]"#,
         &[],
         &["PINNED", &s.arn],
         &[&value],
@@ -1309,7 +1309,7 @@ mod ssm {
         fails_through(
             &sandbox,
             &file,
-            r#"[{"op": "GetParameters", "action": "foreign_arn", "account": "999999999999"}]"#,
+            r#"[{"op": "GetParameters", "action": "foreign_arn", "arn_account": "999999999999"}]"#,
             &[],
             &["P", &arn],
             &[&value],

@@ -60,7 +60,8 @@ the `Parameters` of GetParameters, the answer itself for GetSecretValue. "item"
     "swap_names"   two items ("items": [a, b], else the first two) exchange their
                    `Name` fields and keep their `ARN`s and values
     "foreign_arn"  every ARN of the item (`ARN`, and `Name` when it is an ARN) is
-                   rewritten to "account" and/or "region"
+                   rewritten to "arn_account" and/or "arn_region" (not "region":
+                   that field says which requests a rule matches)
 
 SSM as AWS answers (always on): moto reports a parameter ARN in `Names` as
 invalid and omits the `Selector` field that real SSM sends. The proxy asks moto
@@ -289,8 +290,10 @@ class State:
                 not isinstance(items, list) or len(items) != 2 or not all(isinstance(i, str) for i in items)
             ):
                 raise ValueError("`items` must be two strings")
-            if action == "foreign_arn" and not (isinstance(rule.get("account"), str) or isinstance(rule.get("region"), str)):
-                raise ValueError("a foreign_arn rule needs a string `account` or `region`")
+            if action == "foreign_arn" and not (
+                isinstance(rule.get("arn_account"), str) or isinstance(rule.get("arn_region"), str)
+            ):
+                raise ValueError("a foreign_arn rule needs a string `arn_account` or `arn_region`")
             if action == "error" and not isinstance(rule.get("code"), str):
                 raise ValueError("an error rule needs a string `code`")
             if action == "status" and not isinstance(rule.get("status"), int):
@@ -779,10 +782,10 @@ def rewrite_answer(op: str | None, data, rule: dict):
             if isinstance(value, str) and value.startswith("arn:"):
                 parts = value.split(":", 5)
                 if len(parts) == 6:
-                    if isinstance(rule.get("region"), str):
-                        parts[3] = rule["region"]
-                    if isinstance(rule.get("account"), str):
-                        parts[4] = rule["account"]
+                    if isinstance(rule.get("arn_region"), str):
+                        parts[3] = rule["arn_region"]
+                    if isinstance(rule.get("arn_account"), str):
+                        parts[4] = rule["arn_account"]
                     item[key] = ":".join(parts)
     return data
 
