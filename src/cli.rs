@@ -112,11 +112,24 @@ usable in IAM conditions (kms:EncryptionContext:app).")]
   printf %s \"$TOKEN\" | kmsenv set --kms API_TOKEN  (needs only kms:Encrypt)
   aws kms encrypt --key-id alias/app --plaintext fileb://tok \\
       --query CiphertextBlob --output text | kmsenv set --ciphertext API_TOKEN
+  kmsenv set --secret DB_PASSWORD prod/db --json-key password
+                                     (a Secrets Manager secret, read at every start)
+  kmsenv set --secret OLD_PASSWORD prod/db --json-key password --version-stage AWSPREVIOUS
+  kmsenv set --secret TLS_KEY arn:aws:secretsmanager:eu-west-1:111122223333:secret:tls-AbCdEf --as-file
+  kmsenv set --ssm API_URL /prod/app/api_url --type String
+  kmsenv set --ssm DB_PASSWORD /prod/app/db_password:3   (a Parameter Store SecureString, version 3)
 
 Values are taken byte for byte: use printf %s, not echo, or the value ends in
 a newline. A template (--template) uses only ${NAME}, a variable of the files,
 and $$ for a literal $; it is resolved after decryption, never re-expanded,
-and covered by the MAC.")]
+and covered by the MAC.
+
+A reference (--secret, --ssm) stores no value: the file names the secret or
+parameter (under the MAC), and every start reads it, so a rotated secret is
+picked up without touching the file. The secret is written as its full ARN
+(from a test read unless --no-verify); a parameter by name is read in the
+configured region (under a trust pin, give its ARN). Parameter Store needs
+the kmsenv-full binary (cargo feature `ssm`).")]
     Set(SetArgs),
 
     /// Remove entries from the file.
@@ -365,9 +378,46 @@ pub struct SetArgs {
     #[arg(long = "context", requires = "ciphertext", value_name = "K=V")]
     pub context: Vec<String>,
 
-    /// With --ciphertext: store it without a test Decrypt.
-    #[arg(long, requires = "ciphertext")]
+    /// With --ciphertext, --secret or --ssm: store it without a test read
+    /// (--secret then needs the full ARN).
+    #[arg(long)]
     pub no_verify: bool,
+
+    /// Store a reference to a Secrets Manager secret, read at every start:
+    /// `set --secret NAME SECRET_ID`. SECRET_ID may be a name or a partial ARN:
+    /// the full ARN from a test read is written.
+    #[arg(long, requires = "target", conflicts_with_all = ["plain", "kms", "template", "ciphertext", "ssm", "from_file", "key"])]
+    pub secret: bool,
+
+    /// Store a reference to a Parameter Store parameter, read at every start:
+    /// `set --ssm NAME PARAM`, PARAM a name or ARN with an optional :VERSION or :LABEL.
+    #[arg(long, requires = "target", conflicts_with_all = ["plain", "kms", "template", "ciphertext", "from_file", "key"])]
+    pub ssm: bool,
+
+    /// With --secret or --ssm: the secret id or parameter to reference.
+    #[arg(value_name = "SECRET_ID|PARAM")]
+    pub target: Option<String>,
+
+    /// With --secret: take this exact top-level key of a JSON secret (its value must be a string).
+    #[arg(long, requires = "secret", value_name = "KEY")]
+    pub json_key: Option<String>,
+
+    /// With --secret: read this staging label (e.g. AWSPREVIOUS) instead of AWSCURRENT.
+    #[arg(
+        long,
+        requires = "secret",
+        conflicts_with = "version_id",
+        value_name = "STAGE"
+    )]
+    pub version_stage: Option<String>,
+
+    /// With --secret: read this version id instead of AWSCURRENT.
+    #[arg(long, requires = "secret", value_name = "ID")]
+    pub version_id: Option<String>,
+
+    /// With --ssm: the parameter's type, `SecureString` (the default) or `String`.
+    #[arg(long = "type", requires = "ssm", value_name = "TYPE")]
+    pub param_type: Option<String>,
 }
 
 #[derive(Debug, Args)]

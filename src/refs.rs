@@ -655,15 +655,7 @@ fn deliver(u: &Use<'_>, raw: &Raw) -> Result<Secret> {
             ));
         }
     };
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(refuse(format!(
-            "the value is {} bytes, more than the {MAX_VALUE_BYTES} kmsenv takes",
-            value.len()
-        )));
-    }
-    if let Some(why) = value_rule(&u.entry.name, value.expose(), u.entry.file) {
-        return Err(refuse(format!("{why} (deliver it with `file = true`)")));
-    }
+    checked_size_and_nul(&u.entry.name, &value, u.entry.file).map_err(refuse)?;
     Ok(value)
 }
 
@@ -698,6 +690,107 @@ fn param_value(p: &ParamRef, kind: &str, value: &Secret) -> std::result::Result<
         ));
     }
     Ok(value.clone())
+}
+
+/// Why a test read (`set --secret`, `set --ssm`) failed: the call, or the value.
+#[derive(Debug)]
+pub enum TestReadError {
+    Aws(AwsError),
+    /// The value would be refused at start-up: why (never the value).
+    Value(String),
+}
+
+impl From<AwsError> for TestReadError {
+    fn from(e: AwsError) -> Self {
+        TestReadError::Aws(e)
+    }
+}
+
+/// `set --secret`: read `id` (a name, a partial or a full ARN) once as the
+/// file would, check the value as a variable `name` would take it, and return
+/// the full ARN from the answer — so users need not know the suffix. A name
+/// is looked up in `region`; an ARN in its own.
+pub async fn test_read_secret<R: RefService>(
+    svc: &R,
+    region: &str,
+    id: &str,
+    s: &SecretRef,
+    name: &str,
+    file: bool,
+) -> std::result::Result<String, TestReadError> {
+    let answer = svc.get_secret(region, id, &s.version).await?;
+    let arn = answer
+        .arn
+        .clone()
+        .ok_or_else(|| AwsError::new("InvalidResponse", "an answer without ARN"))?;
+    let parsed = Arn::parse(&arn).filter(|_| crate::reference::check_secret_arn(&arn).is_ok());
+    let asked_name = match Arn::parse(id) {
+        Some(a) => a
+            .resource
+            .strip_prefix("secret:")
+            .unwrap_or(a.resource)
+            .to_string(),
+        None => id.to_string(),
+    };
+    // The answer must be the secret asked for: the same ARN, or the ARN of
+    // the name (`NAME-` and six characters), in the region asked.
+    let fits = parsed.is_some_and(|a| {
+        let base = a
+            .resource
+            .strip_prefix("secret:")
+            .and_then(|n| n.rsplit_once('-'))
+            .map(|(b, _)| b);
+        a.region == region && (arn == id || base == Some(asked_name.as_str()))
+    });
+    if !fits {
+        return Err(AwsError::new(
+            "InvalidResponse",
+            format!("the answer is for {}, not for {}", escape(&arn), escape(id)),
+        )
+        .into());
+    }
+    let answer = check_pinned(&arn, &s.version, answer)?;
+    let value = secret_value(s, &answer.value, file).map_err(TestReadError::Value)?;
+    checked_size_and_nul(name, &value, file).map_err(TestReadError::Value)?;
+    Ok(arn)
+}
+
+/// `set --ssm`: read the parameter once as the file would and check the value
+/// as a variable `name` would take it.
+pub async fn test_read_param<R: RefService>(
+    svc: &R,
+    region: &str,
+    p: &ParamRef,
+    name: &str,
+    file: bool,
+) -> std::result::Result<(), TestReadError> {
+    let asked = [(p.id.clone(), p.selector.clone())];
+    let batch = svc.get_parameters(region, &[p.text()]).await?;
+    let mut got = match_param_batch(region, &asked, batch).map_err(|(_, e)| e)?;
+    let answer = got
+        .pop()
+        .ok_or_else(|| AwsError::new("MissingFromAnswer", "no parameter"))?;
+    let value = param_value(
+        p,
+        answer.kind.as_deref().unwrap_or_default(),
+        &answer.value.unwrap_or_else(|| Secret::new(Vec::new())),
+    )
+    .map_err(TestReadError::Value)?;
+    checked_size_and_nul(name, &value, file).map_err(TestReadError::Value)
+}
+
+/// The size and NUL rules every value from a reference passes.
+fn checked_size_and_nul(name: &str, value: &Secret, file: bool) -> std::result::Result<(), String> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(format!(
+            "the value is {} bytes, more than the {MAX_VALUE_BYTES} kmsenv takes",
+            value.len()
+        ));
+    }
+    match value_rule(name, value.expose(), file) {
+        Some(why) => Err(format!("{why} (deliver it with `file = true`)")),
+        None => Ok(()),
+    }
 }
 
 /// Why a JSON key could not be taken from a secret. Carries no bytes of it.
@@ -883,16 +976,38 @@ pub mod fake {
             Ok(batch)
         }
 
+        /// The current version, found by ARN, partial ARN or name (as AWS does).
         async fn get_secret(
             &self,
             _: &str,
-            _: &str,
-            _: &SecretVersion,
+            id: &str,
+            version: &SecretVersion,
         ) -> std::result::Result<SecretAnswer, AwsError> {
-            Err(AwsError::new(
-                "ResourceNotFoundException",
-                "the fake keeps current versions only",
-            ))
+            let f = &self.refs;
+            f.calls.set(f.calls.get() + 1);
+            let secrets = f.secrets.borrow();
+            let named = |arn: &str| {
+                arn == id
+                    || arn
+                        .strip_prefix(id)
+                        .is_some_and(|rest| rest.len() == 7 && rest.starts_with('-'))
+                    || arn
+                        .split_once(":secret:")
+                        .and_then(|(_, n)| n.rsplit_once('-'))
+                        .is_some_and(|(n, _)| n == id)
+            };
+            match (secrets.iter().find(|(arn, _)| named(arn)), version) {
+                (Some((arn, v)), SecretVersion::Current) => Ok(SecretAnswer {
+                    arn: Some(arn.clone()),
+                    version_id: Some("v1".into()),
+                    stages: vec!["AWSCURRENT".into()],
+                    value: SecretData::Text(Secret::new(v.clone().into_bytes())),
+                }),
+                _ => Err(AwsError::new(
+                    "ResourceNotFoundException",
+                    "not in the fake (current versions only)",
+                )),
+            }
         }
 
         async fn get_parameters(

@@ -121,6 +121,39 @@ impl Editor {
         self.put(name, TomlValue::InlineTable(t))
     }
 
+    /// A reference (`reference`); its fields are under the MAC, like a plain value.
+    pub fn set_reference(&mut self, name: &str, r: &crate::reference::Reference, file: bool) -> Result<()> {
+        use crate::reference::{ParamType, Reference, SecretVersion};
+        let mut t = InlineTable::new();
+        match r {
+            Reference::Secret(s) => {
+                t.insert("secret", s.arn.as_str().into());
+                if let Some(k) = &s.json_key {
+                    t.insert("json_key", k.as_str().into());
+                }
+                match &s.version {
+                    SecretVersion::Current => {}
+                    SecretVersion::Stage(st) => {
+                        t.insert("version_stage", st.as_str().into());
+                    }
+                    SecretVersion::Id(id) => {
+                        t.insert("version_id", id.as_str().into());
+                    }
+                }
+            }
+            Reference::Param(p) => {
+                t.insert("ssm", p.text().into());
+                if p.kind == ParamType::String {
+                    t.insert("type", "String".into());
+                }
+            }
+        }
+        if file {
+            t.insert("file", true.into());
+        }
+        self.put(name, TomlValue::InlineTable(t))
+    }
+
     pub fn set_kms(
         &mut self,
         name: &str,

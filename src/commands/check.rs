@@ -36,6 +36,12 @@ pub fn run<K: Connect>(run: &Run<K>, args: CheckArgs) -> Result<()> {
                 for v in files.iter().flat_map(|f| f.values.iter()) {
                     out += &format!("{path}: {} ok\n", v.name);
                 }
+                let references = crate::refs::count(doc, Selection::ALL);
+                if references > 0 {
+                    out += &format!(
+                        "{path}: {references} references read ok (Secrets Manager, Parameter Store)\n"
+                    );
+                }
                 out += &format!("{path}: ok ({} values)\n", doc.entries.len());
                 write_stdout(&[out.as_bytes()])?;
                 opened.append(&mut files);

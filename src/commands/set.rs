@@ -5,18 +5,36 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use crate::aws::Service;
 use crate::cli::SetArgs;
 use crate::document::{
     FILE_CONTEXT_KEY, FILE_CONTEXT_VALUE, MAX_KMS_BLOB, check_name, parse_context, value_rule,
 };
 use crate::error::{Error, Result};
 use crate::input::read_value;
+use crate::reference::{self, ParamRef, ParamType, Reference, SecretRef, SecretVersion};
+use crate::refs;
 use crate::run::{Connect, Run};
 use crate::secret::Secret;
+use crate::terminal::escape;
 use crate::writer::Writer;
 
 pub fn run<K: Connect>(run: &Run<K>, args: SetArgs) -> Result<()> {
     let path = run.single_file("set")?;
+    if args.secret || args.ssm {
+        return set_reference(run, path, &args);
+    }
+    if let Some(t) = &args.target {
+        return Err(Error::usage(format!(
+            "unexpected argument {}: a second argument is for --secret NAME SECRET_ID or --ssm NAME PARAM",
+            crate::terminal::escape(t)
+        )));
+    }
+    if args.no_verify && !args.ciphertext {
+        return Err(Error::usage(
+            "--no-verify applies to --ciphertext, --secret and --ssm",
+        ));
+    }
     // `--plain NAME=VALUE` is allowed: a plain value is not a secret.
     let (name, inline) = match (args.plain, args.name.split_once('=')) {
         (true, Some((n, v))) => (n.to_string(), Some(Secret::new(v.as_bytes().to_vec()))),
@@ -185,4 +203,129 @@ fn store_ciphertext<K: Connect>(
     }
     w.editor()
         .set_kms(name, &B64.encode(&blob), args.key.as_deref(), &context, file)
+}
+
+/// `--secret` / `--ssm`: a reference, checked by one read as the file would
+/// read it (unless `--no-verify`), then written under the MAC like a plain
+/// value. The value read is dropped unseen.
+fn set_reference<K: Connect>(run: &Run<K>, path: &std::path::Path, args: &SetArgs) -> Result<()> {
+    let name = args.name.as_str();
+    check_name(name)?;
+    let Some(target) = args.target.as_deref() else {
+        return Err(Error::usage("give the secret id or parameter after the name"));
+    };
+    let mut w = Writer::open(run, path)?;
+    let file = args.as_file || w.doc().entry(name).is_some_and(|e| e.file);
+    let reference = if args.secret {
+        let version = match (&args.version_stage, &args.version_id) {
+            (Some(st), _) => SecretVersion::Stage(st.clone()),
+            (None, Some(id)) => SecretVersion::Id(id.clone()),
+            (None, None) => SecretVersion::Current,
+        };
+        for (what, v) in [
+            ("version-stage", &args.version_stage),
+            ("version-id", &args.version_id),
+        ] {
+            if let Some(v) = v {
+                reference::check_version_field(what, v)
+                    .map_err(|why| Error::usage(format!("{name}: --{why}")))?;
+            }
+        }
+        if args.json_key.as_deref() == Some("") {
+            return Err(Error::usage(format!("{name}: --json-key is empty")));
+        }
+        let mut s = SecretRef {
+            arn: target.to_string(),
+            json_key: args.json_key.clone(),
+            version,
+        };
+        if args.no_verify {
+            reference::check_secret_arn(target).map_err(|why| {
+                Error::usage(format!("{name}: {why}"))
+                    .with_hint("without --no-verify, a name or partial ARN is looked up")
+            })?;
+        } else {
+            let region = region_for(&w, target, name, "secret")?;
+            let (session, svc) = w.kms()?;
+            s.arn = session
+                .block_on(refs::test_read_secret(svc, &region, target, &s, name, file))
+                .map_err(|e| {
+                    test_read_error(
+                        format!("{}: {name}: secret {}", path.display(), escape(target)),
+                        format!("Secrets Manager GetSecretValue in {region}"),
+                        Service::SecretsManager,
+                        e,
+                    )
+                })?;
+        }
+        Reference::Secret(s)
+    } else {
+        let kind = match &args.param_type {
+            Some(t) => ParamType::parse(t)
+                .map_err(|why| Error::usage(format!("{name}: {}", why.replace("`type", "`--type"))))?,
+            None => ParamType::SecureString,
+        };
+        let p = ParamRef::parse(target, kind).map_err(|why| Error::usage(format!("{name}: {why}")))?;
+        if run.pin.is_some() && p.arn().is_none() {
+            return Err(Error::usage(format!(
+                "{name}: under a trust pin, an ssm reference must be the parameter's ARN, not a name"
+            ))
+            .with_hint("give arn:aws:ssm:REGION:ACCOUNT:parameter/NAME"));
+        }
+        if !crate::ssm::ENABLED && !args.no_verify {
+            return Err(Error::usage(format!(
+                "{name}: this kmsenv was built without Parameter Store support, so it cannot test-read {}",
+                escape(target)
+            ))
+            .with_hint("use the `kmsenv-full` binary from the release, or build with `--features ssm`"));
+        }
+        if !args.no_verify {
+            let region = region_for(&w, &p.id, name, "ssm")?;
+            let (session, svc) = w.kms()?;
+            session
+                .block_on(refs::test_read_param(svc, &region, &p, name, file))
+                .map_err(|e| {
+                    test_read_error(
+                        format!("{}: {name}: ssm {}", path.display(), escape(target)),
+                        format!("SSM GetParameters in {region}"),
+                        Service::Ssm,
+                        e,
+                    )
+                })?;
+        }
+        Reference::Param(p)
+    };
+    w.editor().set_reference(name, &reference, file)?;
+    w.save()?;
+    let article = if args.ssm { "an" } else { "a" };
+    run.note(format!(
+        "{}: set {name} ({article} {} reference to {reference})",
+        path.display(),
+        reference.kind(),
+    ));
+    Ok(())
+}
+
+/// A failed test read: the AWS call that failed, or why the value would be refused.
+fn test_read_error(place: String, call: String, service: Service, e: refs::TestReadError) -> Error {
+    match e {
+        refs::TestReadError::Aws(e) => e.into_error(place, call, service),
+        refs::TestReadError::Value(why) => Error::input(format!("{place}: {why}; nothing was changed")),
+    }
+}
+
+/// The region a reference given on the command line is read in: its ARN's,
+/// else the configured one (as for KMS).
+fn region_for<K: Connect>(w: &Writer<K>, id: &str, name: &str, kind: &str) -> Result<String> {
+    if let Some(a) = reference::Arn::parse(id) {
+        return Ok(a.region.to_string());
+    }
+    let (_, svc) = w.kms()?;
+    svc.parameter_region().ok_or_else(|| {
+        Error::usage(format!(
+            "{name}: the {kind} {} is a name, and no region is configured",
+            escape(id)
+        ))
+        .with_hint("set --region or AWS_REGION, or give the ARN")
+    })
 }

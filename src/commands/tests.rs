@@ -89,6 +89,13 @@ fn set_args(name: &str, from_file: Option<&Path>) -> SetArgs {
         ciphertext: false,
         context: vec![],
         no_verify: false,
+        secret: false,
+        ssm: false,
+        target: None,
+        json_key: None,
+        version_stage: None,
+        version_id: None,
+        param_type: None,
     }
 }
 
@@ -420,5 +427,140 @@ fn edit_never_encrypts_a_changed_direct_value_to_a_key_the_file_does_not_vouch_f
         "{err}"
     );
     assert_eq!(f.text()?, before);
+    Ok(())
+}
+
+const DB_ARN: &str = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db-AbCdEf";
+
+/// A fake with the secret `prod/db` = {"password":"pw-CANARY","user":"app"}.
+fn with_db_secret() -> FakeKms {
+    let kms = FakeKms::default();
+    kms.refs
+        .secrets
+        .borrow_mut()
+        .insert(DB_ARN.into(), r#"{"password":"pw-CANARY","user":"app"}"#.into());
+    kms
+}
+
+fn set_secret(name: &str, id: &str, json_key: Option<&str>) -> SetArgs {
+    SetArgs {
+        secret: true,
+        target: Some(id.into()),
+        json_key: json_key.map(Into::into),
+        ..set_args(name, None)
+    }
+}
+
+#[test]
+fn set_secret_by_name_writes_the_full_arn_under_the_mac() -> TestResult {
+    let f = Fixture::new()?;
+    super::set::run(
+        &f.run_with(with_db_secret())?,
+        set_secret("DB_PASSWORD", "prod/db", Some("password")),
+    )?;
+    let text = f.text()?;
+    assert!(
+        text.contains(&format!(
+            "DB_PASSWORD = {{ secret = \"{DB_ARN}\", json_key = \"password\" }}"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("pw-CANARY"));
+    assert_eq!(
+        f.values_with(with_db_secret())?,
+        pairs(&[("DB_PASSWORD", b"pw-CANARY")])
+    );
+    // The reference is under the MAC: pointing it at another key breaks it.
+    std::fs::write(f.path(), text.replace("\"password\"", "\"user\""))?;
+    let err = f.values_with(with_db_secret()).unwrap_err().to_string();
+    assert!(err.contains("modified outside kmsenv"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn set_secret_refuses_a_missing_json_key_and_leaves_the_file_alone() -> TestResult {
+    let f = Fixture::new()?;
+    let before = f.text()?;
+    let err = super::set::run(
+        &f.run_with(with_db_secret())?,
+        set_secret("DB", "prod/db", Some("pass")),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("DB: secret prod/db: the secret has no top-level key \"pass\""),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("CANARY"));
+    assert_eq!(f.text()?, before);
+    Ok(())
+}
+
+#[test]
+fn set_secret_without_verify_needs_the_full_arn() -> TestResult {
+    let f = Fixture::new()?;
+    let args = SetArgs {
+        no_verify: true,
+        ..set_secret("DB", "prod/db", None)
+    };
+    assert_eq!(super::set::run(&f.run()?, args).unwrap_err().class, Class::Usage);
+    let args = SetArgs {
+        no_verify: true,
+        ..set_secret("DB", DB_ARN, None)
+    };
+    super::set::run(&f.run()?, args)?;
+    assert!(f.text()?.contains(DB_ARN));
+    Ok(())
+}
+
+#[test]
+fn a_template_uses_a_secret_reference() -> TestResult {
+    let f = Fixture::new()?;
+    super::set::run(
+        &f.run_with(with_db_secret())?,
+        set_secret("DB_PASSWORD", DB_ARN, Some("password")),
+    )?;
+    let from = f.dir.path().join("t");
+    std::fs::write(&from, "postgres://app:${DB_PASSWORD}@db/app")?;
+    super::set::run(
+        &f.run()?,
+        SetArgs {
+            template: true,
+            ..set_args("DATABASE_URL", Some(&from))
+        },
+    )?;
+    let values = f.values_with(with_db_secret())?;
+    assert!(values.contains(&("DATABASE_URL".into(), b"postgres://app:pw-CANARY@db/app".to_vec())));
+    Ok(())
+}
+
+#[test]
+fn set_ssm_writes_the_reference_or_says_the_build_lacks_it() -> TestResult {
+    let f = Fixture::new()?;
+    let kms = FakeKms::default();
+    kms.refs.params.borrow_mut().insert(
+        "/prod/db:2".into(),
+        ("SecureString".into(), 2, "ssm-CANARY".into()),
+    );
+    let args = SetArgs {
+        ssm: true,
+        target: Some("/prod/db:2".into()),
+        ..set_args("P", None)
+    };
+    let got = super::set::run(&f.run_with(kms)?, args);
+    if crate::ssm::ENABLED {
+        got?;
+        assert!(
+            f.text()?.contains("P = { ssm = \"/prod/db:2\" }"),
+            "{}",
+            f.text()?
+        );
+    } else {
+        let err = got.unwrap_err();
+        assert!(
+            err.to_string().contains("without Parameter Store support"),
+            "{err}"
+        );
+    }
     Ok(())
 }
