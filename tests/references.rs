@@ -668,6 +668,17 @@ fn a_secret_holding_a_nul_byte_fails_closed_naming_the_variable() {
     fails_closed(&sandbox, out, &file, &["WITH_NUL", "NUL"], &[&value]);
 }
 
+#[test]
+fn a_secret_over_64_kib_fails_closed_naming_the_variable() {
+    let sandbox = Sandbox::new();
+    let value = format!("{}{}", canary("big"), "x".repeat(64 * 1024));
+    let s = secret(&value);
+    let file = refs_file(&sandbox, "kmsenv.toml", &[secret_ref("BIG", &s.arn, &[])]);
+    let proxy = Proxy::start();
+    let out = exec_marker_via(&sandbox, &proxy, &[], &file);
+    fails_closed(&sandbox, out, &file, &["BIG", &s.arn], &[&value[..40]]);
+}
+
 /// Two items exchange their `Name`s (ARNs and values kept): kmsenv either matches
 /// by ARN and gives each variable its own value, or refuses the answer — never
 /// one secret's value in the other's variable.
