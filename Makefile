@@ -11,8 +11,9 @@ MUSL   := x86_64-unknown-linux-musl
 STATIC := $(TARGET)/$(MUSL)/release/kmsenv
 ARM    := aarch64-unknown-linux-musl
 STATIC_ARM := $(TARGET)/$(ARM)/release/kmsenv
-# With `-f s3://…` (cargo feature `s3`); its own target dir keeps both binaries.
+# kmsenv-full: features `full` (s3 + ssm); its own target dir keeps both binaries.
 FULL   := $(TARGET)/full/$(MUSL)/release/kmsenv
+FULL_ARM := $(TARGET)/full/$(ARM)/release/kmsenv
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := parse open dotenv
@@ -34,10 +35,10 @@ release:
 static:
 	@scripts/release.sh static
 
-## The same with `-f s3://BUCKET/KEY` (cargo feature `s3`).
-static-full: musl
-	$(CARGO) build --release --target $(MUSL) --features s3 --target-dir $(TARGET)/full
-	@ls -l $(FULL) | awk '{print "$(FULL): " $$5 " bytes"}'
+## kmsenv-full, both targets: features `full` (`-f s3://BUCKET/KEY`, SSM references),
+## in $(TARGET)/full; outside the size budget. `make dist` ships it in each tarball.
+static-full:
+	@scripts/release.sh static-full
 
 musl:
 	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
@@ -55,22 +56,28 @@ tools:
 	@# tests/docker.rs: a real engine (the support starts dockerd; a client alone is not enough).
 	@command -v dockerd >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq docker.io; }
 
-## Clippy twice: the code without S3 and with it differ. Then cargo-deny (deny.toml):
-## licences, sources and duplicate crates, offline (advisories need the network).
+## Clippy three times: the default code, with S3 only, and with every feature
+## (`full` = s3 + ssm; the SSM tests of tests/references.rs too). Then cargo-deny
+## (deny.toml): licences, sources and duplicate crates, offline (advisories need the network).
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --features s3 -- -D warnings
+	$(CARGO) clippy --all-targets --features full -- -D warnings
 	@command -v cargo-deny >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny
 	$(CARGO) deny --offline check bans licenses sources
 
 ## fmt check, clippy, unit tests, and the integration tests against moto_server
-## (started by the tests themselves on a free loopback port), with S3 support on
-## (moto serves S3 too). The static binary is built first: tests/scratch_image.rs
-## runs it in an empty root, and tests/s3.rs checks that it refuses s3:// files.
-test: tools lint static
+## (started by the tests themselves on a free loopback port), with every feature on
+## (`full`: moto serves S3, Secrets Manager and SSM too). The release tarballs are
+## built first (`dist`: both static binaries and both kmsenv-full):
+## tests/scratch_image.rs runs the static binary in an empty root, tests/s3.rs checks
+## that it refuses s3:// files, tests/release.rs checks the tarballs and what they hold.
+test: tools lint dist
 	KMSENV_STATIC_BIN=$(abspath $(STATIC)) KMSENV_STATIC_BIN_AARCH64=$(abspath $(STATIC_ARM)) \
-		$(CARGO) test --all-targets --features s3
+		KMSENV_FULL_BIN=$(abspath $(FULL)) KMSENV_FULL_BIN_AARCH64=$(abspath $(FULL_ARM)) \
+		KMSENV_DIST_DIR=$(abspath dist) \
+		$(CARGO) test --all-targets --features full
 	@scripts/verify-systemd.sh $(STATIC)
 
 ## Starts moto_server on loopback, creates a key, init/set/exec, stops it.
@@ -129,8 +136,8 @@ bench-allocs: static
 			--target-dir $(ALLOC_DIR)/$$a || exit 1; \
 	done
 
-## Release tarballs: dist/kmsenv-VERSION-{x86_64,aarch64}-linux-musl.tar.gz (binary,
-## README, SECURITY.md, CHANGELOG.md, both licences, completions, man pages) and
+## Release tarballs: dist/kmsenv-VERSION-{x86_64,aarch64}-linux-musl.tar.gz (kmsenv,
+## kmsenv-full, README, SECURITY.md, CHANGELOG.md, both licences, completions, man pages) and
 ## dist/SHA256SUMS. Tarball mtimes are the commit's time (SOURCE_DATE_EPOCH).
 dist:
 	@scripts/release.sh dist

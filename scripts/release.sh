@@ -5,7 +5,10 @@
 #   scripts/release.sh setup          install what the builds need, only when missing
 #   scripts/release.sh static         both static musl binaries, checked
 #                                     (KMSENV_FEATURES=s3: with S3, outside the size budget)
-#   scripts/release.sh dist [DIR]     static + one tarball per target + SHA256SUMS (default dist/)
+#   scripts/release.sh static-full    the same with features `full` (S3, SSM): `kmsenv-full`,
+#                                     built in TARGET_DIR/full (outside the size budget)
+#   scripts/release.sh dist [DIR]     static + static-full + one tarball per target holding
+#                                     kmsenv and kmsenv-full + SHA256SUMS (default dist/)
 #   scripts/release.sh reproducible   the same commit built in two folders, compared
 #
 # Reproducible by construction: `--locked`, paths remapped out of the binaries
@@ -22,6 +25,11 @@ MAX_BYTES=$((6 * 1024 * 1024))
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 CARGO_HOME_DIR=${CARGO_HOME:-$HOME/.cargo}
 FEATURES=${KMSENV_FEATURES:-}
+# kmsenv-full: every optional feature, in a target folder of its own (the binary
+# has the same name as the default one). Inside TARGET_DIR, so it is remapped
+# like it and two checkouts build the same bytes.
+FULL_FEATURES=full
+FULL_TARGET_DIR=$TARGET_DIR/full
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 
 # Temporary folders, removed on every exit path.
@@ -60,7 +68,21 @@ setup() {
 # scanners read it). One cargo run for both targets: build scripts and proc
 # macros are built once, for the host.
 build_static() {
-    local flags t
+    cargo_build "$TARGET_DIR" "$FEATURES"
+    local t
+    for t in "${TARGETS[@]}"; do check_binary "$t" "$(binary "$t")" "$FEATURES"; done
+}
+
+# kmsenv-full of both targets.
+build_full() {
+    cargo_build "$FULL_TARGET_DIR" "$FULL_FEATURES"
+    local t
+    for t in "${TARGETS[@]}"; do check_binary "$t" "$(full_binary "$t")" "$FULL_FEATURES"; done
+}
+
+# One `cargo auditable build` of both targets into target folder $1 with features $2.
+cargo_build() {
+    local dir=$1 features=$2 flags t
     # Separated by 0x1f (CARGO_ENCODED_RUSTFLAGS), so paths may hold spaces. The
     # last matching prefix wins: the target folder may lie inside the source folder.
     flags=$(printf '%s\x1f' \
@@ -69,25 +91,24 @@ build_static() {
         "--remap-path-prefix=$TARGET_DIR=/kmsenv/target")
     local args=()
     for t in "${TARGETS[@]}"; do args+=(--target "$t"); done
-    [[ -z $FEATURES ]] || args+=(--features "$FEATURES")
+    [[ -z $features ]] || args+=(--features "$features")
     # ring's C code and the link of the arm64 binary go through Debian's cross
     # gcc; Rust's musl targets bring their own libc and start files.
     CARGO_ENCODED_RUSTFLAGS=${flags%$'\x1f'} \
-        CARGO_TARGET_DIR=$TARGET_DIR \
+        CARGO_TARGET_DIR=$dir \
         CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
         AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar \
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
         "$CARGO" auditable build --release --locked "${args[@]}" >&2
-    for t in "${TARGETS[@]}"; do check_binary "$t"; done
 }
 
 binary() { printf '%s/%s/release/kmsenv' "$TARGET_DIR" "$1"; }
+full_binary() { printf '%s/%s/release/kmsenv' "$FULL_TARGET_DIR" "$1"; }
 
 # Static (no program interpreter), stripped (no symbol table), within the size
 # budget, for the right machine, and carrying its dependency list.
 check_binary() {
-    local t=$1 bin machine size
-    bin=$(binary "$t")
+    local t=$1 bin=$2 features=$3 machine size
     [[ -x $bin ]] || die "$bin was not built"
     case $t in
     x86_64-*) machine='Advanced Micro Devices X86-64' ;;
@@ -99,9 +120,9 @@ check_binary() {
     ! readelf -SW "$bin" | grep -q ' \.symtab ' || die "$bin: not stripped"
     readelf -SW "$bin" | grep -q ' \.dep-v0 ' || die "$bin: no cargo-auditable dependency list (.dep-v0)"
     size=$(stat -c %s "$bin")
-    # The budget is for what ships; a build with extra features only reports.
-    [[ -n $FEATURES ]] || ((size <= MAX_BYTES)) || die "$bin: $size bytes, over the budget of $MAX_BYTES"
-    say "$bin: $size bytes (features: ${FEATURES:-default}), static, stripped, with .dep-v0"
+    # The budget is for the default binary; a build with extra features only reports.
+    [[ -n $features ]] || ((size <= MAX_BYTES)) || die "$bin: $size bytes, over the budget of $MAX_BYTES"
+    say "$bin: $size bytes (features: ${features:-default}), static, stripped, with .dep-v0"
 }
 
 source_date_epoch() {
@@ -127,6 +148,7 @@ dist() {
     local out=${1:-$ROOT/dist} epoch stage t short name dir bin run
     epoch=$(source_date_epoch)
     build_static
+    build_full
     rm -rf "$out"
     mkdir -p "$out"
     stage=$(mktemp -d "${TMPDIR:-/tmp}/kmsenv-dist.XXXXXX")
@@ -138,6 +160,7 @@ dist() {
         bin=$(binary "$t")
         mkdir -p "$dir/completions" "$dir/man"
         cp "$bin" "$dir/kmsenv"
+        cp "$(full_binary "$t")" "$dir/kmsenv-full"
         cp README.md SECURITY.md CHANGELOG.md LICENSE-MIT LICENSE-APACHE "$dir/"
         # Generated by the binary being shipped (under qemu for the other arch),
         # so the pages and scripts match its own command line exactly.
@@ -149,7 +172,7 @@ dist() {
         [[ -s $dir/man/kmsenv.1 && -s $dir/man/kmsenv-exec.1 ]] || die "$name: man pages missing"
         find "$dir" -type d -exec chmod 0755 {} +
         find "$dir" -type f -exec chmod 0644 {} +
-        chmod 0755 "$dir/kmsenv"
+        chmod 0755 "$dir/kmsenv" "$dir/kmsenv-full"
         tar --sort=name --format=gnu --mtime="@$epoch" --owner=0 --group=0 --numeric-owner \
             -C "$stage" -cf - "$name" | gzip -n -9 >"$out/$name.tar.gz"
         say "$out/$name.tar.gz: $(stat -c %s "$out/$name.tar.gz") bytes"
@@ -190,6 +213,7 @@ reproducible() {
     echo "commit $commit; build 1 took ${t1} s, build 2 ${t2} s"
     for t in "${TARGETS[@]}"; do
         compare "$t binary" "$ta/$t/release/kmsenv" "$tb/$t/release/kmsenv" || status=1
+        compare "$t kmsenv-full" "$ta/full/$t/release/kmsenv" "$tb/full/$t/release/kmsenv" || status=1
     done
     for f in "$work"/dist-1/*; do
         compare "$(basename "$f")" "$f" "$work/dist-2/$(basename "$f")" || status=1
@@ -254,7 +278,8 @@ case ${1:-} in
 setup) setup ;;
 image) image "${2:-}" ;;
 static) setup && build_static ;;
+static-full) setup && build_full ;;
 dist) setup && dist "${2:-}" ;;
 reproducible) setup && reproducible ;;
-*) die "usage: $0 setup|static|dist [DIR]|reproducible|image [BIN]" ;;
+*) die "usage: $0 setup|static|static-full|dist [DIR]|reproducible|image [BIN]" ;;
 esac

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Stripped size of the release binary per target and feature set (`make sizes`):
-# builds both targets as `make static` does, without and with the `s3` feature,
+# Stripped size of the release binaries per target and feature set (`make sizes`):
+# builds both targets as `make static` does (kmsenv, default features) and as
+# `scripts/release.sh static-full` does (kmsenv-full, features `full` = s3 + ssm),
 # and writes the table into bench/RESULTS.md between its "make sizes" markers
 # (bench/run.py keeps that part when it rewrites the file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEFAULT_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-FULL_DIR=$ROOT/target/full
+FULL_DIR=$DEFAULT_DIR/full
 TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
 scripts/release.sh static
-CARGO_TARGET_DIR=$FULL_DIR KMSENV_FEATURES=s3 scripts/release.sh static
+scripts/release.sh static-full
 
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 dirty=$([[ -z $(git status --porcelain --untracked-files=no 2>/dev/null) ]] || echo ' (with uncommitted changes)')
@@ -21,19 +22,19 @@ dirty=$([[ -z $(git status --porcelain --untracked-files=no 2>/dev/null) ]] || e
     echo
     echo "Measured by \`make sizes\` (\`scripts/sizes.sh\`: \`scripts/release.sh static\`, i.e. \`cargo auditable build --release --locked\`"
     echo "for both targets, profile \`release\`: opt-level s, fat LTO, 1 codegen unit, panic=abort, stripped; then the same with"
-    echo "\`KMSENV_FEATURES=s3\`) on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit$dirty, $(rustc --version)."
-    echo "Sizes are of the stripped files as shipped (\`stat -c %s\`), dependency list (.dep-v0) included. Budget: 6 MiB = 6291456 bytes."
+    echo "features \`full\` = s3 + ssm, \`scripts/release.sh static-full\`) on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit$dirty, $(rustc --version)."
+    echo "Sizes are of the stripped files as shipped (\`stat -c %s\`), dependency list (.dep-v0) included. Budget: 6 MiB = 6291456 bytes,"
+    echo "for \`kmsenv\` (default features: KMS, Secrets Manager references); \`kmsenv-full\` ships next to it in each tarball, outside the budget."
     echo
-    echo '| target | features | bytes | MiB | of the 6 MiB budget |'
-    echo '|---|---|---:|---:|---:|'
-    for features in default s3; do
-        dir=$DEFAULT_DIR
-        [[ $features == default ]] || dir=$FULL_DIR
-        for t in "${TARGETS[@]}"; do
-            size=$(stat -c %s "$dir/$t/release/kmsenv")
-            awk -v t="$t" -v f="$features" -v s="$size" \
-                'BEGIN { printf "| %s | %s | %d | %.2f | %.0f%% |\n", t, f, s, s / 1048576, 100 * s / 6291456 }'
-        done
+    echo '| target | binary (features) | bytes | MiB | of the 6 MiB budget | full minus default |'
+    echo '|---|---|---:|---:|---:|---:|'
+    for t in "${TARGETS[@]}"; do
+        base=$(stat -c %s "$DEFAULT_DIR/$t/release/kmsenv")
+        full=$(stat -c %s "$FULL_DIR/$t/release/kmsenv")
+        awk -v t="$t" -v s="$base" \
+            'BEGIN { printf "| %s | kmsenv (default) | %d | %.2f | %.0f%% | |\n", t, s, s / 1048576, 100 * s / 6291456 }'
+        awk -v t="$t" -v s="$full" -v b="$base" \
+            'BEGIN { printf "| %s | kmsenv-full (full) | %d | %.2f | %.0f%% | %d (%.0f KiB) |\n", t, s, s / 1048576, 100 * s / 6291456, s - b, (s - b) / 1024 }'
     done
     echo '<!-- make sizes: end -->'
 } >"$ROOT/target/sizes.md"

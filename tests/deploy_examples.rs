@@ -129,3 +129,95 @@ fn the_ecs_task_definition_has_the_task_role_and_the_entry_point() {
     );
     assert_eq!(c["readonlyRootFilesystem"], true);
 }
+
+/// The statements of `examples/iam/references-policy.json` with `action`.
+fn statements_with<'a>(policy: &'a Value, action: &str) -> Vec<&'a Value> {
+    policy["Statement"]
+        .as_array()
+        .expect("Statement array")
+        .iter()
+        .filter(|s| s["Action"] == action)
+        .collect()
+}
+
+/// A statement's `Resource` as a list (a string is a list of one).
+fn resources(statement: &Value) -> Vec<&str> {
+    match &statement["Resource"] {
+        Value::String(one) => vec![one.as_str()],
+        many => strings(many),
+    }
+}
+
+/// The IAM policy for references (README, "Secrets that AWS rotates"): what
+/// kmsenv calls, each on as little as the API allows; KMS only through the two
+/// services, for the referenced secrets and parameters.
+#[test]
+fn the_references_policy_grants_each_read_on_what_is_referenced_and_kms_only_via_the_services() {
+    let policy = load("examples/iam/references-policy.json");
+    assert_eq!(policy["Version"], "2012-10-17");
+    for statement in policy["Statement"].as_array().expect("Statement array") {
+        assert_eq!(statement["Effect"], "Allow", "{statement}");
+        assert!(
+            statement["Sid"].is_string(),
+            "every statement says why: {statement}"
+        );
+    }
+
+    // BatchGetSecretValue has no resource type: "*" is the only form IAM accepts.
+    let batch = statements_with(&policy, "secretsmanager:BatchGetSecretValue");
+    assert_eq!(batch.len(), 1);
+    assert_eq!(resources(batch[0]), ["*"]);
+    // The batch call checks GetSecretValue per secret: that one names each secret.
+    let get = statements_with(&policy, "secretsmanager:GetSecretValue");
+    assert_eq!(get.len(), 1);
+    let secrets = resources(get[0]);
+    assert!(!secrets.is_empty());
+    for arn in &secrets {
+        assert!(
+            arn.starts_with("arn:aws:secretsmanager:") && arn.contains(":secret:"),
+            "{arn}"
+        );
+        assert!(
+            !arn.contains('*'),
+            "one secret per ARN, its suffix as ??????: {arn}"
+        );
+    }
+    let params = statements_with(&policy, "ssm:GetParameters");
+    assert_eq!(params.len(), 1);
+    for arn in resources(params[0]) {
+        assert!(
+            arn.starts_with("arn:aws:ssm:") && arn.contains(":parameter/"),
+            "{arn}"
+        );
+        assert!(!arn.contains('*'), "no path or prefix: {arn}");
+    }
+
+    let decrypt = statements_with(&policy, "kms:Decrypt");
+    let via: Vec<&str> = decrypt
+        .iter()
+        .map(|s| {
+            assert!(
+                resources(s)
+                    .iter()
+                    .all(|r| r.starts_with("arn:aws:kms:") && r.contains(":key/")),
+                "a key ARN, not *: {s}"
+            );
+            s["Condition"]["StringEquals"]["kms:ViaService"]
+                .as_str()
+                .unwrap_or_else(|| panic!("kms:Decrypt only via a service: {s}"))
+        })
+        .collect();
+    assert_eq!(
+        via,
+        [
+            "secretsmanager.us-east-1.amazonaws.com",
+            "ssm.us-east-1.amazonaws.com"
+        ]
+    );
+    // The services' own encryption contexts, as CloudTrail records them.
+    assert_eq!(
+        strings(&decrypt[0]["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]),
+        secrets
+    );
+    assert!(decrypt[1]["Condition"]["StringEquals"]["kms:EncryptionContext:PARAMETER_ARN"].is_string());
+}

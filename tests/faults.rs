@@ -80,16 +80,10 @@ impl Timed {
     /// and every needle, and the marker command not run.
     #[track_caller]
     fn fails_closed(self, sandbox: &Sandbox, file: &Path, needles: &[&str]) -> Timed {
-        let out = self.out.kmsenv_error(&[]);
-        let first = out.stderr.lines().next().unwrap_or("").to_string();
         let path = file.display().to_string();
-        for needle in std::iter::once(path.as_str()).chain(needles.iter().copied()) {
-            assert!(
-                first.contains(needle),
-                "the first stderr line should name {needle:?}\n--- stderr ---\n{}",
-                out.stderr
-            );
-        }
+        let mut all = vec![path.as_str()];
+        all.extend_from_slice(needles);
+        let out = self.out.first_line_names(&all);
         sandbox.assert_command_did_not_run();
         Timed { out, ..self }
     }

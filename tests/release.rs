@@ -1,12 +1,14 @@
 //! What a release ships, tested as shipped: the static binaries of both targets
 //! (the arm64 one under qemu-user, with the very assertions of x86_64), the
-//! `--version` line, the shell completions and man pages, and the `FROM scratch`
-//! image built and used with the real Docker engine.
+//! `kmsenv-full` binaries next to them (features `full`: S3 files, SSM references),
+//! the tarballs holding both, the `--version` line, the shell completions and man
+//! pages, and the `FROM scratch` image built and used with the real Docker engine.
 //!
-//! Needs `make static` (which `make test` runs first): both static binaries, and
-//! qemu-user-static, zsh, fish and man-db, which it installs when missing. The
-//! binaries are `KMSENV_STATIC_BIN` / `KMSENV_STATIC_BIN_AARCH64`, else the
-//! paths `make static` writes.
+//! Needs `make dist` (which `make test` runs first): both static binaries, both
+//! kmsenv-full and the tarballs, and qemu-user-static, zsh, fish and man-db, which
+//! it installs when missing. The binaries are `KMSENV_STATIC_BIN` /
+//! `KMSENV_STATIC_BIN_AARCH64` and `KMSENV_FULL_BIN` / `KMSENV_FULL_BIN_AARCH64`,
+//! the tarballs are in `KMSENV_DIST_DIR`; else the paths `make dist` writes.
 
 mod support;
 
@@ -30,29 +32,59 @@ struct Release {
     runner: Option<&'static str>,
 }
 
+/// The default binary (`kmsenv`) of `target`.
 fn release(target: &'static str) -> Release {
-    let (var, arch) = match target {
-        "x86_64-unknown-linux-musl" => ("KMSENV_STATIC_BIN", "x86_64"),
-        "aarch64-unknown-linux-musl" => ("KMSENV_STATIC_BIN_AARCH64", "aarch64"),
+    let var = match target {
+        "x86_64-unknown-linux-musl" => "KMSENV_STATIC_BIN",
+        "aarch64-unknown-linux-musl" => "KMSENV_STATIC_BIN_AARCH64",
         other => panic!("no release target {other}"),
     };
-    let bin = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        let dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-        dir.join(target).join("release/kmsenv")
-    });
+    let bin = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join(target).join("release/kmsenv"));
     assert!(
         bin.exists(),
         "{} is missing: run `make static` (make test does)",
         bin.display()
     );
+    release_of(target, bin)
+}
+
+/// `kmsenv-full` (features `full`) of `target`, as `make static-full` builds it.
+fn release_full(target: &'static str) -> Release {
+    let var = match target {
+        "x86_64-unknown-linux-musl" => "KMSENV_FULL_BIN",
+        "aarch64-unknown-linux-musl" => "KMSENV_FULL_BIN_AARCH64",
+        other => panic!("no release target {other}"),
+    };
+    let bin = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("full").join(target).join("release/kmsenv"));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `make static-full` (make test does)",
+        bin.display()
+    );
+    release_of(target, bin)
+}
+
+/// A binary of `target` at `bin`, run through qemu-user when it is for another
+/// architecture than this machine's.
+fn release_of(target: &'static str, bin: PathBuf) -> Release {
+    let arch = target.split('-').next().expect("an architecture");
     let qemu = match arch {
         "aarch64" => "qemu-aarch64-static",
         _ => "qemu-x86_64-static",
     };
     let runner = (arch != std::env::consts::ARCH).then_some(qemu);
     Release { target, bin, runner }
+}
+
+/// Where the release builds are: `CARGO_TARGET_DIR`, else `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 impl Release {
@@ -277,6 +309,131 @@ macro_rules! release_tests {
 release_tests! {
     x86_64 => "x86_64-unknown-linux-musl", machine 62;
     aarch64 => "aarch64-unknown-linux-musl", machine 183;
+}
+
+// ---------------------------------------------------------------------------
+// kmsenv-full and the tarballs, per target
+
+/// Unpacks `dist/kmsenv-VERSION-SHORT.tar.gz` of `target` into `into`; returns
+/// the unpacked folder and the tarball's listing.
+fn unpack_tarball(target: &str, into: &Path) -> (PathBuf, Vec<String>) {
+    let dist = std::env::var_os("KMSENV_DIST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("dist"));
+    let name = format!(
+        "kmsenv-{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        target.replace("-unknown-", "-")
+    );
+    let tarball = dist.join(format!("{name}.tar.gz"));
+    assert!(
+        tarball.exists(),
+        "{} is missing: run `make dist` (make test does)",
+        tarball.display()
+    );
+    let listing = Command::new("tar")
+        .arg("-tzf")
+        .arg(&tarball)
+        .output()
+        .expect("tar -t");
+    assert!(listing.status.success(), "tar -t {}", tarball.display());
+    let unpacked = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .expect("tar -x");
+    assert!(unpacked.success(), "tar -x {}", tarball.display());
+    let listing = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (into.join(name), listing)
+}
+
+/// The same tests for kmsenv-full of every target, and for the tarball that
+/// ships it next to kmsenv.
+macro_rules! full_tests {
+    ($($arch:ident => $target:literal, machine $machine:literal;)*) => {$(
+        mod $arch {
+            use super::*;
+
+            #[test]
+            fn kmsenv_full_is_static_and_stripped() {
+                let r = release_full($target);
+                let bytes = std::fs::read(&r.bin).expect("read the binary");
+                let facts = elf(&bytes);
+                assert_eq!(facts.machine, $machine, "ELF machine of {}", r.bin.display());
+                assert!(!facts.has_interpreter, "{} names a program interpreter: not static", r.bin.display());
+                assert!(!facts.has_symtab, "{} has a symbol table: not stripped", r.bin.display());
+                let out = r.run(&Sandbox::new(), &["--version"]).ok();
+                assert_version_line(&out.stdout, r.target);
+                assert!(out.stdout_text().contains("s3"), "features name s3: {}", out.stdout_text());
+            }
+
+            /// The point of kmsenv-full: it reads an SSM reference, which the
+            /// default binary refuses pointing at kmsenv-full.
+            #[test]
+            fn kmsenv_full_reads_a_parameter_reference_that_kmsenv_refuses() {
+                let sandbox = Sandbox::new();
+                let name = unique_name("/release/p");
+                moto().put_parameter(REGION, &name, "from-ssm", "SecureString");
+                let file = sandbox.path("refs.toml");
+                sandbox.write(&file, &keyless_file(&[&format!("P = {{ ssm = {} }}", toml_string(&name))]));
+
+                let env = release_full($target).exec_env(&sandbox, &file);
+                assert_eq!(env["P"], b"from-ssm");
+
+                let path = file.to_string_lossy();
+                release($target)
+                    .run(&sandbox, &["exec", "-f", &path, "--", "env", "-0"])
+                    .kmsenv_error(&["P", "kmsenv-full"]);
+            }
+
+            #[test]
+            fn the_tarball_ships_kmsenv_and_kmsenv_full_and_both_run() {
+                let sandbox = Sandbox::new();
+                let (dir, listing) = unpack_tarball($target, sandbox.dir.path());
+                let top = dir.file_name().expect("a folder").to_string_lossy().into_owned();
+                for binary in ["kmsenv", "kmsenv-full"] {
+                    assert!(
+                        listing.iter().any(|entry| *entry == format!("{top}/{binary}")),
+                        "{binary} in the tarball: {listing:?}"
+                    );
+                    let path = dir.join(binary);
+                    let mode = std::os::unix::fs::PermissionsExt::mode(
+                        &std::fs::metadata(&path).expect("unpacked binary").permissions(),
+                    );
+                    assert_eq!(mode & 0o777, 0o755, "{binary} is executable");
+                    let bytes = std::fs::read(&path).expect("read the binary");
+                    assert_eq!(elf(&bytes).machine, $machine, "{binary}");
+                    let out = release_of($target, path).run(&sandbox, &["--version"]).ok();
+                    assert_version_line(&out.stdout, $target);
+                }
+                // What ships is what was built and tested.
+                assert_eq!(
+                    std::fs::read(dir.join("kmsenv")).expect("kmsenv"),
+                    std::fs::read(&release($target).bin).expect("the static binary")
+                );
+                assert_eq!(
+                    std::fs::read(dir.join("kmsenv-full")).expect("kmsenv-full"),
+                    std::fs::read(&release_full($target).bin).expect("the full binary")
+                );
+                let kmsenv_size = std::fs::metadata(dir.join("kmsenv")).expect("kmsenv").len();
+                assert!(kmsenv_size <= MAX_BYTES, "kmsenv: {kmsenv_size} bytes, over {MAX_BYTES}");
+            }
+        }
+    )*};
+}
+
+mod full {
+    use super::*;
+
+    full_tests! {
+        x86_64 => "x86_64-unknown-linux-musl", machine 62;
+        aarch64 => "aarch64-unknown-linux-musl", machine 183;
+    }
 }
 
 // ---------------------------------------------------------------------------

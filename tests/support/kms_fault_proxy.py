@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""A fault-injecting reverse proxy for the KMS JSON API (DESIGN §6), also
-carrying the STS and S3 requests of a run.
+"""A fault-injecting reverse proxy for the AWS JSON APIs kmsenv calls (DESIGN §6):
+KMS, Secrets Manager and SSM Parameter Store, also carrying the STS and S3
+requests of a run.
 
 It sits on loopback between kmsenv and moto_server and adds what moto does not
-model: KMS error answers (ThrottlingException, DisabledException, …), 5xx
-answers, latency, a request quota, connections that hang or are reset, and a
-count of requests per KMS operation and per region.
+model: error answers (ThrottlingException, DisabledException, AccessDenied…,
+for any operation), 5xx answers, latency, a request quota, connections that hang
+or are reset, answers rewritten as a partial or hostile service would write them,
+and a count of requests per operation, per service and per region.
 
     python3 tests/support/kms_fault_proxy.py --upstream http://127.0.0.1:MOTO_PORT \
         [--listen 127.0.0.1:0] [--latency-ms N] [--quota-rps R --quota-burst B] \
@@ -16,13 +18,15 @@ connections, then serves until killed, or until its parent process exits.
 
 Control API on the same port (never forwarded):
 
-    GET  /_proxy/counts   {"total": n, "ops": {"Decrypt": n}, "regions": {"us-east-1": n}, "throttled": n,
+    GET  /_proxy/counts   {"total": n, "ops": {"Decrypt": n}, "services": {"TrentService": n},
+                           "regions": {"us-east-1": n}, "throttled": n,
                            "akids": {"AKID": n}, "tokens": {"TOKEN": n}, "tls": n}
     GET  /_proxy/requests [{"op": "Decrypt", "region": "us-east-1", "akid": "AKID", "token": "TOKEN",
                             "tls": "yes"|"no", "status": "200", "issued_akid": "…", "issued_token": "…",
                             "form.Action": "…", …}, …]   every request, in order; all values strings
     POST /_proxy/reset    zero the counts, clear the rules
-    POST /_proxy/rules    {"rules": [{"op": "Decrypt"|null, "region": "us-east-1"|null,
+    POST /_proxy/rules    {"rules": [{"op": "Decrypt"|null, "service": "secretsmanager"|null,
+                                      "region": "us-east-1"|null,
                                       "context_lacks": "kmsenv:var"|null,
                                       "times": K|null, "action": "error", "code": "…", "status": 400}, …]}
     POST /_proxy/config   {"latency_ms": N, "quota_rps": R, "quota_burst": B}
@@ -34,9 +38,40 @@ status, headers {name: value}, body text — e.g. an S3 XML error or redirect),
 ends, written as it goes; with Content-Length, or with "chunked": true in
 chunks). Any other action may
 also carry "ms": a delay before the fault is delivered. The first rule that
-matches the request's operation and region and has `times` left wins; a rule
-with `times` null applies forever. Requests are counted when received, before
-any fault. Standard library only (Python 3.11).
+matches the request's operation, service and region and has `times` left wins;
+a rule with `times` null applies forever. Requests are counted when received,
+before any fault. Standard library only (Python 3.11).
+
+Operations and services: the operation is the `X-Amz-Target` suffix and the
+service its prefix: "TrentService" (KMS: Decrypt, …), "secretsmanager"
+(BatchGetSecretValue, GetSecretValue, …) and "AmazonSSM" (GetParameters, …).
+Operation names differ between these services, so "op" alone picks one.
+
+Rewritten answers (Secrets Manager and SSM): these actions forward the request,
+then edit a 200 JSON answer's items — the `SecretValues` of BatchGetSecretValue,
+the `Parameters` of GetParameters, the answer itself for GetSecretValue. "item"
+(a substring of an item's `Name` or `ARN`; null: the first item) picks one:
+
+    "drop_item"    the item is removed and reported nowhere (a silently partial answer)
+    "item_error"   the item is removed and reported as failed: an `Errors` entry
+                   {SecretId: its ARN, ErrorCode: "code", Message} (Secrets Manager),
+                   or its name in `InvalidParameters` (SSM)
+    "reorder"      the items in reverse order (matching by position would mix them up)
+    "swap_names"   two items ("items": [a, b], else the first two) exchange their
+                   `Name` fields and keep their `ARN`s and values
+    "foreign_arn"  every ARN of the item (`ARN`, and `Name` when it is an ARN) is
+                   rewritten to "arn_account" and/or "arn_region" (not "region":
+                   that field says which requests a rule matches)
+
+SSM as AWS answers (always on): moto reports a parameter ARN in `Names` as
+invalid and omits the `Selector` field that real SSM sends. The proxy asks moto
+for each requested name in turn, an ARN translated to the parameter's name
+(`arn:…:parameter/prod/db` → `/prod/db`; a one-level name is tried without, then
+with, the leading slash), and assembles one answer in request order: `Name` as
+requested (the ARN when asked by ARN; a `:VERSION`/`:LABEL` selector stripped),
+`Selector` (":3", ":prod") when one was asked, and each name moto did not find,
+exactly as requested, in `InvalidParameters`. More than 10 names go to moto
+unchanged (its ValidationException). It counts as one request.
 
 A lax KMS: the action "drop_key_id" forwards the request without its `KeyId`,
 so moto decrypts with whatever key the ciphertext names and answers for that
@@ -100,6 +135,14 @@ ISSUED_AKID = re.compile(rb"<AccessKeyId>([^<]*)</AccessKeyId>")
 ISSUED_TOKEN = re.compile(rb"<SessionToken>([^<]*)</SessionToken>")
 NONE = "(none)"
 
+# Actions that forward the request and then edit the answer's items.
+REWRITES = ("drop_item", "item_error", "reorder", "swap_names", "foreign_arn")
+
+# Where an answer keeps its items, per operation (None: the answer is the item).
+ITEM_LISTS = {"BatchGetSecretValue": "SecretValues", "GetParameters": "Parameters", "GetSecretValue": None}
+
+SSM_PARAMETER_ARN = re.compile(r"^arn:[^:]+:ssm:[^:]*:[^:]*:parameter/(.+)$")
+
 STATUS_ERROR_TYPES = {
     500: "InternalFailure",
     502: "BadGateway",
@@ -117,6 +160,7 @@ class State:
         self.lock = threading.Lock()
         self.total = 0
         self.ops: dict[str, int] = {}
+        self.services: dict[str, int] = {}
         self.regions: dict[str, int] = {}
         self.throttled = 0
         self.akids: dict[str, int] = {}
@@ -142,11 +186,13 @@ class State:
         self.tokens = self.quota_burst
         self.refilled = time.monotonic()
 
-    def count(self, op: str | None, region: str | None, entry: dict | None = None) -> None:
+    def count(self, op: str | None, service: str | None, region: str | None, entry: dict | None = None) -> None:
         with self.lock:
             self.total += 1
             key = op or "(none)"
             self.ops[key] = self.ops.get(key, 0) + 1
+            key = service or "(none)"
+            self.services[key] = self.services.get(key, 0) + 1
             key = region or "(none)"
             self.regions[key] = self.regions.get(key, 0) + 1
             if entry is not None:
@@ -176,10 +222,12 @@ class State:
             self.throttled += 1
             return False
 
-    def match(self, op: str | None, region: str | None, context: dict) -> dict | None:
+    def match(self, op: str | None, service: str | None, region: str | None, context: dict) -> dict | None:
         with self.lock:
             for rule in self.rules:
                 if rule.get("op") is not None and rule["op"] != op:
+                    continue
+                if rule.get("service") is not None and rule["service"] != service:
                     continue
                 if rule.get("region") is not None and rule["region"] != region:
                     continue
@@ -197,6 +245,7 @@ class State:
             return {
                 "total": self.total,
                 "ops": dict(self.ops),
+                "services": dict(self.services),
                 "regions": dict(self.regions),
                 "throttled": self.throttled,
                 "akids": dict(self.akids),
@@ -219,6 +268,7 @@ class State:
         with self.lock:
             self.total = 0
             self.ops = {}
+            self.services = {}
             self.regions = {}
             self.throttled = 0
             self.akids = {}
@@ -234,8 +284,21 @@ class State:
             if not isinstance(rule, dict):
                 raise ValueError(f"a rule must be an object: {rule!r}")
             action = rule.get("action")
-            if action not in ("error", "status", "hang", "reset", "latency", "answer", "drop_key_id", "flood"):
+            if action not in ("error", "status", "hang", "reset", "latency", "answer", "drop_key_id", "flood") + REWRITES:
                 raise ValueError(f"unknown action {action!r}")
+            if action == "item_error" and not isinstance(rule.get("code"), str):
+                raise ValueError("an item_error rule needs a string `code`")
+            if rule.get("item") is not None and not isinstance(rule.get("item"), str):
+                raise ValueError("`item` must be a string (part of an item's Name or ARN)")
+            items = rule.get("items")
+            if items is not None and (
+                not isinstance(items, list) or len(items) != 2 or not all(isinstance(i, str) for i in items)
+            ):
+                raise ValueError("`items` must be two strings")
+            if action == "foreign_arn" and not (
+                isinstance(rule.get("arn_account"), str) or isinstance(rule.get("arn_region"), str)
+            ):
+                raise ValueError("a foreign_arn rule needs a string `arn_account` or `arn_region`")
             if action == "error" and not isinstance(rule.get("code"), str):
                 raise ValueError("an error rule needs a string `code`")
             if action == "status" and not isinstance(rule.get("status"), int):
@@ -359,6 +422,7 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         target = self.headers.get("X-Amz-Target") or ""
         op = target.rsplit(".", 1)[-1] if target else None
+        service = target.rsplit(".", 1)[0] if "." in target else None
         authorization = self.headers.get("Authorization") or ""
         match = CREDENTIAL_REGION.search(authorization)
         region = match.group(1) if match else None
@@ -373,8 +437,8 @@ class Handler(BaseHTTPRequestHandler):
         form = self.query_form(body)
         if op is None:
             op = form.get("Action")
-        service = CREDENTIAL_SERVICE.search(authorization)
-        if op is None and service and service.group(1) == "s3":
+        signed_for = CREDENTIAL_SERVICE.search(authorization)
+        if op is None and signed_for and signed_for.group(1) == "s3":
             op = "s3:" + self.command
         for name, value in form.items():
             entry["form." + name] = value
@@ -388,15 +452,17 @@ class Handler(BaseHTTPRequestHandler):
         if "EncryptionContext" in kms_request or "DestinationEncryptionContext" in kms_request:
             entry["kms.context"] = json.dumps(context, sort_keys=True)
         entry["op"] = op or NONE
+        entry["service"] = service or NONE
         entry["region"] = region or NONE
         self.entry = entry
-        state.count(op, region, entry)
+        state.count(op, service, region, entry)
 
         if not state.take_token():
             self.kms_error(400, "ThrottlingException", "Rate exceeded (quota of kms_fault_proxy)")
             return
-        rule = state.match(op, region, context)
+        rule = state.match(op, service, region, context)
         extra_ms = 0.0
+        rewrite = None
         if rule is not None:
             action = rule["action"]
             if action != "latency" and rule.get("ms"):
@@ -428,10 +494,15 @@ class Handler(BaseHTTPRequestHandler):
             if action == "drop_key_id" and "KeyId" in kms_request:
                 del kms_request["KeyId"]
                 body = json.dumps(kms_request).encode()
+            if action in REWRITES:
+                rewrite = rule
         delay = (state.latency_ms + extra_ms) / 1000.0
         if delay > 0:
             time.sleep(delay)
-        self.forward(body)
+        if service == "AmazonSSM" and op == "GetParameters":
+            self.ssm_get_parameters(body, kms_request, rewrite)
+            return
+        self.forward(body, op, rewrite)
 
     @staticmethod
     def kms_json(body: bytes) -> dict:
@@ -561,16 +632,64 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def forward(self, body: bytes):
+    def upstream_call(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         upstream = self.server.upstream
+        return relay(
+            self.command, upstream.hostname, upstream.port or 80, self.path, self.headers, body, UPSTREAM_TIMEOUT
+        )
+
+    def forward(self, body: bytes, op: str | None = None, rewrite: dict | None = None):
         try:
-            status, headers, answer = relay(
-                self.command, upstream.hostname, upstream.port or 80, self.path, self.headers, body, UPSTREAM_TIMEOUT
-            )
+            status, headers, answer = self.upstream_call(body)
         except (OSError, http.client.HTTPException) as exc:
             self.kms_error(502, "BadGateway", f"kms_fault_proxy: upstream failed: {exc}")
             return
+        if rewrite is not None and status == 200:
+            answer = json.dumps(rewrite_answer(op, json.loads(answer), rewrite)).encode()
         self.send(status, headers, answer)
+
+    def ssm_get_parameters(self, body: bytes, request: dict, rewrite: dict | None):
+        """GetParameters as real SSM answers it (module docstring): one moto call
+        per requested name, ARNs translated, `Selector` added."""
+        names = request.get("Names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) > 10:
+            self.forward(body, "GetParameters", rewrite)
+            return
+        parameters, invalid = [], []
+        headers: list[tuple[str, str]] = []
+        try:
+            for requested in names:
+                found, status, headers, answer = None, 200, headers, b""
+                for candidate, arn, selector in ssm_candidates(requested):
+                    one = json.dumps({**request, "Names": [candidate]}).encode()
+                    status, headers, answer = self.upstream_call(one)
+                    if status != 200:
+                        break
+                    got = json.loads(answer).get("Parameters") or []
+                    if got:
+                        found = got[0]
+                        if selector:
+                            found["Selector"] = selector
+                        if arn:
+                            found["Name"] = arn
+                        break
+                if status != 200:
+                    self.send(status, headers, answer)
+                    return
+                if found is None:
+                    invalid.append(requested)
+                else:
+                    parameters.append(found)
+        except (OSError, http.client.HTTPException) as exc:
+            self.kms_error(502, "BadGateway", f"kms_fault_proxy: upstream failed: {exc}")
+            return
+        data = {"Parameters": parameters, "InvalidParameters": invalid}
+        if rewrite is not None:
+            data = rewrite_answer("GetParameters", data, rewrite)
+        kept = [(n, v) for n, v in headers if n.lower() not in ("x-amz-crc32",)]
+        if not any(n.lower() == "content-type" for n, _ in kept):
+            kept.append(("Content-Type", "application/x-amz-json-1.1"))
+        self.send(200, kept, json.dumps(data).encode())
 
     # -- control API ----------------------------------------------------------
 
@@ -609,6 +728,75 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(404, {"error": f"no control endpoint {self.command} {path}"})
 
 
+def ssm_candidates(requested: str) -> list[tuple[str, str | None, str | None]]:
+    """What to ask moto for one requested SSM name: (name for moto, the ARN to put
+    back as `Name` or None, the selector or None), in the order to try."""
+    match = SSM_PARAMETER_ARN.match(requested)
+    rest = match.group(1) if match else requested
+    base, sep, selector_text = rest.partition(":")
+    selector = ":" + selector_text if sep else None
+    suffix = selector or ""
+    if not match:
+        return [(requested, None, selector)]
+    arn = requested[: len(requested) - len(suffix)] if suffix else requested
+    if "/" in base:
+        names = ["/" + base]
+    else:
+        names = [base, "/" + base]
+    return [(name + suffix, arn, selector) for name in names]
+
+
+def rewrite_answer(op: str | None, data, rule: dict):
+    """Edits an answer's items as the rule says (module docstring, "Rewritten answers")."""
+    if op not in ITEM_LISTS or not isinstance(data, dict):
+        return data
+    field = ITEM_LISTS[op]
+    items = data.get(field) if field else [data]
+    if not isinstance(items, list):
+        return data
+    action = rule["action"]
+
+    def pick(key: str | None) -> dict | None:
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            if key is None or key in str(item.get("Name", "")) or key in str(item.get("ARN", "")):
+                return item
+        return None
+
+    if action == "reorder":
+        items.reverse()
+    elif action == "swap_names":
+        keys = rule.get("items") or [None, None]
+        first = pick(keys[0])
+        second = pick(keys[1]) if keys[1] is not None else next((i for i in items if i is not first), None)
+        if first is not None and second is not None:
+            first["Name"], second["Name"] = second.get("Name"), first.get("Name")
+    elif action in ("drop_item", "item_error") and field:
+        item = pick(rule.get("item"))
+        if item is not None:
+            items.remove(item)
+            if action == "item_error" and op == "GetParameters":
+                data.setdefault("InvalidParameters", []).append(item.get("Name"))
+            elif action == "item_error":
+                data.setdefault("Errors", []).append(
+                    {"SecretId": item.get("ARN"), "ErrorCode": rule["code"], "Message": "injected by kms_fault_proxy"}
+                )
+    elif action == "foreign_arn":
+        item = pick(rule.get("item"))
+        for key in ("ARN", "Name"):
+            value = item.get(key) if item is not None else None
+            if isinstance(value, str) and value.startswith("arn:"):
+                parts = value.split(":", 5)
+                if len(parts) == 6:
+                    if isinstance(rule.get("arn_region"), str):
+                        parts[3] = rule["arn_region"]
+                    if isinstance(rule.get("arn_account"), str):
+                        parts[4] = rule["arn_account"]
+                    item[key] = ":".join(parts)
+    return data
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host:
@@ -624,7 +812,7 @@ def watch_parent(parent: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Fault-injecting reverse proxy for the KMS JSON API.")
+    parser = argparse.ArgumentParser(description="Fault-injecting reverse proxy for the KMS, Secrets Manager and SSM JSON APIs.")
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:5000 (moto_server)")
     parser.add_argument("--listen", default="127.0.0.1:0", type=parse_listen, help="HOST:PORT (default 127.0.0.1:0)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added before forwarding every request")

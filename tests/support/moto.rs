@@ -1,9 +1,14 @@
 //! The KMS the tests talk to: a real `moto_server` on a loopback port, one per test
 //! binary, and raw KMS JSON calls to it (to make ciphertexts the way `aws kms
 //! encrypt` would, or to check what kmsenv wrote), plus the AWS CLI pointed at it.
+//! The same moto serves Secrets Manager and SSM Parameter Store: tests seed them
+//! with secrets and parameters over the same JSON API ([`Moto::create_secret`],
+//! [`Moto::put_parameter`], …).
 //!
 //! Nothing here mocks KMS: moto encrypts for real and enforces encryption context.
-//! Each test creates its own keys, because moto's key material is random per run.
+//! Each test creates its own keys, because moto's key material is random per run;
+//! and names its own secrets and parameters ([`unique_name`]), because one moto
+//! serves every test of a binary.
 
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
@@ -131,22 +136,90 @@ pub struct KmsError {
 /// signed for `region`. Moto takes the region from the credential scope and does
 /// not check signatures.
 pub fn kms_call(port: u16, region: &str, operation: &str, body: &Value) -> Result<Value, KmsError> {
-    let target = format!("TrentService.{operation}");
+    aws_json_call(port, region, "kms", &format!("TrentService.{operation}"), body)
+}
+
+/// One Secrets Manager JSON call (`secretsmanager.OPERATION`), as [`kms_call`].
+pub fn secretsmanager_call(
+    port: u16,
+    region: &str,
+    operation: &str,
+    body: &Value,
+) -> Result<Value, KmsError> {
+    aws_json_call(
+        port,
+        region,
+        "secretsmanager",
+        &format!("secretsmanager.{operation}"),
+        body,
+    )
+}
+
+/// One SSM JSON call (`AmazonSSM.OPERATION`), as [`kms_call`].
+pub fn ssm_call(port: u16, region: &str, operation: &str, body: &Value) -> Result<Value, KmsError> {
+    aws_json_call(port, region, "ssm", &format!("AmazonSSM.{operation}"), body)
+}
+
+/// One call of an AWS JSON 1.1 API: `target` is the `X-Amz-Target` header, the
+/// request is signed (in form only) for `service` in `region`.
+fn aws_json_call(
+    port: u16,
+    region: &str,
+    service: &str,
+    target: &str,
+    body: &Value,
+) -> Result<Value, KmsError> {
+    let operation = target.rsplit('.').next().unwrap_or(target);
     let authorization = format!(
-        "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/{region}/kms/aws4_request, SignedHeaders=host, Signature=00"
+        "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=00"
     );
     let headers = [
         ("Content-Type", "application/x-amz-json-1.1"),
-        ("X-Amz-Target", target.as_str()),
+        ("X-Amz-Target", target),
         ("Authorization", authorization.as_str()),
     ];
     let (status, answer) = http::request(port, "POST", "/", &headers, &body.to_string())
-        .unwrap_or_else(|e| panic!("KMS {operation} to port {port} failed: {e}"));
+        .unwrap_or_else(|e| panic!("{target} to port {port} failed: {e}"));
     if status != 200 {
         return Err(KmsError { status, body: answer });
     }
     Ok(serde_json::from_str(&answer)
-        .unwrap_or_else(|e| panic!("KMS {operation} answered no JSON ({e}): {answer}")))
+        .unwrap_or_else(|e| panic!("{operation} answered no JSON ({e}): {answer}")))
+}
+
+/// The account moto answers as (its default), in every ARN it makes.
+pub const ACCOUNT: &str = "123456789012";
+
+/// `prefix` followed by fresh random hex: a secret or parameter name no other
+/// test of this binary uses.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}{}", super::random::random_hex(6))
+}
+
+/// A secret as Secrets Manager names it after `CreateSecret`.
+#[derive(Clone, Debug)]
+pub struct Secret {
+    /// Full ARN, with the random six-character suffix.
+    pub arn: String,
+    pub name: String,
+    /// The version `CreateSecret` made (staged AWSCURRENT).
+    pub version_id: String,
+}
+
+/// A secret's value: text (`SecretString`) or bytes (`SecretBinary`).
+#[derive(Clone, Copy, Debug)]
+pub enum SecretValue<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+impl SecretValue<'_> {
+    fn add_to(self, body: &mut Value) {
+        match self {
+            SecretValue::Text(text) => body["SecretString"] = Value::from(text),
+            SecretValue::Binary(bytes) => body["SecretBinary"] = Value::from(STANDARD.encode(bytes)),
+        }
+    }
 }
 
 /// The string `field` of a KMS answer.
@@ -216,6 +289,63 @@ impl Moto {
             .decode(string_field(&answer, "Plaintext"))
             .expect("Plaintext is base64"))
     }
+}
+
+impl Moto {
+    /// `CreateSecret` of `value` under `name` in `region`.
+    pub fn create_secret(&self, region: &str, name: &str, value: SecretValue) -> Secret {
+        let mut body = json!({"Name": name});
+        value.add_to(&mut body);
+        let answer = secretsmanager_call(self.port, region, "CreateSecret", &body)
+            .unwrap_or_else(|e| panic!("CreateSecret {name}: {e:?}"));
+        Secret {
+            arn: string_field(&answer, "ARN"),
+            name: string_field(&answer, "Name"),
+            version_id: string_field(&answer, "VersionId"),
+        }
+    }
+
+    /// `PutSecretValue`: a new version of the secret `id` (name or ARN) staged
+    /// `stages` (none given: AWSCURRENT, the previous current becoming AWSPREVIOUS,
+    /// as a rotation does). Returns its version id.
+    pub fn put_secret_value(&self, region: &str, id: &str, value: SecretValue, stages: &[&str]) -> String {
+        let mut body = json!({"SecretId": id});
+        value.add_to(&mut body);
+        if !stages.is_empty() {
+            body["VersionStages"] = json!(stages);
+        }
+        let answer = secretsmanager_call(self.port, region, "PutSecretValue", &body)
+            .unwrap_or_else(|e| panic!("PutSecretValue {id}: {e:?}"));
+        string_field(&answer, "VersionId")
+    }
+
+    /// `PutParameter` (`kind`: SecureString, String or StringList), overwriting an
+    /// existing one (a new version). Returns the version.
+    pub fn put_parameter(&self, region: &str, name: &str, value: &str, kind: &str) -> u64 {
+        let body = json!({"Name": name, "Value": value, "Type": kind, "Overwrite": true});
+        let answer = ssm_call(self.port, region, "PutParameter", &body)
+            .unwrap_or_else(|e| panic!("PutParameter {name}: {e:?}"));
+        answer["Version"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no Version in the PutParameter answer: {answer}"))
+    }
+
+    /// `LabelParameterVersion`: `labels` on version `version` of `name`.
+    pub fn label_parameter(&self, region: &str, name: &str, version: u64, labels: &[&str]) {
+        let body = json!({"Name": name, "ParameterVersion": version, "Labels": labels});
+        let answer = ssm_call(self.port, region, "LabelParameterVersion", &body)
+            .unwrap_or_else(|e| panic!("LabelParameterVersion {name}: {e:?}"));
+        assert_eq!(answer["InvalidLabels"], json!([]), "labels refused: {answer}");
+    }
+}
+
+/// The ARN of parameter `name` in moto's account, as SSM writes it (the name's
+/// leading `/` is not doubled).
+pub fn parameter_arn(region: &str, name: &str) -> String {
+    format!(
+        "arn:aws:ssm:{region}:{ACCOUNT}:parameter/{}",
+        name.strip_prefix('/').unwrap_or(name)
+    )
 }
 
 /// Shortcut: a new key in moto.

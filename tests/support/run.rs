@@ -92,6 +92,23 @@ impl Output {
         needles.iter().fold(self, |out, needle| out.stderr_has(needle))
     }
 
+    /// Asserts a kmsenv failure (see [`Output::kmsenv_error`]) whose first stderr
+    /// line, the one a log shows, names each of `needles` (the file, the variable,
+    /// the AWS code, …).
+    #[track_caller]
+    pub fn first_line_names(self, needles: &[&str]) -> Output {
+        let out = self.kmsenv_error(&[]);
+        let first = out.stderr.lines().next().unwrap_or("");
+        for needle in needles {
+            assert!(
+                first.contains(needle),
+                "the first stderr line should name {needle:?}\n--- stderr ---\n{}",
+                out.stderr
+            );
+        }
+        out
+    }
+
     /// Asserts that stderr contains `needle`.
     #[track_caller]
     pub fn stderr_has(self, needle: &str) -> Output {
@@ -258,6 +275,14 @@ impl Kmsenv {
         self.env("AWS_ENDPOINT_URL_KMS", url)
     }
 
+    /// Sends KMS, Secrets Manager and SSM calls to `url` (each service's
+    /// `AWS_ENDPOINT_URL_…`), e.g. a proxy's endpoint.
+    pub fn all_endpoints(self, url: &str) -> Kmsenv {
+        self.endpoint(url)
+            .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", url)
+            .env("AWS_ENDPOINT_URL_SSM", url)
+    }
+
     pub fn current_dir(mut self, dir: &Path) -> Kmsenv {
         self.command.current_dir(dir);
         self
@@ -311,7 +336,8 @@ impl Kmsenv {
 
 /// The environment of a kmsenv run as [`Kmsenv::new`] makes it, for a test that
 /// needs a [`Command`] of its own: nothing of the test's environment, PATH, `home`
-/// as HOME and working directory, test credentials and moto's KMS endpoint.
+/// as HOME and working directory, test credentials and moto's endpoints (KMS,
+/// Secrets Manager, SSM).
 pub fn test_env<'a>(command: &'a mut Command, home: &Path) -> &'a mut Command {
     bare_env(command, home);
     moto_credentials(command)
@@ -332,6 +358,9 @@ fn moto_credentials(command: &mut Command) -> &mut Command {
         .env("AWS_REGION", REGION)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ENDPOINT_URL_KMS", moto().endpoint())
+        // References (issue 16) read Secrets Manager and SSM: moto serves both.
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto().endpoint())
+        .env("AWS_ENDPOINT_URL_SSM", moto().endpoint())
 }
 
 /// Waits for a child with a watchdog, so a hanging kmsenv fails the test instead of
