@@ -14,7 +14,12 @@ pub const COMMIT: &str = env!("KMSENV_COMMIT");
 pub const TARGET: &str = env!("KMSENV_TARGET");
 
 static LINE: LazyLock<String> = LazyLock::new(|| {
-    let features = if cfg!(feature = "s3") { "s3" } else { "none" };
+    let features = match (cfg!(feature = "s3"), cfg!(feature = "ssm")) {
+        (true, true) => "s3, ssm",
+        (true, false) => "s3",
+        (false, true) => "ssm",
+        (false, false) => "none",
+    };
     format!(
         "{} (commit {COMMIT}, target {TARGET}, features: {features}, file format: writes {FORMAT_VERSION}, reads {LEGACY_VERSION}-{FORMAT_VERSION})",
         env!("CARGO_PKG_VERSION")

@@ -917,8 +917,10 @@ fn set_secret_writes_json_key_version_and_as_file() {
 }
 
 #[test]
-/// References are read concurrently with the KMS work, so the secret the
-/// attacker named may be read; its value is dropped when the MAC fails.
+/// Without a pin, references are read concurrently with the KMS work, so the
+/// secret the attacker named may be read; its value is dropped when the MAC
+/// fails (an attacker who can write the file could as well re-key it: the pin
+/// is what stops that, and under it nothing is read first, below).
 fn a_reference_edited_in_the_file_fails_the_mac() {
     let sandbox = Sandbox::new();
     let attacker = canary("attacker");
@@ -931,6 +933,36 @@ fn a_reference_edited_in_the_file_fails_the_mac() {
 
     let out = sandbox.exec_marker(&[&file]);
     fails_closed(&sandbox, out, &file, &["MAC"], &[&attacker]);
+}
+
+/// Under a trust pin a reference is read only once the file verified: whoever
+/// edits the file cannot make the caller ask for the secret (or the account)
+/// they chose. Counted at the proxy: no Secrets Manager call at all.
+#[test]
+fn under_a_trust_pin_an_edited_reference_is_never_read() {
+    let sandbox = Sandbox::new();
+    let attacker = canary("attacker");
+    let (mine, theirs) = (secret(&canary("mine")), secret(&attacker));
+    let (file, key) = keyed_with_reference(&sandbox, &mine);
+    let text = sandbox.read(&file);
+    sandbox.write(&file, &replace_once(&text, &mine.arn, &theirs.arn));
+
+    let proxy = Proxy::start();
+    let out = exec_marker_via(&sandbox, &proxy, &["--trust-key", &key], &file);
+    fails_closed(&sandbox, out, &file, &["MAC"], &[&attacker]);
+    assert!(
+        proxy.count_op("Decrypt") >= 1,
+        "the data key was asked for: {}",
+        proxy.counts()
+    );
+    for op in ["BatchGetSecretValue", "GetSecretValue"] {
+        assert_eq!(
+            proxy.count_op(op),
+            0,
+            "{op} before the MAC verified: {}",
+            proxy.counts()
+        );
+    }
 }
 
 #[test]

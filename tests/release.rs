@@ -217,6 +217,8 @@ macro_rules! release_tests {
                 let r = release($target);
                 let out = r.run(&Sandbox::new(), &["--version"]).ok();
                 assert_version_line(&out.stdout, r.target);
+                // The default binary: no optional feature (kmsenv-full has them).
+                assert!(out.stdout_text().contains("features: none,"), "{}", out.stdout_text());
             }
 
             #[test]
@@ -369,7 +371,7 @@ macro_rules! full_tests {
                 assert!(!facts.has_symtab, "{} has a symbol table: not stripped", r.bin.display());
                 let out = r.run(&Sandbox::new(), &["--version"]).ok();
                 assert_version_line(&out.stdout, r.target);
-                assert!(out.stdout_text().contains("s3"), "features name s3: {}", out.stdout_text());
+                assert!(out.stdout_text().contains("features: s3, ssm,"), "features name s3 and ssm: {}", out.stdout_text());
             }
 
             /// The point of kmsenv-full: it reads an SSM reference, which the
