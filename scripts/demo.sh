@@ -12,6 +12,7 @@ trap 'kill $MOTO 2>/dev/null; rm -rf "$WORK"' EXIT
 export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export AWS_ENDPOINT_URL_KMS="http://127.0.0.1:$PORT"
+export AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$PORT"
 
 # Wait (bounded) until moto answers.
 for _ in $(seq 1 100); do
@@ -35,14 +36,26 @@ printf %s 'postgres://app:s3cret@db/app' | "$BIN" set DATABASE_URL
 step "kmsenv set --plain LOG_LEVEL=info"
 "$BIN" set --plain LOG_LEVEL=info
 
+step "aws secretsmanager create-secret --name demo/api-token --secret-string tok-1   # a secret AWS owns"
+aws secretsmanager create-secret --name demo/api-token --secret-string tok-1 --query ARN --output text
+
+step "kmsenv set --secret API_TOKEN demo/api-token   # test-reads it, writes its full ARN"
+"$BIN" set --secret API_TOKEN demo/api-token
+
 step "cat kmsenv.toml   # safe to commit"
 cat kmsenv.toml
 
 step "kmsenv list"
 "$BIN" list
 
-step "kmsenv exec -- env | grep -E 'DATABASE_URL|LOG_LEVEL'"
-"$BIN" exec -- env | grep -E 'DATABASE_URL|LOG_LEVEL'
+step "kmsenv exec -- env | grep -E 'DATABASE_URL|LOG_LEVEL|API_TOKEN'"
+"$BIN" exec -- env | grep -E 'DATABASE_URL|LOG_LEVEL|API_TOKEN'
+
+step "aws secretsmanager put-secret-value --secret-id demo/api-token --secret-string tok-2   # rotation"
+aws secretsmanager put-secret-value --secret-id demo/api-token --secret-string tok-2 >/dev/null
+
+step "kmsenv exec -- printenv API_TOKEN   # the next start reads the new value; the file is unchanged"
+"$BIN" exec -- printenv API_TOKEN
 
 step "kmsenv check"
 "$BIN" check
