@@ -93,8 +93,12 @@ cargo_build() {
     for t in "${TARGETS[@]}"; do args+=(--target "$t"); done
     [[ -z $features ]] || args+=(--features "$features")
     # ring's C code and the link of the arm64 binary go through Debian's cross
-    # gcc; Rust's musl targets bring their own libc and start files.
+    # gcc; Rust's musl targets bring their own libc and start files. The cc crate
+    # passes the remap flags above to gcc as -ffile-prefix-map, and gcc seeds its
+    # randomness from its command line: the C objects (ring, mimalloc) then differed
+    # between two checkouts. A fixed -frandom-seed makes them the same.
     CARGO_ENCODED_RUSTFLAGS=${flags%$'\x1f'} \
+        CFLAGS=-frandom-seed=kmsenv \
         CARGO_TARGET_DIR=$dir \
         CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
         AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar \
