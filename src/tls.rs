@@ -654,6 +654,7 @@ fn pem(der: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use rustls::pki_types::pem::PemObject;
 
     #[test]
@@ -766,14 +767,15 @@ mod tests {
     /// The embedded roots picked as Amazon Trust Services' are exactly the five
     /// amazontrust.com/repository lists, by their keys' SHA-256.
     #[test]
-    fn the_amazon_subjects_are_the_five_amazon_trust_services_roots() {
+    fn the_amazon_subjects_are_the_five_amazon_trust_services_roots() -> TestResult {
         use sha2::Digest;
         let subjects = amazon_subjects();
         let mut keys: Vec<String> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
             .iter()
             .filter(|c| der::subject(c).is_some_and(|s| subjects.contains(&s)))
-            .map(|c| hex(&sha2::Sha256::digest(der::tbs_field(c, 5).expect("spki"))))
-            .collect();
+            .map(|c| der::tbs_field(c, 5).map(|spki| hex(&sha2::Sha256::digest(spki))))
+            .collect::<Option<_>>()
+            .ok_or("a root without its key")?;
         keys.sort();
         assert_eq!(
             keys,
@@ -786,6 +788,7 @@ mod tests {
             ]
         );
         assert_eq!(subjects.len(), 5);
+        Ok(())
     }
 
     fn embedded_named(name: &str) -> CertificateDer<'static> {
@@ -807,13 +810,13 @@ mod tests {
     /// subject — also one that is not the embedded copy — and no embedded root
     /// the store lacks; read past comments and CRLF.
     #[test]
-    fn the_amazon_stage_is_the_stores_certificates_with_an_amazon_subject_and_no_other() {
+    fn the_amazon_stage_is_the_stores_certificates_with_an_amazon_subject_and_no_other() -> TestResult {
         let ca3 = embedded_named("Amazon Root CA 3");
         let real_ca1 = embedded_named("Amazon Root CA 1");
         // Same subject as Amazon Root CA 1, other bytes (a re-issued root, or a
         // stand-in): chosen by its subject, as the store has it.
         let mut other_ca1 = real_ca1.to_vec();
-        *other_ca1.last_mut().expect("bytes") ^= 1;
+        *other_ca1.last_mut().ok_or("an empty certificate")? ^= 1;
         let other_ca1 = CertificateDer::from(other_ca1);
         let unrelated: Vec<_> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
             .iter()
@@ -829,9 +832,9 @@ mod tests {
         text.extend_from_slice(b"# Amazon Root CA 2 (a comment naming it is not it)\n");
         pem(&other_ca1, &mut text);
         unrelated[5..].iter().for_each(|c| pem(c, &mut text));
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempfile::tempdir()?;
         let bundle = dir.path().join("bundle.pem");
-        std::fs::write(&bundle, &text).expect("write");
+        std::fs::write(&bundle, &text)?;
 
         let trust = Trust::of(Some(bundle), vec![]);
         let mut got = trust.stages()[0].certificates();
@@ -845,16 +848,17 @@ mod tests {
             12,
             "the whole bundle next"
         );
+        Ok(())
     }
 
     /// The subject read from a block's first characters is the certificate's
     /// own, and nearly every root's lies within them (the rest are decoded whole).
     #[test]
-    fn a_subject_read_from_the_start_of_a_block_is_the_certificates() {
+    fn a_subject_read_from_the_start_of_a_block_is_the_certificates() -> TestResult {
         let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS;
         let mut within = 0;
         for root in roots {
-            let full = der::subject(root).expect("subject");
+            let full = der::subject(root).ok_or("a root without a subject")?;
             let prefix = &root[..root.len().min(PREFIX_CHARS / 4 * 3)];
             if let Some(subject) = der::subject_in_prefix(prefix) {
                 assert_eq!(subject, full);
@@ -867,18 +871,19 @@ mod tests {
         }
         assert!(within * 10 >= roots.len() * 9, "{within} of {}", roots.len());
         assert_eq!(der::subject_in_prefix(&roots[0][..40]), None);
+        Ok(())
     }
 
     #[test]
-    fn a_store_without_amazon_roots_passes_over_the_amazon_stage() {
+    fn a_store_without_amazon_roots_passes_over_the_amazon_stage() -> TestResult {
         let mut text = Vec::new();
         webpki_root_certs::TLS_SERVER_ROOT_CERTS
             .iter()
             .filter(|c| der::subject(c).is_some_and(|s| !amazon_subjects().contains(&s)))
             .for_each(|c| pem(c, &mut text));
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempfile::tempdir()?;
         let bundle = dir.path().join("bundle.pem");
-        std::fs::write(&bundle, &text).expect("write");
+        std::fs::write(&bundle, &text)?;
         let trust = Trust::of(Some(bundle), vec![]);
         assert!(trust.stages()[0].certificates().is_empty());
         assert!(
@@ -889,12 +894,13 @@ mod tests {
         // With no store, the embedded Amazon roots are tried first.
         let embedded = Trust::of(None, vec![]);
         assert_eq!(embedded.stages()[0].certificates().len(), 5);
+        Ok(())
     }
 
     #[test]
-    fn a_subject_is_found_by_a_shallow_walk_and_broken_der_is_none() {
+    fn a_subject_is_found_by_a_shallow_walk_and_broken_der_is_none() -> TestResult {
         let ca1 = embedded_named("Amazon Root CA 1");
-        let subject = der::subject(&ca1).expect("subject");
+        let subject = der::subject(&ca1).ok_or("no subject")?;
         // As amazontrust.com lists it: C=US, O=Amazon, CN=Amazon Root CA 1, all PrintableString.
         let mut want = vec![
             0x30, 0x39, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02,
@@ -910,15 +916,16 @@ mod tests {
         }
         assert_eq!(der::subject(b"\x30\x84\xff\xff\xff\xff"), None);
         assert_eq!(der::common_name(b"\x30\x03\x31\x01\x30"), None);
+        Ok(())
     }
 
     /// A store that lacks one of the Mozilla roots (removed by its admin) never
     /// trusts it in any stage: the embedded roots are only for no store at all.
     #[test]
-    fn a_mozilla_root_removed_from_the_store_is_trusted_by_no_stage() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    fn a_mozilla_root_removed_from_the_store_is_trusted_by_no_stage() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let embedded = &webpki_root_certs::TLS_SERVER_ROOT_CERTS;
-        let (removed, kept) = embedded.split_first().expect("roots");
+        let (removed, kept) = embedded.split_first().ok_or("no embedded roots")?;
         let mut bundle = Vec::new();
         kept[..kept.len() / 2].iter().for_each(|c| pem(c, &mut bundle));
         let mut folder_file = Vec::new();
@@ -926,10 +933,10 @@ mod tests {
             .iter()
             .for_each(|c| pem(c, &mut folder_file));
         let certs = dir.path().join("certs");
-        std::fs::create_dir(&certs).expect("mkdir");
-        std::fs::write(dir.path().join("bundle.pem"), &bundle).expect("write");
-        std::fs::write(certs.join("rest.pem"), &folder_file).expect("write");
-        std::fs::write(certs.join("junk.txt"), b"not a certificate").expect("write");
+        std::fs::create_dir(&certs)?;
+        std::fs::write(dir.path().join("bundle.pem"), &bundle)?;
+        std::fs::write(certs.join("rest.pem"), &folder_file)?;
+        std::fs::write(certs.join("junk.txt"), b"not a certificate")?;
 
         let trust = Trust::of(Some(dir.path().join("bundle.pem")), vec![certs]);
         let stages: Vec<_> = trust.stages().iter().map(Stage::certificates).collect();
@@ -941,27 +948,25 @@ mod tests {
             assert!(!certs.contains(removed), "the removed root must not be trusted");
             assert!(certs.iter().all(|c| kept.contains(c)));
         }
+        Ok(())
     }
 
     #[test]
-    fn a_bundle_is_read_past_comments_crlf_and_a_broken_block() {
+    fn a_bundle_is_read_past_comments_crlf_and_a_broken_block() -> TestResult {
         let roots = &webpki_root_certs::TLS_SERVER_ROOT_CERTS[..2];
         let mut text = b"# comment\r\n".to_vec();
         pem(&roots[0], &mut text);
         text.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n");
         let mut second = Vec::new();
         pem(&roots[1], &mut second);
-        text.extend(
-            second
-                .iter()
-                .flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] }),
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
+        text.extend(crlf(&second));
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("bundle.pem");
-        std::fs::write(&path, &text).expect("write");
+        std::fs::write(&path, &text)?;
         let mut certs = Vec::new();
         read_pem(&path, &mut certs, None);
         assert_eq!(certs, roots);
+        Ok(())
     }
 
     #[test]
