@@ -916,6 +916,18 @@ fn set_secret_writes_json_key_version_and_as_file() {
     assert_eq!(out.stdout, b"pw|pw");
 }
 
+/// A keyed file that ran with its reference, then edited by someone without the
+/// data key to point at another secret: the file, its key and that secret's value.
+fn reference_pointed_elsewhere(sandbox: &Sandbox) -> (PathBuf, String, String) {
+    let attacker = canary("attacker");
+    let (mine, theirs) = (secret(&canary("mine")), secret(&attacker));
+    let (file, key) = keyed_with_reference(sandbox, &mine);
+    sandbox.assert_command_runs(&[&file]);
+    let text = sandbox.read(&file);
+    sandbox.write(&file, &replace_once(&text, &mine.arn, &theirs.arn));
+    (file, key, attacker)
+}
+
 #[test]
 /// Without a pin, references are read concurrently with the KMS work, so the
 /// secret the attacker named may be read; its value is dropped when the MAC
@@ -923,14 +935,7 @@ fn set_secret_writes_json_key_version_and_as_file() {
 /// is what stops that, and under it nothing is read first, below).
 fn a_reference_edited_in_the_file_fails_the_mac() {
     let sandbox = Sandbox::new();
-    let attacker = canary("attacker");
-    let (mine, theirs) = (secret(&canary("mine")), secret(&attacker));
-    let (file, _) = keyed_with_reference(&sandbox, &mine);
-    sandbox.assert_command_runs(&[&file]);
-
-    let text = sandbox.read(&file);
-    sandbox.write(&file, &replace_once(&text, &mine.arn, &theirs.arn));
-
+    let (file, _, attacker) = reference_pointed_elsewhere(&sandbox);
     let out = sandbox.exec_marker(&[&file]);
     fails_closed(&sandbox, out, &file, &["MAC"], &[&attacker]);
 }
@@ -941,12 +946,7 @@ fn a_reference_edited_in_the_file_fails_the_mac() {
 #[test]
 fn under_a_trust_pin_an_edited_reference_is_never_read() {
     let sandbox = Sandbox::new();
-    let attacker = canary("attacker");
-    let (mine, theirs) = (secret(&canary("mine")), secret(&attacker));
-    let (file, key) = keyed_with_reference(&sandbox, &mine);
-    let text = sandbox.read(&file);
-    sandbox.write(&file, &replace_once(&text, &mine.arn, &theirs.arn));
-
+    let (file, key, attacker) = reference_pointed_elsewhere(&sandbox);
     let proxy = Proxy::start();
     let out = exec_marker_via(&sandbox, &proxy, &["--trust-key", &key], &file);
     fails_closed(&sandbox, out, &file, &["MAC"], &[&attacker]);
