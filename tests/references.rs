@@ -1106,6 +1106,8 @@ fn list_shows_references_without_reading_them_and_check_reads_them() {
         "check reads it: {}",
         proxy.counts()
     );
+    let reported = format!("{}: 1 reference read ok", file.display());
+    assert!(check.stdout_text().contains(&reported), "{}", check.stdout_text());
 
     proxy.rules(r#"[{"service": "secretsmanager", "action": "error", "code": "AccessDeniedException"}]"#);
     let failed = via(&sandbox, &proxy, &[]).file(&file).arg("check").run();

@@ -40,9 +40,13 @@ pub fn run<K: Connect>(run: &Run<K>, args: CheckArgs) -> Result<()> {
                 }
                 let references = crate::refs::count(doc, Selection::ALL);
                 if references > 0 {
-                    out += &format!(
-                        "{path}: {references} references read ok (Secrets Manager, Parameter Store)\n"
-                    );
+                    let noun = if references == 1 {
+                        "reference"
+                    } else {
+                        "references"
+                    };
+                    out +=
+                        &format!("{path}: {references} {noun} read ok (Secrets Manager, Parameter Store)\n");
                 }
                 out += &format!("{path}: ok ({} values)\n", doc.entries.len());
                 write_stdout(&[out.as_bytes()])?;
