@@ -7,7 +7,6 @@
 
 use aws_config::Region;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::SharedHttpClient;
 use aws_sdk_secretsmanager::operation::batch_get_secret_value::BatchGetSecretValueError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_smithy_runtime_api::client::interceptors::context::Error as AttemptError;
@@ -32,19 +31,16 @@ fn codes(op: &AttemptError) -> Option<AwsError> {
 /// Secrets Manager clients (one per region) on the run's configuration.
 pub struct SecretsManager {
     aws: Aws,
-    /// For an `http://` endpoint (a local stand-in): a client without TLS.
-    plain_http: Option<SharedHttpClient>,
     clients: RegionalClients<Client>,
 }
 
 impl SecretsManager {
-    /// No I/O: clients are built on first use. The endpoint is the SDK's own
-    /// setting (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL`).
+    /// No I/O and no work for a run without references: a client (and its
+    /// endpoint, the SDK's own setting `AWS_ENDPOINT_URL_SECRETS_MANAGER` or
+    /// `AWS_ENDPOINT_URL`) is made on first use, per region.
     pub fn new(aws: Aws) -> SecretsManager {
-        let plain_http = aws.plain_http_for(env_endpoint("SECRETS_MANAGER").as_deref());
         SecretsManager {
             aws,
-            plain_http,
             clients: RegionalClients::default(),
         }
     }
@@ -54,8 +50,12 @@ impl SecretsManager {
             let mut b = aws_sdk_secretsmanager::config::Builder::from(self.aws.config())
                 .region(Region::new(region.to_string()))
                 .interceptor(AnswerCap(MAX_ANSWER_BYTES));
-            if let Some(http) = &self.plain_http {
-                b = b.http_client(http.clone());
+            // An `http://` endpoint (a local stand-in): a client without TLS.
+            if let Some(http) = self
+                .aws
+                .plain_http_for(env_endpoint("SECRETS_MANAGER").as_deref())
+            {
+                b = b.http_client(http);
             }
             Client::from_conf(b.build())
         })

@@ -19,7 +19,6 @@ pub use disabled::Ssm;
 mod enabled {
     use aws_config::Region;
     use aws_sdk_ssm::Client;
-    use aws_sdk_ssm::config::SharedHttpClient;
     use aws_sdk_ssm::operation::get_parameters::GetParametersError;
     use aws_smithy_runtime_api::client::interceptors::context::Error as AttemptError;
 
@@ -38,17 +37,14 @@ mod enabled {
     /// Parameter Store clients (one per region) on the run's configuration.
     pub struct Ssm {
         aws: Aws,
-        plain_http: Option<SharedHttpClient>,
         clients: RegionalClients<Client>,
     }
 
     impl Ssm {
         /// No I/O. The endpoint is the SDK's (`AWS_ENDPOINT_URL_SSM`, `AWS_ENDPOINT_URL`).
         pub fn new(aws: Aws) -> Ssm {
-            let plain_http = aws.plain_http_for(env_endpoint("SSM").as_deref());
             Ssm {
                 aws,
-                plain_http,
                 clients: RegionalClients::default(),
             }
         }
@@ -58,8 +54,9 @@ mod enabled {
                 let mut b = aws_sdk_ssm::config::Builder::from(self.aws.config())
                     .region(Region::new(region.to_string()))
                     .interceptor(AnswerCap(MAX_ANSWER_BYTES));
-                if let Some(http) = &self.plain_http {
-                    b = b.http_client(http.clone());
+                // An `http://` endpoint (a local stand-in): a client without TLS.
+                if let Some(http) = self.aws.plain_http_for(env_endpoint("SSM").as_deref()) {
+                    b = b.http_client(http);
                 }
                 Client::from_conf(b.build())
             })
