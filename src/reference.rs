@@ -265,16 +265,16 @@ fn param_name_char(c: char) -> bool {
 impl ParamRef {
     /// Parse `NAME[:SELECTOR]` or `arn:…:parameter/NAME[:SELECTOR]`.
     pub fn parse(text: &str, kind: ParamType) -> Result<ParamRef, String> {
-        let (body, resource) = if text.starts_with("arn:") {
+        let resource = if text.starts_with("arn:") {
             let arn = Arn::parse(text)
                 .filter(|a| a.service == "ssm")
                 .ok_or("`ssm` is not a parameter ARN (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)")?;
             let name = arn.resource.strip_prefix("parameter/").ok_or(
                 "`ssm` is an SSM ARN but not a parameter's (its resource must start with `parameter/`)",
             )?;
-            (text, name)
+            name
         } else {
-            (text, text)
+            text
         };
         let (name, selector) = match resource.split_once(':') {
             Some((n, s)) => (n, Some(parse_selector(s)?)),
@@ -290,9 +290,10 @@ impl ParamRef {
                 "`ssm` {name:?} names a path, not one parameter: path reads are not supported"
             ));
         }
-        let id_len = body.len() - selector.as_ref().map_or(0, |s| s.to_string().len());
+        // `resource` ends `text`: the id is `text` up to the end of the name.
+        let id_len = text.len() - resource.len() + name.len();
         Ok(ParamRef {
-            id: body[..id_len].to_string(),
+            id: text[..id_len].to_string(),
             selector,
             kind,
         })
@@ -316,9 +317,12 @@ impl ParamRef {
 /// starting with a digit, at most 100 characters, as Parameter Store allows).
 pub fn parse_selector(text: &str) -> Result<Selector, String> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // Written as it prints (no leading zero), so the reference reads back as written.
         return match text.parse::<u64>() {
-            Ok(v) if v >= 1 => Ok(Selector::Version(v)),
-            _ => Err(format!("`ssm` selector :{text} is not a version (1 or more)")),
+            Ok(v) if v >= 1 && !text.starts_with('0') => Ok(Selector::Version(v)),
+            _ => Err(format!(
+                "`ssm` selector :{text} is not a version (1 or more, no leading zero)"
+            )),
         };
     }
     let label_ok = text.len() <= 100
@@ -397,6 +401,7 @@ mod tests {
         for bad in [
             "/x:",
             "/x:0",
+            "/x:03",
             "/x:1a b",
             "/x:3prod",
             "/x:a:b",
@@ -404,6 +409,28 @@ mod tests {
         ] {
             assert!(ParamRef::parse(bad, ParamType::SecureString).is_err(), "{bad}");
         }
+    }
+
+    /// What the parser reads, printed back, reads as the same reference: the
+    /// id is never cut short or long by the selector.
+    #[test]
+    fn a_parameter_reference_reads_back_as_written() -> crate::error::TestResult {
+        for text in [
+            "/x",
+            "/x:3",
+            "/x:12",
+            "x:lbl",
+            "/a/b.c-d_e:Prod-1",
+            "arn:aws:ssm:eu-west-1:111122223333:parameter/x",
+            "arn:aws:ssm:eu-west-1:111122223333:parameter/a/b:3",
+            "arn:aws:ssm:eu-west-1:111122223333:parameter/a/b:lbl",
+        ] {
+            let p = ParamRef::parse(text, ParamType::SecureString)?;
+            assert_eq!(p.text(), text);
+            assert!(!p.id.ends_with(':'), "{text}: id {}", p.id);
+            assert_eq!(ParamRef::parse(&p.text(), ParamType::SecureString)?, p);
+        }
+        Ok(())
     }
 
     #[test]
