@@ -269,10 +269,9 @@ impl ParamRef {
             let arn = Arn::parse(text)
                 .filter(|a| a.service == "ssm")
                 .ok_or("`ssm` is not a parameter ARN (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)")?;
-            let name = arn.resource.strip_prefix("parameter/").ok_or(
+            arn.resource.strip_prefix("parameter/").ok_or(
                 "`ssm` is an SSM ARN but not a parameter's (its resource must start with `parameter/`)",
-            )?;
-            name
+            )?
         } else {
             text
         };
