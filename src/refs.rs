@@ -722,23 +722,24 @@ pub async fn test_read_secret<R: RefService>(
         .clone()
         .ok_or_else(|| AwsError::new("InvalidResponse", "an answer without ARN"))?;
     let parsed = Arn::parse(&arn).filter(|_| crate::reference::check_secret_arn(&arn).is_ok());
-    let asked_name = match Arn::parse(id) {
-        Some(a) => a
-            .resource
-            .strip_prefix("secret:")
-            .unwrap_or(a.resource)
-            .to_string(),
-        None => id.to_string(),
+    let asked = Arn::parse(id);
+    let asked_name = match &asked {
+        Some(a) => a.resource.strip_prefix("secret:").unwrap_or(a.resource),
+        None => id,
     };
     // The answer must be the secret asked for: the same ARN, or the ARN of
-    // the name (`NAME-` and six characters), in the region asked.
+    // the name (`NAME-` and six characters), in the region asked — and, for a
+    // partial ARN, in its partition and account.
     let fits = parsed.is_some_and(|a| {
         let base = a
             .resource
             .strip_prefix("secret:")
             .and_then(|n| n.rsplit_once('-'))
             .map(|(b, _)| b);
-        a.region == region && (arn == id || base == Some(asked_name.as_str()))
+        let same_account = asked
+            .as_ref()
+            .is_none_or(|q| q.partition == a.partition && q.account == a.account);
+        a.region == region && same_account && (arn == id || base == Some(asked_name))
     });
     if !fits {
         return Err(AwsError::new(
@@ -1451,6 +1452,80 @@ mod tests {
         kms.refs.calls.set(0);
         block_on(read_all(&kms, std::slice::from_ref(&doc(&env)?), Selection::ALL))??;
         assert_eq!(kms.refs.calls.get(), 2);
+        Ok(())
+    }
+}
+
+/// `set --secret` with a partial ARN: an answer from another account (same name,
+/// same region) is not the secret asked for, and is not written.
+#[cfg(test)]
+mod test_read {
+    use super::*;
+    use crate::kms::fake::block_on;
+
+    /// A Secrets Manager that answers every `GetSecretValue` with the secret of
+    /// the same name in account 999999999999.
+    struct OtherAccount;
+
+    impl RefService for OtherAccount {
+        async fn batch_get_secrets(&self, _: &str, _: &[&str]) -> std::result::Result<SecretBatch, AwsError> {
+            Err(AwsError::new("Unexpected", "not asked in this test"))
+        }
+
+        async fn get_secret(
+            &self,
+            _: &str,
+            _: &str,
+            _: &SecretVersion,
+        ) -> std::result::Result<SecretAnswer, AwsError> {
+            Ok(SecretAnswer {
+                arn: Some("arn:aws:secretsmanager:eu-west-1:999999999999:secret:db-AbCdEf".into()),
+                version_id: Some("v1".into()),
+                stages: vec!["AWSCURRENT".into()],
+                value: SecretData::Text(Secret::new(b"theirs".to_vec())),
+            })
+        }
+
+        async fn get_parameters(&self, _: &str, _: &[String]) -> std::result::Result<ParamBatch, AwsError> {
+            Err(AwsError::new("Unexpected", "not asked in this test"))
+        }
+
+        fn parameter_region(&self) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_partial_arn_answered_from_another_account_is_refused() -> crate::error::TestResult {
+        let s = SecretRef {
+            arn: String::new(),
+            json_key: None,
+            version: SecretVersion::Current,
+        };
+        let mine = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:db";
+        match block_on(test_read_secret(
+            &OtherAccount,
+            "eu-west-1",
+            mine,
+            &s,
+            "DB",
+            false,
+        ))? {
+            Err(TestReadError::Aws(e)) => assert_eq!(e.code, "InvalidResponse", "{e:?}"),
+            other => panic!("the other account's secret was taken: {:?}", other.ok()),
+        }
+        // By name alone the account is the caller's: whatever answers is taken.
+        assert!(
+            block_on(test_read_secret(
+                &OtherAccount,
+                "eu-west-1",
+                "db",
+                &s,
+                "DB",
+                false
+            ))?
+            .is_ok()
+        );
         Ok(())
     }
 }
