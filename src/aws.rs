@@ -37,11 +37,17 @@ pub struct AwsError {
     pub message: String,
 }
 
+/// The most of an AWS error code and message kmsenv keeps: they reach the
+/// one-line cause on stderr, and an endpoint (a hostile one too) chooses them —
+/// a Secrets Manager answer may be megabytes.
+const MAX_CODE_CHARS: usize = 128;
+const MAX_MESSAGE_CHARS: usize = 1024;
+
 impl AwsError {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         AwsError {
-            code: code.into(),
-            message: message.into(),
+            code: capped(code.into(), MAX_CODE_CHARS),
+            message: capped(message.into(), MAX_MESSAGE_CHARS),
         }
     }
 
@@ -168,6 +174,15 @@ pub struct AwsOptions {
     pub endpoint_url: Option<String>,
     /// `-v`: say which TLS roots are used.
     pub verbose: bool,
+}
+
+/// `text` cut to `max` characters, marked with `…` when cut.
+fn capped(mut text: String, max: usize) -> String {
+    if let Some((at, _)) = text.char_indices().nth(max) {
+        text.truncate(at);
+        text.push('…');
+    }
+    text
 }
 
 /// The HTTPS client, built on first use. Building it reads the certificate
@@ -788,5 +803,24 @@ impl<C: Clone> RegionalClients<C> {
             .entry(region.to_string())
             .or_insert_with(|| make(region))
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An endpoint chooses the code and message; what reaches stderr is bounded.
+    #[test]
+    fn an_endless_code_or_message_is_cut_with_a_mark() {
+        let e = AwsError::new("C".repeat(10_000), "é".repeat(1_000_000));
+        assert_eq!(e.code.chars().count(), MAX_CODE_CHARS + 1);
+        assert_eq!(e.message.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(e.message.ends_with('…') && e.code.ends_with('…'));
+        let short = AwsError::new("AccessDeniedException", "not allowed");
+        assert_eq!(
+            (short.code.as_str(), short.message.as_str()),
+            ("AccessDeniedException", "not allowed")
+        );
     }
 }
