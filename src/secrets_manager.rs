@@ -103,9 +103,22 @@ impl SecretsManager {
                         e.message.unwrap_or_default(),
                     ),
                 }));
+            // Every id answers once (a value or an error): more is a broken or
+            // hostile endpoint, and no page is asked for once all are in, so a
+            // run holds at most about one answer's worth per id.
+            let items = batch.values.len() + batch.errors.len();
+            if items > arns.len() {
+                return Err(AwsError::new(
+                    "InvalidResponse",
+                    format!(
+                        "BatchGetSecretValue answered {items} secrets for {} asked",
+                        arns.len()
+                    ),
+                ));
+            }
             match out.next_token.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => return Ok(batch),
+                Some(t) if items < arns.len() => token = Some(t),
+                _ => return Ok(batch),
             }
         }
         Err(AwsError::new(
