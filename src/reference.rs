@@ -249,7 +249,12 @@ pub fn check_secret_arn(text: &str) -> Result<(), String> {
 
 /// Check a `version_stage` or `version_id` (`what`) as written.
 pub fn check_version_field(what: &str, text: &str) -> Result<(), String> {
-    if text.is_empty() || text.len() > 256 || text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if text.is_empty()
+        || text.len() > 256
+        || text
+            .chars()
+            .any(|c| crate::terminal::is_unsafe(c) || c.is_whitespace())
+    {
         return Err(format!(
             "`{what}` must be a non-empty string without spaces or control characters"
         ));

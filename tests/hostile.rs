@@ -103,6 +103,53 @@ fn list_shows_a_control_character_in_a_key_arn_escaped() {
     );
 }
 
+/// A reference as a hostile writer puts it: a `json_key` that forges a line and
+/// hides what follows, and a `version_stage` with a bidi override (which the
+/// parser refuses: a stage is a name, and it is printed).
+#[test]
+fn a_reference_with_control_characters_is_shown_escaped_or_refused() {
+    let sandbox = Sandbox::new();
+    let arn = "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf";
+    let key = "k\nkmsenv: FORGED line\u{1b}[8m hidden";
+    let file = sandbox.path("kmsenv.toml");
+    let entry = format!(
+        "R = {{ secret = {}, json_key = {} }}",
+        toml_string(arn),
+        toml_string(key)
+    );
+    sandbox.write(&file, &keyless_file(&[&entry]));
+    let out = sandbox.kmsenv().file(&file).arg("list").run().ok();
+    let stdout = out.stdout_text();
+    // Shown quoted, each control character as an escape (`\n`, `\u{1b}`).
+    assert!(
+        stdout.contains("k\\nkmsenv: FORGED line\\u{1b}[8m hidden"),
+        "list should show the json_key escaped:\n{stdout}"
+    );
+    assert!(
+        !stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "raw control characters in list:\n{stdout:?}"
+    );
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("kmsenv: FORGED")),
+        "{stdout}"
+    );
+
+    let stage = "AWSCURRENT\u{202e}txt.exe";
+    let entry = format!(
+        "R = {{ secret = {}, version_stage = {} }}",
+        toml_string(arn),
+        toml_string(stage)
+    );
+    sandbox.write(&file, &keyless_file(&[&entry]));
+    let out = sandbox.kmsenv().file(&file).arg("list").run().code_is(125);
+    assert!(out.stderr.contains("version_stage"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains('\u{202e}'),
+        "a raw bidi override on stderr: {:?}",
+        out.stderr
+    );
+}
+
 #[test]
 fn keys_list_shows_a_control_character_in_a_key_arn_escaped() {
     let sandbox = Sandbox::new();
