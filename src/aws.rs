@@ -637,6 +637,23 @@ pub const MAX_ATTEMPTS: u32 = 4;
 /// cap, 187 with the SDK's 20 s).
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The retry partition of every client kmsenv makes. The SDK's default one
+/// holds a token bucket per process (500 tokens, 5 spent by each throttled
+/// retry, none given back while every answer is throttled): after about 100
+/// throttled retries every call would give up at once, long before the
+/// deadline, which is what bounds retries here. So the bucket is unlimited.
+pub fn retry_partition() -> aws_sdk_kms::config::retry::RetryPartition {
+    use aws_sdk_kms::config::retry::{RetryPartition, TokenBucket};
+    static PARTITION: OnceLock<RetryPartition> = OnceLock::new();
+    PARTITION
+        .get_or_init(|| {
+            RetryPartition::custom("kmsenv")
+                .token_bucket(TokenBucket::unlimited())
+                .build()
+        })
+        .clone()
+}
+
 /// The SDK's standard retry mode; `throttled`: the last attempt was throttled,
 /// and throttling is retried until the deadline (`--timeout`, which cuts the
 /// call) instead of for [`MAX_ATTEMPTS`]. A fleet starting at once shares one

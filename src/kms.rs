@@ -225,6 +225,7 @@ impl AwsKms {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         let client = clients.entry(region.clone()).or_insert_with(|| {
             let mut b = aws_sdk_kms::config::Builder::from(self.aws.config())
+                .retry_partition(crate::aws::retry_partition())
                 .region(Region::new(region))
                 .interceptor(AnswerCap::KMS);
             if let Some(url) = &self.endpoint_url {

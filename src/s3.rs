@@ -168,6 +168,7 @@ mod enabled {
     fn client(aws: &Aws, region: &str) -> Client {
         let endpoint = env_endpoint("S3");
         let mut b = aws_sdk_s3::config::Builder::from(aws.config())
+            .retry_partition(crate::aws::retry_partition())
             .region(Region::new(region.to_string()))
             // A custom endpoint (MinIO, LocalStack, moto, a VPC endpoint) is
             // addressed by path: BUCKET.host names rarely resolve there.

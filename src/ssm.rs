@@ -52,6 +52,7 @@ mod enabled {
         fn client(&self, region: &str) -> Client {
             self.clients.get(region, |region| {
                 let mut b = aws_sdk_ssm::config::Builder::from(self.aws.config())
+                    .retry_partition(crate::aws::retry_partition())
                     .region(Region::new(region.to_string()))
                     .interceptor(AnswerCap(MAX_ANSWER_BYTES));
                 // An `http://` endpoint (a local stand-in): a client without TLS.

@@ -170,6 +170,30 @@ fn throttled_forever_is_retried_until_the_deadline_then_fails_naming_throttling(
     );
 }
 
+/// Many throttled calls in one process: each keeps retrying until the deadline.
+/// The SDK's default retry token bucket (500 tokens, 5 per throttled retry)
+/// would stop every call after about 100 retries in all — 40 values would get
+/// at most 140 attempts; until a 15 s deadline they get far more.
+#[test]
+fn forty_throttled_direct_values_keep_retrying_until_the_deadline() {
+    let sandbox = Sandbox::new();
+    let file = direct_values_file(&sandbox, 40);
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(Some("Decrypt"), None, None, &error_action("ThrottlingException"))
+    ));
+    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "15"])
+        .fails_closed(&sandbox, &file, &["ThrottlingException"])
+        .within(20.0);
+    let attempts = proxy.count_op("Decrypt");
+    assert!(
+        attempts > 40 + 100 + 20,
+        "{attempts} Decrypt attempts: retries stopped before the deadline ({})",
+        proxy.counts()
+    );
+}
+
 /// Throttled answers that each take a second: the deadline always comes while the
 /// SDK is still retrying. KMS answered every attempt with ThrottlingException, so
 /// that is what the user must be told, not "no answer".
@@ -634,10 +658,10 @@ fn envelope_file_of_twenty_sealed_values_costs_one_decrypt() {
     assert_eq!(proxy.total(), 1, "no other KMS call: {}", proxy.counts());
 }
 
-/// Five direct values, as `aws kms encrypt` makes them, in a file without keys.
-fn direct_values_file(sandbox: &Sandbox) -> PathBuf {
+/// `count` direct values, as `aws kms encrypt` makes them, in a file without keys.
+fn direct_values_file(sandbox: &Sandbox, count: usize) -> PathBuf {
     let key = sandbox.key();
-    let entries: Vec<String> = (1..=5)
+    let entries: Vec<String> = (1..=count)
         .map(|i| {
             let name = format!("TOKEN_{i}");
             let blob = encrypt(
@@ -663,7 +687,7 @@ fn direct_values_file(sandbox: &Sandbox) -> PathBuf {
 #[test]
 fn five_direct_values_cost_one_decrypt_each() {
     let sandbox = Sandbox::new();
-    let file = direct_values_file(&sandbox);
+    let file = direct_values_file(&sandbox, 5);
     let proxy = Proxy::start();
     let env = env_via(&sandbox, &proxy, &file);
     for i in 1..=5 {
@@ -690,7 +714,7 @@ fn a_quota_that_stops_per_secret_calls_does_not_stop_an_envelope_file() {
         .stdin(dotenv)
         .run()
         .ok();
-    let direct = direct_values_file(&sandbox);
+    let direct = direct_values_file(&sandbox, 5);
 
     let proxy = Proxy::start_with(&["--quota-rps", "0.001", "--quota-burst", "1"]);
     exec_via(&sandbox, &proxy.endpoint(), &envelope, &[])
