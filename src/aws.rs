@@ -324,6 +324,13 @@ impl aws_smithy_runtime_api::client::http::HttpConnector for StagedConnector {
                         shared.current.fetch_max(stage, Ordering::AcqRel);
                         request = next;
                     }
+                    // No stage left that trusts more: retrying cannot help (the
+                    // SDK retries an I/O error), so it is final.
+                    (Err(e), None) if crate::tls::is_certificate_error(&e) => {
+                        return Err(aws_smithy_runtime_api::client::result::ConnectorError::user(
+                            e.into(),
+                        ));
+                    }
                     (result, _) => return result,
                 }
             }

@@ -109,6 +109,14 @@ impl World {
             "no request may get through: {}",
             self.tls.counts()
         );
+        // One handshake per stage at most: a certificate no stage trusts is not
+        // retried (more roots will not come).
+        let handshakes = self.tls.counts()["tls_handshakes"].as_u64().unwrap_or(0);
+        assert!(
+            (1..=3).contains(&handshakes),
+            "{handshakes} handshakes: {}",
+            self.tls.counts()
+        );
         out.stderr
     }
 }
