@@ -332,6 +332,31 @@ fn fail_call(u: Option<Use<'_>>, e: AwsError, call: &str, service: Service) -> E
 /// secrets one to a call; parameters by region, 10 to a call, never two
 /// selectors of one name in the same call (so a name alone tells answers apart
 /// when an endpoint leaves the selector out).
+/// The region a reference (`kind`: "secret", "ssm reference") is read in: its
+/// ARN's, else — a parameter name — the one configured. `place` names the
+/// file and variable (or the variable `set` writes).
+pub fn region_of<R: RefService>(svc: &R, id: &str, kind: &str, place: &str) -> Result<String> {
+    if let Some(a) = Arn::parse(id) {
+        return Ok(a.region.to_string());
+    }
+    svc.parameter_region().ok_or_else(|| {
+        Error::usage(format!(
+            "{place}: the {kind} {} is a name, and no region is configured",
+            escape(id)
+        ))
+        .with_hint("set --region or AWS_REGION, or give the ARN")
+    })
+}
+
+/// A build without Parameter Store asked to read the reference `what`.
+pub fn without_ssm(place: &str, what: &str) -> Error {
+    Error::usage(format!(
+        "{place}: this kmsenv was built without Parameter Store support, so it cannot read the ssm reference {}",
+        escape(what)
+    ))
+    .with_hint("use the `kmsenv-full` binary from the release, or build with `--features ssm`")
+}
+
 fn plan<R: RefService>(svc: &R, uses: &BTreeMap<Key, Vec<Use<'_>>>) -> Result<Vec<Call>> {
     let mut current: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut params: BTreeMap<String, Vec<(String, Option<Selector>)>> = BTreeMap::new();
@@ -351,27 +376,13 @@ fn plan<R: RefService>(svc: &R, uses: &BTreeMap<Key, Vec<Use<'_>>>) -> Result<Ve
             }
             Key::Param(id, sel) => {
                 if !crate::ssm::ENABLED {
-                    return Err(Error::usage(format!(
-                        "{}: this kmsenv was built without Parameter Store support, so it cannot read the ssm reference {}{}",
-                        users[0].place(),
-                        escape(id),
+                    let what = format!(
+                        "{id}{}",
                         sel.as_ref().map(ToString::to_string).unwrap_or_default()
-                    ))
-                    .with_hint(
-                        "use the `kmsenv-full` binary from the release, or build with `--features ssm`",
-                    ));
+                    );
+                    return Err(without_ssm(&users[0].place(), &what));
                 }
-                let region = match Arn::parse(id) {
-                    Some(a) => a.region.to_string(),
-                    None => svc.parameter_region().ok_or_else(|| {
-                        Error::usage(format!(
-                            "{}: the ssm reference {} is a name, and no region is configured",
-                            users[0].place(),
-                            escape(id)
-                        ))
-                        .with_hint("set --region or AWS_REGION, or write the parameter ARN")
-                    })?,
-                };
+                let region = region_of(svc, id, "ssm reference", &users[0].place())?;
                 params.entry(region).or_default().push((id.clone(), sel.clone()));
             }
         }

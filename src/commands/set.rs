@@ -245,7 +245,7 @@ fn set_reference<K: Connect>(run: &Run<K>, path: &std::path::Path, args: &SetArg
                     .with_hint("without --no-verify, a name or partial ARN is looked up")
             })?;
         } else {
-            let region = region_for(&w, target, name, "secret")?;
+            let region = refs::region_of(w.kms()?.1, target, "secret", name)?;
             let (session, svc) = w.kms()?;
             s.arn = session
                 .block_on(refs::test_read_secret(svc, &region, target, &s, name, file))
@@ -273,14 +273,10 @@ fn set_reference<K: Connect>(run: &Run<K>, path: &std::path::Path, args: &SetArg
             .with_hint("give arn:aws:ssm:REGION:ACCOUNT:parameter/NAME"));
         }
         if !crate::ssm::ENABLED && !args.no_verify {
-            return Err(Error::usage(format!(
-                "{name}: this kmsenv was built without Parameter Store support, so it cannot test-read {}",
-                escape(target)
-            ))
-            .with_hint("use the `kmsenv-full` binary from the release, or build with `--features ssm`"));
+            return Err(refs::without_ssm(name, target));
         }
         if !args.no_verify {
-            let region = region_for(&w, &p.id, name, "ssm")?;
+            let region = refs::region_of(w.kms()?.1, &p.id, "ssm reference", name)?;
             let (session, svc) = w.kms()?;
             session
                 .block_on(refs::test_read_param(svc, &region, &p, name, file))
@@ -312,20 +308,4 @@ fn test_read_error(place: String, call: String, service: Service, e: refs::TestR
         refs::TestReadError::Aws(e) => e.into_error(place, call, service),
         refs::TestReadError::Value(why) => Error::input(format!("{place}: {why}; nothing was changed")),
     }
-}
-
-/// The region a reference given on the command line is read in: its ARN's,
-/// else the configured one (as for KMS).
-fn region_for<K: Connect>(w: &Writer<K>, id: &str, name: &str, kind: &str) -> Result<String> {
-    if let Some(a) = reference::Arn::parse(id) {
-        return Ok(a.region.to_string());
-    }
-    let (_, svc) = w.kms()?;
-    svc.parameter_region().ok_or_else(|| {
-        Error::usage(format!(
-            "{name}: the {kind} {} is a name, and no region is configured",
-            escape(id)
-        ))
-        .with_hint("set --region or AWS_REGION, or give the ARN")
-    })
 }
