@@ -965,6 +965,31 @@ fn under_a_trust_pin_an_edited_reference_is_never_read() {
     }
 }
 
+/// Each field of a reference decides what the program gets, so each is under
+/// the MAC: added, changed, or the kind swapped, by someone without the data key.
+#[test]
+fn every_field_of_a_reference_is_under_the_mac() {
+    let sandbox = Sandbox::new();
+    let s = secret(r#"{"password":"p","other":"o"}"#);
+    let (file, _) = keyed_with_reference(&sandbox, &s);
+    let original = sandbox.read(&file);
+    let line = entry_line(&original, "DB_PASSWORD").to_string();
+    let edits = [
+        line.replacen(" }", ", json_key = \"other\" }", 1),
+        line.replacen(" }", ", version_stage = \"AWSPREVIOUS\" }", 1),
+        line.replacen(" }", ", file = true }", 1),
+        "DB_PASSWORD = { ssm = \"/prod/db\" }".to_string(),
+        "DB_PASSWORD = { ssm = \"/prod/db:2\", type = \"String\" }".to_string(),
+        line.replacen("DB_PASSWORD", "DB_PASSWORD_OLD", 1),
+    ];
+    for edited in edits {
+        assert_ne!(edited, line);
+        sandbox.write(&file, &replace_once(&original, &line, &edited));
+        let out = sandbox.exec_marker(&[&file]);
+        fails_closed(&sandbox, out, &file, &["MAC"], &[]);
+    }
+}
+
 #[test]
 fn a_json_key_added_in_the_file_fails_the_mac() {
     let sandbox = Sandbox::new();
