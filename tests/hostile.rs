@@ -150,6 +150,35 @@ fn a_reference_with_control_characters_is_shown_escaped_or_refused() {
     );
 }
 
+/// A hostile terminal title sequence in the name of `SSL_CERT_FILE` (the
+/// environment is not the file, but its text is printed the same way): the
+/// refusal of a file without certificates shows it escaped, with `-v` too.
+#[test]
+fn an_ssl_cert_file_path_with_control_characters_is_shown_escaped() {
+    let sandbox = Sandbox::new();
+    let (file, _) = sandbox.new_file("kmsenv.toml");
+    sandbox.set(&file, "SECRET", b"sealed-value");
+    let bundle = sandbox.path("ca\u{1b}]0;owned\u{7}.pem");
+    std::fs::write(&bundle, b"not a certificate").expect("write the bundle");
+    for verbose in [false, true] {
+        let mut run = sandbox
+            .kmsenv()
+            .endpoint("https://127.0.0.1:9")
+            .env("SSL_CERT_FILE", &bundle);
+        if verbose {
+            run = run.arg("-v");
+        }
+        let out = run
+            .file(&file)
+            .args(["exec", "--"])
+            .args(sandbox.touch_marker_command())
+            .run()
+            .code_is(125);
+        assert_escaped(&out, "ca\\x1b]0;owned\\x07.pem");
+        sandbox.assert_command_did_not_run();
+    }
+}
+
 #[test]
 fn keys_list_shows_a_control_character_in_a_key_arn_escaped() {
     let sandbox = Sandbox::new();
