@@ -13,7 +13,8 @@
 #
 # Reproducible by construction: `--locked`, paths remapped out of the binaries
 # (--remap-path-prefix for the source folder, the target folder and CARGO_HOME),
-# no timestamps in the binary, and tarballs with sorted names, fixed owners and
+# no timestamps in the binary (C code's __DATE__/__TIME__ come from a fixed
+# SOURCE_DATE_EPOCH), and tarballs with sorted names, fixed owners and
 # modes, mtimes from the commit (SOURCE_DATE_EPOCH) and gzip -n.
 set -euo pipefail
 
@@ -30,6 +31,10 @@ FEATURES=${KMSENV_FEATURES:-}
 # like it and two checkouts build the same bytes.
 FULL_FEATURES=full
 FULL_TARGET_DIR=$TARGET_DIR/full
+# What C code's __DATE__/__TIME__ say (SOURCE_DATE_EPOCH during the builds,
+# see cargo_build): 2026-01-01T00:00:00Z, fixed so the bytes do not depend on
+# when or where they were built.
+BUILD_DATE_EPOCH=1767225600
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 
 # Temporary folders, removed on every exit path.
@@ -94,11 +99,17 @@ cargo_build() {
     [[ -z $features ]] || args+=(--features "$features")
     # ring's C code and the link of the arm64 binary go through Debian's cross
     # gcc; Rust's musl targets bring their own libc and start files. The cc crate
-    # passes the remap flags above to gcc as -ffile-prefix-map, and gcc seeds its
-    # randomness from its command line: the C objects (ring, mimalloc) then differed
-    # between two checkouts. A fixed -frandom-seed makes them the same.
+    # passes the remap flags above to gcc as -ffile-prefix-map; -frandom-seed keeps
+    # gcc's own randomness out of the C objects (ring, mimalloc).
+    # mimalloc's options.c holds __DATE__ and __TIME__ (its verbose banner "built
+    # on ..."), which gcc takes from SOURCE_DATE_EPOCH when set, else from the
+    # clock: without it every build of mimalloc differed, so every binary did.
+    # A fixed value, not the commit's time: cc makes ring and mimalloc rebuild
+    # (and all that depends on them) whenever SOURCE_DATE_EPOCH changes. A value
+    # from the caller (a packager's) is kept.
     CARGO_ENCODED_RUSTFLAGS=${flags%$'\x1f'} \
         CFLAGS=-frandom-seed=kmsenv \
+        SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$BUILD_DATE_EPOCH} \
         CARGO_TARGET_DIR=$dir \
         CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
         AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar \
