@@ -58,7 +58,10 @@ impl OpenError {
 pub struct DataKey {
     /// The data key itself, kept to wrap it under another KMS key (`keys add`).
     raw: Secret,
-    seal: Zeroizing<[u8; 32]>,
+    /// AES-256-GCM under the seal subkey: its key schedule computed once per
+    /// file rather than once per value, and wiped on drop (the `aes` crate's
+    /// `zeroize` feature, which aes-gcm's own does not turn on).
+    seal: Aes256Gcm,
     mac: Zeroizing<[u8; 32]>,
 }
 
@@ -82,7 +85,7 @@ impl DataKey {
         hk.expand(MAC_INFO, mac.as_mut()).ok()?;
         Some(DataKey {
             raw: dk.clone(),
-            seal,
+            seal: Aes256Gcm::new(seal.as_ref().into()),
             mac,
         })
     }
@@ -92,17 +95,13 @@ impl DataKey {
         &self.raw
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.seal.as_ref().into())
-    }
-
     /// Seal `plaintext` for variable `name`: base64 of nonce ‖ ciphertext ‖ tag.
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         random_bytes(&mut nonce);
         let aad = aad(name);
         let sealed = self
-            .cipher()
+            .seal
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
@@ -126,7 +125,7 @@ impl DataKey {
         }
         let (nonce, body) = raw.split_at(NONCE_LEN);
         let aad = aad(name);
-        self.cipher()
+        self.seal
             .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: &aad })
             .map(Secret::new)
             .map_err(|_| OpenError::Authentication)
