@@ -115,8 +115,11 @@ impl Environment {
     /// Returns the names set.
     pub fn apply(&mut self, files: &[OpenedFile], policy: Policy) -> Result<Vec<String>> {
         let inherited = self.index.len();
-        let mut set_by_file: Vec<String> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let count: usize = files.iter().map(|f| f.values.len()).sum();
+        self.vars.reserve(count);
+        self.index.reserve(count);
+        let mut set_by_file: Vec<String> = Vec::with_capacity(count);
+        let mut seen = std::collections::HashSet::with_capacity(count);
         for f in files {
             for v in &f.values {
                 let name = v.name.as_bytes();

@@ -129,18 +129,23 @@ type Slot = (usize, usize);
 /// Replace every template among `files` (opened from `docs`, in the same order)
 /// by its resolved value, and mark it sensitive when it uses a secret.
 pub fn expand(docs: &[Document], files: &mut [OpenedFile]) -> Result<()> {
-    let mut winner: HashMap<&str, Slot> = HashMap::new();
-    let mut templates = Vec::new();
-    for (fi, f) in files.iter().enumerate() {
-        for (vi, v) in f.values.iter().enumerate() {
-            winner.insert(v.name.as_str(), (fi, vi));
-            if v.origin == Origin::Template {
-                templates.push((fi, vi));
-            }
-        }
-    }
+    let values = || {
+        files
+            .iter()
+            .enumerate()
+            .flat_map(|(fi, f)| f.values.iter().enumerate().map(move |(vi, v)| ((fi, vi), v)))
+    };
+    // Most files have no template: then no index of every name is built.
+    let templates: Vec<Slot> = values()
+        .filter(|(_, v)| v.origin == Origin::Template)
+        .map(|(slot, _)| slot)
+        .collect();
     if templates.is_empty() {
         return Ok(());
+    }
+    let mut winner: HashMap<&str, Slot> = HashMap::with_capacity(files.iter().map(|f| f.values.len()).sum());
+    for (slot, v) in values() {
+        winner.insert(v.name.as_str(), slot);
     }
     let mut r = Resolver {
         docs,

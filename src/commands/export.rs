@@ -23,8 +23,9 @@ pub fn run<K: Connect>(run: &Run<K>, args: ExportArgs) -> Result<()> {
     let files = run.open(&docs, Selection::ALL)?;
     // Later files win; each name once, in order of first appearance. The index
     // keeps this linear: 200 000 entries took half a minute with a scan per name.
-    let mut winners: Vec<&OpenedValue> = Vec::new();
-    let mut slot_of: HashMap<&str, usize> = HashMap::new();
+    let count = files.iter().map(|f| f.values.len()).sum();
+    let mut winners: Vec<&OpenedValue> = Vec::with_capacity(count);
+    let mut slot_of: HashMap<&str, usize> = HashMap::with_capacity(count);
     for v in files.iter().flat_map(|f| f.values.iter()) {
         match slot_of.get(v.name.as_str()) {
             Some(&i) => winners[i] = v,
