@@ -146,8 +146,13 @@ impl Document {
     /// Read and validate the file at `path`, giving up at `deadline` (the run's
     /// `--timeout`): a FIFO or a hung mount must not hold kmsenv past it.
     pub fn load(path: &Path, deadline: Instant) -> Result<Document> {
-        let text = read_text_by(path, deadline)?;
-        Document::parse(path, text)
+        Document::parse(path, Document::read(path, deadline)?)
+    }
+
+    /// The text of the file at `path`, read under the deadline and checked as
+    /// [`Document::load`] does before it parses it.
+    pub fn read(path: &Path, deadline: Instant) -> Result<String> {
+        read_text_by(path, deadline)
     }
 
     /// Read the file at `path` as `lint` does ([`Document::inspect`]).

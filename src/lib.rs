@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod document;
 pub mod dotenv;
+pub mod early;
 pub mod envelope;
 pub mod error;
 pub mod exec;

@@ -116,19 +116,25 @@ pub fn first_arn_region<'a>(docs: impl IntoIterator<Item = &'a Document> + Clone
 /// once every MAC verified: a hostile writer of the file must not choose which
 /// secrets (or which account's) this caller asks for, which the pin promises.
 /// A file whose data key or MAC fails is reported before any failed reference:
-/// the reference may be the tampered part.
+/// the reference may be the tampered part. `early` is the first file's data key
+/// when it was opened already (`early`), as `unlock::unwrap_data_key` would.
 pub async fn open_with<K: KeyService + RefService>(
     kms: &K,
     docs: &[Document],
     sel: Selection<'_>,
     deadline: Instant,
     pin: Option<&TrustPin>,
+    early: Option<crate::early::Opened>,
 ) -> Result<Vec<OpenedFile>> {
-    let data_keys = join_all(docs.iter().map(|d| async move {
-        if d.has_keys() {
-            Some(unlock::unwrap_data_key(kms, d, deadline, pin).await)
-        } else {
-            None
+    let mut early = early;
+    let data_keys = join_all(docs.iter().map(|d| {
+        let opened = early.take();
+        async move {
+            match opened {
+                Some(key) => Some(key),
+                None if d.has_keys() => Some(unlock::unwrap_data_key(kms, d, deadline, pin).await),
+                None => None,
+            }
         }
     }));
     let directs = join_all(docs.iter().map(|d| decrypt_directs(kms, d, sel, pin)));
@@ -332,7 +338,7 @@ mod tests {
         let kms = FakeKms::default();
         let doc = make_file(&kms, &[("A", b"one"), ("B", b"two")], &[("C", "three")])?;
         kms.calls.set(0);
-        let files = block_on(open_with(&kms, &[doc], Selection::ALL, far(), None))??;
+        let files = block_on(open_with(&kms, &[doc], Selection::ALL, far(), None, None))??;
         let got: Vec<_> = files[0]
             .values
             .iter()
@@ -348,7 +354,7 @@ mod tests {
         let kms = FakeKms::default();
         let doc = make_file(&kms, &[("A", b"one")], &[("HOST", "db1")])?;
         let tampered = Document::parse(Path::new("t.toml"), doc.text.replace("db1", "evil"))?;
-        let err = block_on(open_with(&kms, &[tampered], Selection::ALL, far(), None))?.unwrap_err();
+        let err = block_on(open_with(&kms, &[tampered], Selection::ALL, far(), None, None))?.unwrap_err();
         assert!(err.to_string().contains("modified outside kmsenv"), "{err}");
         Ok(())
     }

@@ -7,13 +7,14 @@
 //! key service is generic ([`Connect`]), so every command also runs against the
 //! in-memory one of the unit tests.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::aws::{AwsOptions, Service};
 use crate::cli::Global;
 use crate::document::Document;
+use crate::early;
 use crate::envelope::DataKey;
 use crate::error::{Class, Error, Result};
 use crate::kms::{AwsKms, KeyService};
@@ -55,6 +56,9 @@ pub struct Run<K = AwsKms> {
     kms: OnceCell<K>,
     /// The first key ARN region of every file loaded (the fallback region).
     loaded_region: OnceCell<Option<String>>,
+    /// The data key of the one file [`Run::load_all_to_open`] opened while it
+    /// parsed the file, taken by the next [`Run::open_each`] of that file.
+    early: RefCell<Option<(PathBuf, early::Opened)>>,
 }
 
 impl Run<AwsKms> {
@@ -88,6 +92,7 @@ impl Run<AwsKms> {
             session: OnceCell::new(),
             kms: OnceCell::new(),
             loaded_region: OnceCell::new(),
+            early: RefCell::new(None),
         })
     }
 }
@@ -106,6 +111,7 @@ impl<K: Connect> Run<K> {
             session: OnceCell::from(Session::offline()?),
             kms: OnceCell::from(kms),
             loaded_region: OnceCell::new(),
+            early: RefCell::new(None),
         })
     }
 
@@ -202,12 +208,45 @@ impl<K: Connect> Run<K> {
                 docs[i] = Some(Document::from_bytes(path, bytes)?);
             }
         }
-        let docs: Vec<Document> = docs.into_iter().flatten().collect();
+        self.accept(docs.into_iter().flatten().collect())
+    }
+
+    /// What every loaded file goes through once parsed: the pin's offline
+    /// checks, the format-1 warning, and the fallback region.
+    fn accept(&self, docs: Vec<Document>) -> Result<Vec<Document>> {
         for doc in &docs {
             self.admit(doc, false)?;
             self.warn_legacy(doc);
         }
         let _ = self.loaded_region.set(resolve::first_arn_region(&docs));
+        Ok(docs)
+    }
+
+    /// [`Run::load_all`] for a command that opens every file next (`exec`,
+    /// `export`, `get`): one big local file has its data key opened while the
+    /// rest of it is parsed ([`early`]). Not under a trust pin: there nothing is
+    /// asked of KMS before the whole file passed the pin's checks.
+    pub fn load_all_to_open(&self) -> Result<Vec<Document>> {
+        let path = match self.files.as_slice() {
+            [path] if self.pin.is_none() && !s3::is_url(path) => path,
+            _ => return self.load_all(),
+        };
+        let text = Document::read(path, self.deadline)?;
+        let head = (text.len() >= early::MIN_BYTES)
+            .then(|| early::head(&text))
+            .flatten()
+            .and_then(|h| Document::parse(path, h.to_string()).ok())
+            .filter(Document::has_keys);
+        let Some(head) = head else {
+            return self.accept(vec![Document::parse(path, text)?]);
+        };
+        let (session, kms) = self.kms(std::slice::from_ref(&head))?;
+        let unwrap = unlock::unwrap_data_key(kms, &head, self.deadline, None);
+        let (key, doc) = early::parse_while(session, path, text, unwrap);
+        let docs = self.accept(vec![doc?])?;
+        if let (Some(key), true) = (key, early::same_head(&head, &docs[0])) {
+            *self.early.borrow_mut() = Some((path.clone(), key));
+        }
         Ok(docs)
     }
 
@@ -251,12 +290,17 @@ impl<K: Connect> Run<K> {
             }
         }
         let (session, kms) = self.kms(docs)?;
+        let early = match (self.early.take(), docs) {
+            (Some((path, key)), [doc]) if doc.path == path => Some(key),
+            _ => None,
+        };
         session.block_on(resolve::open_with(
             kms,
             docs,
             sel,
             self.deadline,
             self.pin.as_ref(),
+            early,
         ))
     }
 

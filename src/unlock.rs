@@ -171,7 +171,7 @@ mod tests {
             ..Default::default()
         };
         let doc = make_file(&FakeKms::default(), &[("A", b"one")], &[])?;
-        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far(), None))?.unwrap_err();
+        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far(), None, None))?.unwrap_err();
         assert!(err.to_string().contains("k1: AccessDeniedException"), "{err}");
         Ok(())
     }
@@ -183,7 +183,7 @@ mod tests {
         let trusted = "arn:aws:kms:us-east-1:1:key/trusted";
         let pin = crate::trust::TrustPin::from_sources(&[trusted.into()], None)?.ok_or("a pin")?;
         kms.calls.set(0);
-        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far(), Some(&pin)))?.unwrap_err();
+        let err = block_on(open_with(&kms, &[doc], Selection::ALL, far(), Some(&pin), None))?.unwrap_err();
         assert!(
             err.to_string().contains("none of its wrapping keys is trusted"),
             "{err}"

@@ -634,18 +634,17 @@ fn env_via(sandbox: &Sandbox, proxy: &Proxy, file: &Path) -> BTreeMap<String, Ve
         .env0()
 }
 
+/// `kmsenv -f FILE import` of `dotenv` (on stdin), asserted to succeed.
+fn import(sandbox: &Sandbox, file: &Path, dotenv: String) {
+    sandbox.kmsenv().file(file).arg("import").stdin(dotenv).run().ok();
+}
+
 #[test]
 fn envelope_file_of_twenty_sealed_values_costs_one_decrypt() {
     let sandbox = Sandbox::new();
     let (file, _) = sandbox.new_file("kmsenv.toml");
     let dotenv: String = (1..=20).map(|i| format!("SECRET_{i:02}=value-{i}\n")).collect();
-    sandbox
-        .kmsenv()
-        .file(&file)
-        .arg("import")
-        .stdin(dotenv)
-        .run()
-        .ok();
+    import(&sandbox, &file, dotenv);
     let proxy = Proxy::start();
     let env = env_via(&sandbox, &proxy, &file);
     for i in 1..=20 {
@@ -728,4 +727,125 @@ fn a_quota_that_stops_per_secret_calls_does_not_stop_an_envelope_file() {
         .fails_closed(&sandbox, &direct, &["ThrottlingException"])
         .within(13.0);
     assert!(proxy.throttled() >= 4, "{}", proxy.counts());
+}
+
+// ---------------------------------------------------------------------------
+// A big file: its data key is opened while the rest of it is parsed (src/early.rs)
+
+/// A file of `n` sealed values made with `import` under `keys` (400 make it
+/// several times `early::MIN_BYTES`): (path, the values by name).
+fn big_file(sandbox: &Sandbox, keys: &[&str], n: usize) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
+    let file = sandbox.init("big.toml", keys);
+    let values: BTreeMap<String, Vec<u8>> = (0..n)
+        .map(|i| {
+            (
+                format!("BIG_{i:04}"),
+                format!("value-{i}-of-a-big-file").into_bytes(),
+            )
+        })
+        .collect();
+    let dotenv: String = values
+        .iter()
+        .map(|(name, v)| format!("{name}={}\n", String::from_utf8_lossy(v)))
+        .collect();
+    import(sandbox, &file, dotenv);
+    let size = std::fs::metadata(&file).expect("big file").len();
+    assert!(size > 32 * 1024, "the file should be big: {size} bytes");
+    (file, values)
+}
+
+/// `exec -- env -0` of `file` through the proxy succeeds and the child sees every value.
+#[track_caller]
+fn assert_child_gets(sandbox: &Sandbox, proxy: &Proxy, file: &Path, values: &BTreeMap<String, Vec<u8>>) {
+    let env = env_via(sandbox, proxy, file);
+    for (name, value) in values {
+        assert_eq!(env.get(name), Some(value), "{name} in the child's environment");
+    }
+}
+
+#[test]
+fn a_big_file_is_opened_with_one_decrypt_and_gives_every_value() {
+    let sandbox = Sandbox::new();
+    let key = sandbox.key();
+    let (file, values) = big_file(&sandbox, &[&key], 400);
+    let proxy = Proxy::start();
+    assert_child_gets(&sandbox, &proxy, &file, &values);
+    // The data key opened while the file was parsed is the one used: not opened twice.
+    assert_eq!(proxy.count_op("Decrypt"), 1, "{}", proxy.counts());
+}
+
+/// The header before `[env]` is not the whole key list: a `[[kmsenv.keys]]`
+/// table may come later in the file (valid TOML, same order, same MAC). The
+/// key opened from the header alone must not decide the run.
+#[test]
+fn a_big_file_whose_key_list_goes_on_after_env_is_opened_through_every_key() {
+    let sandbox = Sandbox::new();
+    let (east, west) = (sandbox.key(), create_key(WEST));
+    let (file, values) = big_file(&sandbox, &[&east, &west], 400);
+    let text = sandbox.read(&file);
+    let second = text.match_indices("[[kmsenv.keys]]").nth(1).expect("two keys").0;
+    let env_at = text.find("\n[env]\n").expect("[env]") + 1;
+    let moved = format!(
+        "{}{}\n{}",
+        &text[..second],
+        &text[env_at..],
+        &text[second..env_at]
+    );
+    sandbox.write(&file, &moved);
+    // The header's only key (us-east-1) is disabled; the one after [env] works.
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(
+            Some("Decrypt"),
+            Some(REGION),
+            None,
+            &error_action("DisabledException")
+        )
+    ));
+    assert_child_gets(&sandbox, &proxy, &file, &values);
+    assert_eq!(proxy.count_region(WEST), 1, "{}", proxy.counts());
+}
+
+/// A typo must not wait for KMS: the parse ends long before a hanging
+/// endpoint's deadline, and its error is what the user sees.
+#[test]
+fn a_big_file_that_does_not_parse_is_reported_without_waiting_for_kms() {
+    let sandbox = Sandbox::new();
+    let key = sandbox.key();
+    let (file, _) = big_file(&sandbox, &[&key], 400);
+    let text = sandbox.read(&file);
+    let line = text.lines().count() + 1;
+    sandbox.write(&file, &format!("{text}BROKEN = \n"));
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(Some("Decrypt"), None, None, "\"action\": \"hang\"")
+    ));
+    exec_via(&sandbox, &proxy.endpoint(), &file, &["--timeout", "60"])
+        .fails_closed(&sandbox, &file, &[&format!(":{line}:"), "invalid TOML"])
+        .within(20.0);
+}
+
+#[test]
+fn a_big_file_with_one_sealed_value_altered_fails_the_mac() {
+    let sandbox = Sandbox::new();
+    let key = sandbox.key();
+    let (file, _) = big_file(&sandbox, &[&key], 400);
+    let text = sandbox.read(&file);
+    // Two sealed values exchanged between their names: the MAC, which covers
+    // every name with its value, refuses the file before any value is used.
+    let sealed_of = |name: &str| {
+        let marker = format!("{name} = {{ sealed = \"");
+        let at = text.find(&marker).expect(name) + marker.len();
+        text[at..at + text[at..].find('"').expect("closing quote")].to_string()
+    };
+    let (a, b) = (sealed_of("BIG_0100"), sealed_of("BIG_0101"));
+    let swapped = text
+        .replacen(&a, "@A@", 1)
+        .replacen(&b, &a, 1)
+        .replacen("@A@", &b, 1);
+    sandbox.write(&file, &swapped);
+    let proxy = Proxy::start();
+    exec_via(&sandbox, &proxy.endpoint(), &file, &[]).fails_closed(&sandbox, &file, &["MAC"]);
 }

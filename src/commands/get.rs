@@ -9,7 +9,7 @@ use crate::resolve::Selection;
 use crate::run::{Connect, Run, write_stdout};
 
 pub fn run<K: Connect>(run: &Run<K>, args: GetArgs) -> Result<()> {
-    let docs = run.load_all()?;
+    let docs = run.load_all_to_open()?;
     // The last file that defines the name wins, as in `exec`.
     if !docs.iter().any(|d| d.entry(&args.name).is_some()) {
         let files: Vec<String> = docs.iter().map(|d| d.path.display().to_string()).collect();

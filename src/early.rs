@@ -1,0 +1,111 @@
+//! A big file's data key opened while the rest of the file is parsed.
+//!
+//! Opening an envelope file costs one KMS `Decrypt` (a network round trip) and
+//! a parse of the whole file; for 1,000 sealed values the parse takes about as
+//! long as the round trip, and it used to come first. The `Decrypt` needs only
+//! the file's header (`[kmsenv]` and its keys), which kmsenv writes before
+//! `[env]`: that part is parsed on its own and its data key opened while
+//! another thread parses the whole file. The answer is used only if the whole
+//! file, once parsed, has exactly that header ([`same_head`]); otherwise it is
+//! dropped (wiped) and the key opened again the usual way. A file that does not
+//! parse is reported as soon as its parse ends, without waiting for KMS.
+
+use std::future::Future;
+use std::path::Path;
+
+use futures_util::future::{Either, select};
+
+use crate::document::Document;
+use crate::envelope::DataKey;
+use crate::error::{Class, Error, Result};
+use crate::session::Session;
+
+/// A data key opened early and the wrapping key that opened it, or why it did
+/// not open: what `unlock::unwrap_data_key` returns.
+pub type Opened = Result<(DataKey, String)>;
+
+/// Files at least this big are opened this way: below it, parsing the file
+/// costs less than starting a thread to do it.
+pub const MIN_BYTES: usize = 16 * 1024;
+
+/// The text before the file's `[env]` line, if it has one: the header as
+/// kmsenv writes it. Whatever it holds is checked against the whole file.
+pub fn head(text: &str) -> Option<&str> {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "[env]" {
+            return Some(&text[..at]);
+        }
+        at += line.len();
+    }
+    None
+}
+
+/// Whether the data key `head` was opened with is the one `full` names: the
+/// same version, context and wrapping keys in the same order (everything
+/// `unlock::unwrap_data_key` reads from a file).
+pub fn same_head(head: &Document, full: &Document) -> bool {
+    head.path == full.path
+        && head.version == full.version
+        && head.context == full.context
+        && head.keys.len() == full.keys.len()
+        && head
+            .keys
+            .iter()
+            .zip(&full.keys)
+            .all(|(h, f)| h.arn == f.arn && h.data_key == f.data_key)
+}
+
+/// Parse `text` (the file at `path`) on another thread while `unwrap` runs on
+/// the session. Returns the parse, and `unwrap`'s result unless the parse
+/// failed first: then `unwrap` is dropped unfinished.
+pub fn parse_while<F: Future>(
+    session: &Session,
+    path: &Path,
+    text: String,
+    unwrap: F,
+) -> (Option<F::Output>, Result<Document>) {
+    std::thread::scope(|s| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kmsenv-parse".into())
+            .spawn_scoped(s, move || {
+                // The receiver is gone only if the run already failed.
+                let _ = tx.send(Document::parse(path, text));
+            });
+        if let Err(e) = spawned {
+            let err = Error::new(Class::Io, format!("cannot start a thread to parse: {e}"));
+            return (None, Err(err));
+        }
+        let lost = || {
+            Error::new(
+                Class::Internal,
+                "internal: the parse thread ended without an answer",
+            )
+        };
+        session.block_on(async {
+            let unwrap = std::pin::pin!(unwrap);
+            match select(unwrap, rx).await {
+                Either::Left((key, rx)) => (Some(key), rx.await.unwrap_or_else(|_| Err(lost()))),
+                Either::Right((Ok(Ok(doc)), unwrap)) => (Some(unwrap.await), Ok(doc)),
+                Either::Right((Ok(Err(e)), _)) => (None, Err(e)),
+                Either::Right((Err(_), _)) => (None, Err(lost())),
+            }
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_is_the_text_before_the_env_line() {
+        let text = "[kmsenv]\nversion = 2\n\n[env]\nA = \"1\"\n";
+        assert_eq!(head(text), Some("[kmsenv]\nversion = 2\n\n"));
+        assert_eq!(head("[kmsenv]\nversion = 2\n"), None);
+        // Only a line that is exactly `[env]` (a table header kmsenv writes).
+        assert_eq!(head("[kmsenv]\nx = \"[env]\"\n [env]x\n"), None);
+        assert_eq!(head("[env]\r\nA = \"1\"\n"), Some(""));
+    }
+}
