@@ -849,3 +849,22 @@ fn a_big_file_with_one_sealed_value_altered_fails_the_mac() {
     let proxy = Proxy::start();
     exec_via(&sandbox, &proxy.endpoint(), &file, &[]).fails_closed(&sandbox, &file, &["MAC"]);
 }
+
+/// A hostile writer's nesting is refused on the parse thread as on the main one:
+/// exit 125 naming the place, not a crashed thread.
+#[test]
+fn a_big_file_nested_past_the_parsers_limit_fails_closed() {
+    let sandbox = Sandbox::new();
+    let key = sandbox.key();
+    let (file, _) = big_file(&sandbox, &[&key], 400);
+    let text = sandbox.read(&file);
+    let line = text.lines().count() + 1;
+    let deep = format!("{text}DEEP = {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
+    sandbox.write(&file, &deep);
+    let proxy = Proxy::start();
+    exec_via(&sandbox, &proxy.endpoint(), &file, &[]).fails_closed(
+        &sandbox,
+        &file,
+        &[&format!(":{line}:"), "recursion"],
+    );
+}
