@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Mutex;
 
 use futures_util::future::{Either, select};
 
@@ -42,8 +43,8 @@ pub fn head(text: &str) -> Option<&str> {
 }
 
 /// Whether the data key `head` was opened with is the one `full` names: the
-/// same version, context and wrapping keys in the same order (everything
-/// `unlock::unwrap_data_key` reads from a file).
+/// same context and wrapping keys in the same order (everything
+/// `unlock::unwrap_data_key` reads from a file), and the same format version.
 pub fn same_head(head: &Document, full: &Document) -> bool {
     head.path == full.path
         && head.version == full.version
@@ -56,43 +57,69 @@ pub fn same_head(head: &Document, full: &Document) -> bool {
             .all(|(h, f)| h.arn == f.arn && h.data_key == f.data_key)
 }
 
-/// Parse `text` (the file at `path`) on another thread while `unwrap` runs on
-/// the session. Returns the parse, and `unwrap`'s result unless the parse
-/// failed first: then `unwrap` is dropped unfinished.
-pub fn parse_while<F: Future>(
+/// Parse `text` (the file at `path`) on another thread while `unwrap` (the
+/// header's data key) runs on the session, and hand the parsed file to
+/// `ready`: the checks the file must pass anyway, and whether it has the
+/// header `unwrap` was made from. `unwrap` is waited for only if the file is
+/// ready and has that header; otherwise it is dropped unfinished, so a bad file
+/// or a usage error never waits for KMS. If no thread can be started, the file
+/// is parsed here and `unwrap` never runs.
+pub fn parse_while<F, T>(
     session: &Session,
     path: &Path,
     text: String,
     unwrap: F,
-) -> (Option<F::Output>, Result<Document>) {
+    ready: impl FnOnce(Document) -> Result<(T, bool)>,
+) -> (Option<Opened>, Result<T>)
+where
+    F: Future<Output = Opened>,
+{
+    let text = Mutex::new(Some(text));
+    let parse = || {
+        let text = text.lock().ok().and_then(|mut t| t.take());
+        text.ok_or_else(lost).and_then(|t| Document::parse(path, t))
+    };
     std::thread::scope(|s| {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let parse = &parse;
         let spawned = std::thread::Builder::new()
             .name("kmsenv-parse".into())
             .spawn_scoped(s, move || {
                 // The receiver is gone only if the run already failed.
-                let _ = tx.send(Document::parse(path, text));
+                let _ = tx.send(parse());
             });
-        if let Err(e) = spawned {
-            let err = Error::new(Class::Io, format!("cannot start a thread to parse: {e}"));
-            return (None, Err(err));
+        if spawned.is_err() {
+            return (None, parse().and_then(ready).map(|(t, _)| t));
         }
-        let lost = || {
-            Error::new(
-                Class::Internal,
-                "internal: the parse thread ended without an answer",
-            )
-        };
         session.block_on(async {
             let unwrap = std::pin::pin!(unwrap);
             match select(unwrap, rx).await {
-                Either::Left((key, rx)) => (Some(key), rx.await.unwrap_or_else(|_| Err(lost()))),
-                Either::Right((Ok(Ok(doc)), unwrap)) => (Some(unwrap.await), Ok(doc)),
-                Either::Right((Ok(Err(e)), _)) => (None, Err(e)),
-                Either::Right((Err(_), _)) => (None, Err(lost())),
+                Either::Left((key, rx)) => {
+                    let parsed = rx.await.unwrap_or_else(|_| Err(lost()));
+                    match parsed.and_then(ready) {
+                        Ok((t, same)) => (same.then_some(key), Ok(t)),
+                        Err(e) => (None, Err(e)),
+                    }
+                }
+                Either::Right((parsed, unwrap)) => {
+                    match parsed.unwrap_or_else(|_| Err(lost())).and_then(ready) {
+                        Ok((t, true)) => (Some(unwrap.await), Ok(t)),
+                        Ok((t, false)) => (None, Ok(t)),
+                        Err(e) => (None, Err(e)),
+                    }
+                }
             }
         })
     })
+}
+
+/// The parse thread ended without an answer (it cannot: a release build aborts
+/// on panic).
+fn lost() -> Error {
+    Error::new(
+        Class::Internal,
+        "internal: the parse thread ended without an answer",
+    )
 }
 
 #[cfg(test)]

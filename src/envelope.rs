@@ -58,9 +58,12 @@ impl OpenError {
 pub struct DataKey {
     /// The data key itself, kept to wrap it under another KMS key (`keys add`).
     raw: Secret,
-    /// AES-256-GCM under the seal subkey: its key schedule computed once per
-    /// file rather than once per value, and wiped on drop (the `aes` crate's
-    /// `zeroize` feature, which aes-gcm's own does not turn on).
+    /// AES-256-GCM under the seal subkey, its key schedule computed once per
+    /// file rather than once per value. The AES round keys are wiped on drop
+    /// (the `aes` crate's `zeroize` feature, which aes-gcm's own does not turn
+    /// on); GCM's hash key H = AES(0) is not: polyval 0.6's run-time-detected
+    /// backend never drops its state. H does not give the key, but forges tags
+    /// under it; the process ends (or execs) right after its last use.
     seal: Aes256Gcm,
     mac: Zeroizing<[u8; 32]>,
 }

@@ -115,7 +115,7 @@ impl Environment {
     /// Returns the names set.
     pub fn apply(&mut self, files: &[OpenedFile], policy: Policy) -> Result<Vec<String>> {
         let inherited = self.index.len();
-        let count: usize = files.iter().map(|f| f.values.len()).sum();
+        let count = crate::resolve::value_count(files);
         self.vars.reserve(count);
         self.index.reserve(count);
         let mut set_by_file: Vec<String> = Vec::with_capacity(count);

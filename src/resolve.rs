@@ -56,6 +56,12 @@ pub struct OpenedFile {
     pub values: Vec<OpenedValue>,
 }
 
+/// How many values `files` hold in all (names counted once per file), to size
+/// the indexes built over them.
+pub fn value_count(files: &[OpenedFile]) -> usize {
+    files.iter().map(|f| f.values.len()).sum()
+}
+
 /// Which values to open, and whether the MAC must match.
 #[derive(Debug, Clone, Copy)]
 pub struct Selection<'a> {

@@ -57,8 +57,9 @@ pub struct Run<K = AwsKms> {
     /// The first key ARN region of every file loaded (the fallback region).
     loaded_region: OnceCell<Option<String>>,
     /// The data key of the one file [`Run::load_all_to_open`] opened while it
-    /// parsed the file, taken by the next [`Run::open_each`] of that file.
-    early: RefCell<Option<(PathBuf, early::Opened)>>,
+    /// parsed the file, with the header it was opened from: taken by the next
+    /// [`Run::open_each`] of a file with that header.
+    early: RefCell<Option<(Document, early::Opened)>>,
 }
 
 impl Run<AwsKms> {
@@ -223,29 +224,38 @@ impl<K: Connect> Run<K> {
     }
 
     /// [`Run::load_all`] for a command that opens every file next (`exec`,
-    /// `export`, `get`): one big local file has its data key opened while the
-    /// rest of it is parsed ([`early`]). Not under a trust pin: there nothing is
-    /// asked of KMS before the whole file passed the pin's checks.
-    pub fn load_all_to_open(&self) -> Result<Vec<Document>> {
+    /// `export`, `get`), with `check`, the command's own test of the files (a
+    /// name that must exist), run before anything waits for KMS. One big local
+    /// file has its data key opened while the rest of it is parsed ([`early`]).
+    /// Not under a trust pin: there nothing is asked of KMS before the whole
+    /// file passed the pin's checks. Not when the header has no key ARN with a
+    /// region: the fallback region then comes from the whole file.
+    pub fn load_all_to_open(&self, check: impl Fn(&[Document]) -> Result<()>) -> Result<Vec<Document>> {
+        let checked = |docs: Vec<Document>| check(&docs).map(|()| docs);
         let path = match self.files.as_slice() {
             [path] if self.pin.is_none() && !s3::is_url(path) => path,
-            _ => return self.load_all(),
+            _ => return checked(self.load_all()?),
         };
         let text = Document::read(path, self.deadline)?;
         let head = (text.len() >= early::MIN_BYTES)
             .then(|| early::head(&text))
             .flatten()
             .and_then(|h| Document::parse(path, h.to_string()).ok())
-            .filter(Document::has_keys);
+            .filter(|h| h.has_keys() && resolve::first_arn_region(std::slice::from_ref(h)).is_some());
         let Some(head) = head else {
-            return self.accept(vec![Document::parse(path, text)?]);
+            return checked(self.accept(vec![Document::parse(path, text)?])?);
         };
         let (session, kms) = self.kms(std::slice::from_ref(&head))?;
         let unwrap = unlock::unwrap_data_key(kms, &head, self.deadline, None);
-        let (key, doc) = early::parse_while(session, path, text, unwrap);
-        let docs = self.accept(vec![doc?])?;
-        if let (Some(key), true) = (key, early::same_head(&head, &docs[0])) {
-            *self.early.borrow_mut() = Some((path.clone(), key));
+        let ready = |doc: Document| {
+            let docs = checked(self.accept(vec![doc])?)?;
+            let same = early::same_head(&head, &docs[0]);
+            Ok((docs, same))
+        };
+        let (key, docs) = early::parse_while(session, path, text, unwrap, ready);
+        let docs = docs?;
+        if let Some(key) = key {
+            *self.early.borrow_mut() = Some((head, key));
         }
         Ok(docs)
     }
@@ -291,7 +301,7 @@ impl<K: Connect> Run<K> {
         }
         let (session, kms) = self.kms(docs)?;
         let early = match (self.early.take(), docs) {
-            (Some((path, key)), [doc]) if doc.path == path => Some(key),
+            (Some((head, key)), [doc]) if early::same_head(&head, doc) => Some(key),
             _ => None,
         };
         session.block_on(resolve::open_with(

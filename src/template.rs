@@ -143,7 +143,7 @@ pub fn expand(docs: &[Document], files: &mut [OpenedFile]) -> Result<()> {
     if templates.is_empty() {
         return Ok(());
     }
-    let mut winner: HashMap<&str, Slot> = HashMap::with_capacity(files.iter().map(|f| f.values.len()).sum());
+    let mut winner: HashMap<&str, Slot> = HashMap::with_capacity(crate::resolve::value_count(files));
     for (slot, v) in values() {
         winner.insert(v.name.as_str(), slot);
     }

@@ -754,10 +754,41 @@ fn big_file(sandbox: &Sandbox, keys: &[&str], n: usize) -> (PathBuf, BTreeMap<St
     (file, values)
 }
 
-/// `exec -- env -0` of `file` through the proxy succeeds and the child sees every value.
+/// Move the second `[[kmsenv.keys]]` table of `file` to its end, after `[env]`:
+/// the same TOML, key order and MAC, but a header (the text before `[env]`)
+/// that names only the first key.
+fn move_second_key_after_env(sandbox: &Sandbox, file: &Path) {
+    let text = sandbox.read(file);
+    let second = text.match_indices("[[kmsenv.keys]]").nth(1).expect("two keys").0;
+    let env_at = text.find("\n[env]\n").expect("[env]") + 1;
+    let moved = format!(
+        "{}{}\n{}",
+        &text[..second],
+        &text[env_at..],
+        &text[second..env_at]
+    );
+    sandbox.write(file, &moved);
+}
+
+/// `kmsenv OPTIONS… -f FILE exec -- env -0` through the proxy succeeds and the
+/// child sees every value.
 #[track_caller]
-fn assert_child_gets(sandbox: &Sandbox, proxy: &Proxy, file: &Path, values: &BTreeMap<String, Vec<u8>>) {
-    let env = env_via(sandbox, proxy, file);
+fn assert_child_gets(
+    sandbox: &Sandbox,
+    proxy: &Proxy,
+    file: &Path,
+    options: &[&str],
+    values: &BTreeMap<String, Vec<u8>>,
+) {
+    let out = sandbox
+        .kmsenv()
+        .endpoint(&proxy.endpoint())
+        .args(options)
+        .file(file)
+        .args(["exec", "--", "env", "-0"])
+        .run()
+        .ok();
+    let env = out.env0();
     for (name, value) in values {
         assert_eq!(env.get(name), Some(value), "{name} in the child's environment");
     }
@@ -769,42 +800,34 @@ fn a_big_file_is_opened_with_one_decrypt_and_gives_every_value() {
     let key = sandbox.key();
     let (file, values) = big_file(&sandbox, &[&key], 400);
     let proxy = Proxy::start();
-    assert_child_gets(&sandbox, &proxy, &file, &values);
+    assert_child_gets(&sandbox, &proxy, &file, &[], &values);
     // The data key opened while the file was parsed is the one used: not opened twice.
     assert_eq!(proxy.count_op("Decrypt"), 1, "{}", proxy.counts());
 }
 
 /// The header before `[env]` is not the whole key list: a `[[kmsenv.keys]]`
-/// table may come later in the file (valid TOML, same order, same MAC). The
-/// key opened from the header alone must not decide the run.
+/// table may come later in the file (valid TOML, same order, same MAC). The key
+/// opened from the header alone must not decide the run, whether that key fails
+/// at once or hangs: the file's own key order and time shares decide.
 #[test]
 fn a_big_file_whose_key_list_goes_on_after_env_is_opened_through_every_key() {
-    let sandbox = Sandbox::new();
-    let (east, west) = (sandbox.key(), create_key(WEST));
-    let (file, values) = big_file(&sandbox, &[&east, &west], 400);
-    let text = sandbox.read(&file);
-    let second = text.match_indices("[[kmsenv.keys]]").nth(1).expect("two keys").0;
-    let env_at = text.find("\n[env]\n").expect("[env]") + 1;
-    let moved = format!(
-        "{}{}\n{}",
-        &text[..second],
-        &text[env_at..],
-        &text[second..env_at]
-    );
-    sandbox.write(&file, &moved);
-    // The header's only key (us-east-1) is disabled; the one after [env] works.
-    let proxy = Proxy::start();
-    proxy.rules(&format!(
-        "[{}]",
-        rule(
-            Some("Decrypt"),
-            Some(REGION),
-            None,
-            &error_action("DisabledException")
-        )
-    ));
-    assert_child_gets(&sandbox, &proxy, &file, &values);
-    assert_eq!(proxy.count_region(WEST), 1, "{}", proxy.counts());
+    for action in [
+        error_action("DisabledException"),
+        "\"action\": \"hang\"".to_string(),
+    ] {
+        let sandbox = Sandbox::new();
+        let (east, west) = (sandbox.key(), create_key(WEST));
+        let (file, values) = big_file(&sandbox, &[&east, &west], 400);
+        move_second_key_after_env(&sandbox, &file);
+        // The header's only key (us-east-1) fails; the one after [env] works.
+        let proxy = Proxy::start();
+        proxy.rules(&format!(
+            "[{}]",
+            rule(Some("Decrypt"), Some(REGION), None, &action)
+        ));
+        assert_child_gets(&sandbox, &proxy, &file, &["--timeout", "10"], &values);
+        assert_eq!(proxy.count_region(WEST), 1, "{action}: {}", proxy.counts());
+    }
 }
 
 /// A typo must not wait for KMS: the parse ends long before a hanging
@@ -867,4 +890,64 @@ fn a_big_file_nested_past_the_parsers_limit_fails_closed() {
         &file,
         &[&format!(":{line}:"), "recursion"],
     );
+}
+
+/// A usage error found in the parsed file (`--only`, `get` of a name no file
+/// defines) does not wait for KMS either.
+#[test]
+fn a_name_missing_from_a_big_file_is_reported_without_waiting_for_kms() {
+    let sandbox = Sandbox::new();
+    let key = sandbox.key();
+    let (file, _) = big_file(&sandbox, &[&key], 400);
+    let proxy = Proxy::start();
+    proxy.rules(&format!(
+        "[{}]",
+        rule(Some("Decrypt"), None, None, "\"action\": \"hang\"")
+    ));
+    for (command, needles) in [
+        (
+            &["exec", "--only", "NOT_THERE", "--", "true"][..],
+            ["--only NOT_THERE", "no file defines"],
+        ),
+        (&["get", "NOT_THERE"][..], ["NOT_THERE", "not defined"]),
+    ] {
+        let start = Instant::now();
+        sandbox
+            .kmsenv()
+            .endpoint(&proxy.endpoint())
+            .args(["--timeout", "60"])
+            .file(&file)
+            .args(command)
+            .run()
+            .kmsenv_error(&needles);
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(20), "{command:?} waited {took:?}");
+    }
+}
+
+/// What the overlap costs, and that it happens at all: a big file that turns out
+/// not to parse has already asked KMS for its data key (once; CloudTrail shows
+/// it), a small one has not. 3,000 values make the parse (debug build) far
+/// longer than starting the session and sending the request.
+#[test]
+fn a_big_file_asks_kms_while_it_is_parsed_and_a_small_one_does_not() {
+    let sandbox = Sandbox::new();
+    let key = sandbox.key();
+    let (big, _) = big_file(&sandbox, &[&key], 3000);
+    let small = sandbox.init("small.toml", &[&key]);
+    import(&sandbox, &small, "SMALL=1\n".to_string());
+    let proxy = Proxy::start();
+    for (file, decrypts) in [(&big, 1), (&small, 0)] {
+        let text = sandbox.read(file);
+        sandbox.write(file, &format!("{text}BROKEN = \n"));
+        proxy.reset();
+        exec_via(&sandbox, &proxy.endpoint(), file, &[]).fails_closed(&sandbox, file, &["invalid TOML"]);
+        assert_eq!(
+            proxy.count_op("Decrypt"),
+            decrypts,
+            "{}: {}",
+            file.display(),
+            proxy.counts()
+        );
+    }
 }

@@ -9,16 +9,18 @@ use crate::resolve::Selection;
 use crate::run::{Connect, Run, write_stdout};
 
 pub fn run<K: Connect>(run: &Run<K>, args: GetArgs) -> Result<()> {
-    let docs = run.load_all_to_open()?;
     // The last file that defines the name wins, as in `exec`.
-    if !docs.iter().any(|d| d.entry(&args.name).is_some()) {
+    let docs = run.load_all_to_open(|docs| {
+        if docs.iter().any(|d| d.entry(&args.name).is_some()) {
+            return Ok(());
+        }
         let files: Vec<String> = docs.iter().map(|d| d.path.display().to_string()).collect();
-        return Err(Error::usage(format!(
+        Err(Error::usage(format!(
             "{}: not defined in {}",
             args.name,
             files.join(", ")
-        )));
-    }
+        )))
+    })?;
     let only: BTreeSet<String> = [args.name.clone()].into();
     // Only the files that define the name or what its template uses: no KMS
     // call for a file that has nothing to do with it.
