@@ -927,7 +927,8 @@ class Bench:
             )
             try:
                 for name, value in self.values[:n]:
-                    run([fnox, "set", name, value, "--provider", "kms"], self.env, cwd=folder)
+                    # `--` first: a random value may start with `-` (fnox would take it for a flag).
+                    run([fnox, "set", "--provider", "kms", "--", name, value], self.env, cwd=folder)
             except BenchError as exc:
                 self.notes.append(f"fnox: installed ({output_of([fnox, '--version'])}) but setup failed: {exc}")
                 log(f"fnox setup failed: {exc}")
