@@ -230,7 +230,7 @@ impl<K: Connect> Run<K> {
     /// Not under a trust pin: there nothing is asked of KMS before the whole
     /// file passed the pin's checks. Not when the header has no key ARN with a
     /// region: the fallback region then comes from the whole file.
-    pub fn load_all_to_open(&self, check: impl Fn(&[Document]) -> Result<()>) -> Result<Vec<Document>> {
+    pub fn load_all_to_open(&self, check: &dyn Fn(&[Document]) -> Result<()>) -> Result<Vec<Document>> {
         let checked = |docs: Vec<Document>| check(&docs).map(|()| docs);
         let path = match self.files.as_slice() {
             [path] if self.pin.is_none() && !s3::is_url(path) => path,

@@ -26,7 +26,7 @@ pub fn run<K: Connect>(run: &mut Run<K>, args: ExecArgs) -> Result<()> {
     // Resolved before any KMS call; switched to only after everything is decrypted.
     let user = args.user.as_deref().map(user::Target::resolve).transpose()?;
 
-    let docs = run.load_all_to_open(|docs| {
+    let docs = run.load_all_to_open(&|docs| {
         for n in only.iter().flatten() {
             if !docs.iter().any(|d| d.entry(n).is_some()) {
                 return Err(Error::usage(format!("--only {n}: no file defines {n}")));

@@ -19,7 +19,7 @@ use crate::run::{Connect, Run, write_stdout};
 use crate::secret::Secret;
 
 pub fn run<K: Connect>(run: &Run<K>, args: ExportArgs) -> Result<()> {
-    let docs = run.load_all_to_open(|_| Ok(()))?;
+    let docs = run.load_all_to_open(&|_| Ok(()))?;
     let files = run.open(&docs, Selection::ALL)?;
     // Later files win; each name once, in order of first appearance. The index
     // keeps this linear: 200 000 entries took half a minute with a scan per name.

@@ -10,7 +10,7 @@ use crate::run::{Connect, Run, write_stdout};
 
 pub fn run<K: Connect>(run: &Run<K>, args: GetArgs) -> Result<()> {
     // The last file that defines the name wins, as in `exec`.
-    let docs = run.load_all_to_open(|docs| {
+    let docs = run.load_all_to_open(&|docs| {
         if docs.iter().any(|d| d.entry(&args.name).is_some()) {
             return Ok(());
         }
