@@ -225,8 +225,13 @@ fn the_init_parent_holds_no_memfd_and_one_thread() {
     let file = file(&sandbox);
     let app = static_app().to_str().expect("utf-8 path");
     let mut kmsenv = spawn(&sandbox, false, &file, &["--init"], &[app, "wait-term", "0"]);
-    let _lines = wait_ready(&mut kmsenv);
+    let lines = wait_ready(&mut kmsenv);
     let pid = kmsenv.id();
+    // "ready" only says the command runs; the parent may not have dropped its copies
+    // yet. It forwards signals only after it has, so a forwarded SIGUSR1 that reached
+    // the app marks the moment the parent is in its loop.
+    kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).expect("kill -USR1 kmsenv");
+    assert_eq!(lines.recv_timeout(Duration::from_secs(60)).as_deref(), Ok("usr1"));
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("fd dir")
         .flatten()

@@ -4,7 +4,8 @@
  *
  *   app                      pid, uid/gid, then every variable (CMD of the example image)
  *   app report NAME...       pid, uid/gid, each NAME's value; a /proc/self/fd/N value's content too
- *   app wait-term CODE       "ready"; on SIGTERM print "term" and exit CODE at once
+ *   app wait-term CODE       "ready"; on SIGTERM print "term" and exit CODE at once;
+ *                            on SIGUSR1 print "usr1" (a signal kmsenv --init forwarded)
  *   app orphans N reaped|zombies
  *                            makes N orphans (double fork) that exit, then waits until
  *                            all are reaped by someone else, or all are zombies; prints
@@ -39,6 +40,11 @@ static void on_term_exit(int sig) {
 }
 static void on_term_stop(int sig) { (void)sig; stop = 1; }
 static void on_usr1(int sig) { (void)sig; usr1++; }
+static void on_usr1_print(int sig) {
+    (void)sig;
+    static const char msg[] = "usr1\n";
+    if (write(1, msg, sizeof msg - 1) < 0) _exit(2);
+}
 
 static void handle(int sig, void (*fn)(int)) {
     struct sigaction sa;
@@ -189,6 +195,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "wait-term") == 0 && argc == 3) {
         term_code = atoi(argv[2]);
         handle(SIGTERM, on_term_exit);
+        handle(SIGUSR1, on_usr1_print);
         printf("ready\n");
         fflush(stdout);
         for (;;) pause();
