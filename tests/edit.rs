@@ -535,6 +535,22 @@ fn edit_scratch_file_is_removed_when_kmsenv_gets_sigterm() {
     assert_eq!(sandbox.read(&file), before);
 }
 
+/// kmsenv holds its signals off while it starts the editor (so that a signal is
+/// handled only once the editor's pid is known): the editor itself must start
+/// with none blocked, or ^C and kill would not reach it.
+#[test]
+fn the_editor_starts_with_no_signal_blocked() {
+    let sandbox = Sandbox::new();
+    let (file, _) = sandbox.file_with("kmsenv.toml", POPULATED);
+    let side = sandbox.path("mask.txt");
+    let body = format!("grep '^SigBlk:' /proc/self/status > '{}'\n", side.display());
+    let script = editor(&sandbox, "ed.sh", &body);
+
+    edit(&sandbox, &file, &script).ok();
+
+    assert_eq!(sandbox.read(&side).trim(), "SigBlk:\t0000000000000000");
+}
+
 #[test]
 fn edit_sigterm_also_ends_the_editor() {
     let sandbox = Sandbox::new();

@@ -21,7 +21,9 @@ use std::time::SystemTime;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, sigaction,
+};
 use zeroize::Zeroizing;
 
 use crate::document::{Document, Value, value_rule};
@@ -84,7 +86,9 @@ pub fn run<K: Connect>(run: &mut Run<K>) -> Result<()> {
     // No session while the editor runs: a session is a child subreaper and kills
     // what it adopted when it ends — an editor's detached server, for one. The
     // writer starts a new one if it needs KMS.
-    run.end_session(false);
+    // Joined: the editor's signal handling below holds signals off on this thread
+    // alone, so no other thread should be left to take them.
+    run.end_session(true);
     let scratch = Scratch::create(&path, started)?;
     let Some(edited) = edit_until_valid(&scratch, &text)? else {
         run.note(format!("{}: no changes", path.display()));
@@ -159,15 +163,30 @@ fn run_editor(file: &Path) -> Result<()> {
         .filter_map(std::env::var_os)
         .find(|e| !e.is_empty())
         .unwrap_or_else(|| "vi".into());
-    let mut child = std::process::Command::new("/bin/sh")
+    // The handlers are held off until the editor's pid is stored: a SIGTERM taken
+    // between the spawn and the store would end kmsenv and leave the editor
+    // running (and free to save plaintext again), a SIGINT would not wait for it.
+    // The editor starts with an empty mask (std's spawn sets it).
+    let mut held = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT] {
+        held.add(sig);
+    }
+    let mut before = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&held), Some(&mut before)).is_ok();
+    let spawned = std::process::Command::new("/bin/sh")
         .arg("-c")
         // `exec`: the shell becomes the editor, so the pid we signal is the editor's.
         .arg(format!("exec {} \"$1\"", editor.to_string_lossy()))
         .arg("sh")
         .arg(file)
-        .spawn()
-        .map_err(|e| Error::new(Class::Io, format!("cannot start the editor: {e}")))?;
-    EDITOR_PID.store(child.id() as i32, Ordering::SeqCst);
+        .spawn();
+    if let Ok(child) = &spawned {
+        EDITOR_PID.store(child.id() as i32, Ordering::SeqCst);
+    }
+    if blocked {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
+    }
+    let mut child = spawned.map_err(|e| Error::new(Class::Io, format!("cannot start the editor: {e}")))?;
     let status = child.wait();
     EDITOR_PID.store(0, Ordering::SeqCst);
     let status = status.map_err(|e| Error::new(Class::Io, format!("cannot wait for the editor: {e}")))?;
