@@ -625,17 +625,20 @@ fn imds_v2_instance_role() {
 
     let log = imds.log();
     let first = log.first().map(String::as_str).unwrap_or_default();
+    let token_fetch = |l: &str| l.starts_with("PUT /latest/api/token ttl=") && l.ends_with(" token=- -> 200");
     assert!(
-        first.starts_with("PUT /latest/api/token ttl=") && first.ends_with(" token=- -> 200"),
+        token_fetch(first),
         "the session token must be fetched first:\n{}",
         show(&log)
     );
     let with_token = format!(" ttl=- token={IMDS_TOKEN} -> 200");
     let list = format!("GET /latest/meta-data/iam/security-credentials/{with_token}");
     let role = format!("GET /latest/meta-data/iam/security-credentials/kmsenv-node-role{with_token}");
+    // The SDK's IMDS client waits 1 s for an answer and tries again: on a loaded
+    // machine a token fetch may be repeated.
     for line in &log[1..] {
         assert!(
-            *line == list || *line == role,
+            *line == list || *line == role || token_fetch(line),
             "after the token, only the credentials paths, with the token:\n{}",
             show(&log)
         );

@@ -268,7 +268,12 @@ fn twenty_concurrent_sets_of_different_names_all_land() {
     let children: Vec<(Child, String)> = names
         .iter()
         .map(|name| {
-            let (mut child, what) = sandbox.kmsenv().file(&file).args(["set", name]).spawn_piped();
+            // A long deadline: the sets take the lock in turn, each a KMS call and fsyncs.
+            let (mut child, what) = sandbox
+                .kmsenv()
+                .file(&file)
+                .args(["--timeout", "120", "set", name])
+                .spawn_piped();
             let mut pipe = child.stdin.take().expect("piped stdin");
             std::io::Write::write_all(&mut pipe, format!("value-of-{name}").as_bytes()).expect("write");
             (child, what)

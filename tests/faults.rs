@@ -402,9 +402,9 @@ impl TwoKinds {
             "[{}]",
             rule(Some("Decrypt"), Some(WEST), None, &error_action(code))
         ));
-        exec_via(sandbox, &proxy.endpoint(), file, &["--timeout", "10"])
+        exec_via(sandbox, &proxy.endpoint(), file, &["--timeout", "30"])
             .fails_closed(sandbox, file, &[code, &self.data_key_arn])
-            .within(5.0);
+            .within(15.0);
         assert_eq!(
             proxy.count_region(WEST),
             1,
@@ -418,9 +418,9 @@ impl TwoKinds {
             "[{}]",
             rule(Some("Decrypt"), Some(REGION), None, &error_action(code))
         ));
-        exec_via(sandbox, &proxy.endpoint(), file, &["--timeout", "10"])
+        exec_via(sandbox, &proxy.endpoint(), file, &["--timeout", "30"])
             .fails_closed(sandbox, file, &["DIRECT_TOKEN", code, &self.direct_arn])
-            .within(5.0);
+            .within(15.0);
         assert_eq!(
             proxy.count_region(REGION),
             1,
@@ -504,9 +504,9 @@ fn first_region_hanging_opens_through_the_second() {
         rule(Some("Decrypt"), Some(REGION), None, "\"action\": \"hang\"")
     ));
     let run = t
-        .exec(&["-v", "--timeout", "6"])
+        .exec(&["-v", "--timeout", "12"])
         .runs_the_command(&t.sandbox)
-        .within(10.0);
+        .within(20.0);
     t.assert_opened_with(&run.out, &t.west);
     assert!(t.proxy.count_region(REGION) >= 1, "{}", t.proxy.counts());
     assert_eq!(t.proxy.count_region(WEST), 1, "{}", t.proxy.counts());
@@ -525,9 +525,9 @@ fn first_region_denying_opens_through_the_second() {
         )
     ));
     let run = t
-        .exec(&["-v", "--timeout", "10"])
+        .exec(&["-v", "--timeout", "30"])
         .runs_the_command(&t.sandbox)
-        .within(8.0);
+        .within(15.0);
     t.assert_opened_with(&run.out, &t.west);
     assert_eq!(t.proxy.count_region(REGION), 1, "{}", t.proxy.counts());
     assert_eq!(t.proxy.count_region(WEST), 1, "{}", t.proxy.counts());
@@ -536,7 +536,7 @@ fn first_region_denying_opens_through_the_second() {
 #[test]
 fn healthy_first_region_opens_the_file_and_the_second_is_not_called() {
     let t = TwoRegions::new();
-    let run = t.exec(&["-v"]).runs_the_command(&t.sandbox).within(8.0);
+    let run = t.exec(&["-v"]).runs_the_command(&t.sandbox).within(15.0);
     t.assert_opened_with(&run.out, &t.east);
     assert_eq!(
         t.proxy.count_region(WEST),
@@ -564,13 +564,13 @@ fn both_regions_failing_lists_both_keys_and_causes() {
             &error_action("AccessDeniedException")
         )
     ));
-    t.exec(&["--timeout", "10"])
+    t.exec(&["--timeout", "30"])
         .fails_closed(
             &t.sandbox,
             &t.file,
             &[&t.east, "DisabledException", &t.west, "AccessDeniedException"],
         )
-        .within(8.0);
+        .within(15.0);
 }
 
 // ---------------------------------------------------------------------------
@@ -602,7 +602,7 @@ fn no_credentials_fails_fast_with_a_hint() {
         took: start.elapsed(),
     }
     .fails_closed(&sandbox, &file, &[&key])
-    .within(5.0);
+    .within(15.0);
     assert!(
         run.out
             .stderr
@@ -718,7 +718,7 @@ fn a_quota_that_stops_per_secret_calls_does_not_stop_an_envelope_file() {
     let proxy = Proxy::start_with(&["--quota-rps", "0.001", "--quota-burst", "1"]);
     exec_via(&sandbox, &proxy.endpoint(), &envelope, &[])
         .runs_the_command(&sandbox)
-        .within(8.0);
+        .within(15.0);
     assert_eq!(proxy.throttled(), 0, "{}", proxy.counts());
 
     // Throttling is retried until the deadline: a short one.
@@ -936,14 +936,15 @@ fn a_big_file_asks_kms_while_it_is_parsed_and_a_small_one_does_not() {
     let (big, _) = big_file(&sandbox, &[&key], 3000);
     let small = sandbox.init("small.toml", &[&key]);
     import(&sandbox, &small, "SMALL=1\n".to_string());
-    let proxy = Proxy::start();
     for (file, decrypts) in [(&big, 1), (&small, 0)] {
+        // A proxy each: kmsenv exits without waiting for the early call, so its
+        // request can reach the proxy after kmsenv is gone (waited for below).
+        let proxy = Proxy::start();
         let text = sandbox.read(file);
         sandbox.write(file, &format!("{text}BROKEN = \n"));
-        proxy.reset();
         exec_via(&sandbox, &proxy.endpoint(), file, &[]).fails_closed(&sandbox, file, &["invalid TOML"]);
         assert_eq!(
-            proxy.count_op("Decrypt"),
+            proxy.wait_count_op("Decrypt", decrypts),
             decrypts,
             "{}: {}",
             file.display(),

@@ -386,7 +386,7 @@ fn a_hanging_credential_process_leaves_no_process_behind() {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_REGION", REGION)
         .endpoint(&moto().endpoint())
-        .args(["--timeout", "3", "--profile", "hanging"])
+        .args(["--timeout", "10", "--profile", "hanging"])
         .file(&file)
         .args(["exec", "--"])
         .args(sandbox.touch_marker_command())
@@ -432,21 +432,34 @@ const SHM: &str = "/dev/shm";
 /// A scratch-like folder in /dev/shm named `kmsenv-edit-<16 hex>` (or `name`
 /// when given), holding a file, last modified `age` ago (negative: in the future).
 fn scratch_folder(name: Option<&str>, age_s: i64) -> PathBuf {
+    let dir = new_scratch_folder(name);
+    set_age(&dir, age_s);
+    dir
+}
+
+/// A scratch-like folder as [`scratch_folder`] makes it, not aged yet: a test that
+/// locks or hands it over does that first and ages it last, so that another test's
+/// `edit` never sees it old and unprotected.
+fn new_scratch_folder(name: Option<&str>) -> PathBuf {
     let hex = random_hex(8);
     let name = name.map_or(format!("kmsenv-edit-{hex}"), |n| format!("{n}{hex}"));
     let dir = Path::new(SHM).join(name);
     std::fs::create_dir(&dir).expect("create scratch folder");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     std::fs::write(dir.join("kmsenv.env"), "LEFT=\"plaintext\"\n").expect("write scratch file");
+    dir
+}
+
+/// Sets `dir`'s mtime `age_s` ago (negative: in the future).
+fn set_age(dir: &Path, age_s: i64) {
     let when = if age_s >= 0 {
         SystemTime::now() - Duration::from_secs(age_s as u64)
     } else {
         SystemTime::now() + Duration::from_secs((-age_s) as u64)
     };
-    std::fs::File::open(&dir)
+    std::fs::File::open(dir)
         .and_then(|f| f.set_modified(when))
         .expect("set the folder's mtime");
-    dir
 }
 
 /// `EDITOR=true kmsenv -f FILE edit` on a small plain file: the scratch folder
@@ -487,13 +500,14 @@ fn edit_removes_its_own_stale_scratch_folder() {
 #[test]
 fn edit_keeps_a_scratch_folder_that_a_running_edit_holds() {
     let sandbox = Sandbox::new();
-    let live = Cleanup(scratch_folder(None, 3600));
+    let live = Cleanup(new_scratch_folder(None));
     let held = nix::fcntl::Flock::lock(
         std::fs::File::open(&live.0).expect("open folder"),
         nix::fcntl::FlockArg::LockExclusiveNonblock,
     )
     .map_err(|(_, e)| e)
     .expect("lock the folder as a running edit does");
+    set_age(&live.0, 3600);
     run_edit(&sandbox);
     assert!(
         live.0.join("kmsenv.env").exists(),
@@ -516,9 +530,10 @@ fn edit_keeps_a_scratch_folder_newer_than_itself() {
 #[test]
 fn edit_keeps_another_users_scratch_folder() {
     let sandbox = Sandbox::new();
-    let foreign = Cleanup(scratch_folder(None, 3600));
+    let foreign = Cleanup(new_scratch_folder(None));
     // Needs root, as the test suite runs: hand it to `nobody`.
     std::os::unix::fs::chown(&foreign.0, Some(65534), Some(65534)).expect("chown to nobody (run as root)");
+    set_age(&foreign.0, 3600);
     run_edit(&sandbox);
     assert!(
         foreign.0.join("kmsenv.env").exists(),

@@ -179,7 +179,9 @@ fn init_as_pid1_loses_no_exit_code_in_a_signal_storm() {
     assert!(storm.status.success(), "{storm:?}");
     kill(Pid::from_raw(kmsenv as i32), Signal::SIGTERM).expect("kill -TERM kmsenv");
     let out = wait_bounded(unshare, "unshare kmsenv exec --init");
-    let text: Vec<String> = lines.try_iter().collect();
+    // Every line: the reading thread may still be behind when kmsenv's exit is
+    // seen; the pipe closes when the namespace's last process is gone.
+    let text: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(60)).ok()).collect();
     let text = text.join("\n");
     assert_eq!(out.code(), Some(42), "{text}\n{}", out.stderr);
     assert_eq!(field(&text, "bad"), "0");

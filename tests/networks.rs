@@ -245,7 +245,6 @@ fn connects_for(sandbox: &Sandbox, proxy: &StandIn, extra: &[(&str, &str)]) -> V
 #[test]
 fn fips_and_dual_stack_settings_reach_the_sdk() {
     let sandbox = Sandbox::new();
-    let proxy = StandIn::start("forward-proxy", &[]);
     let cases: [(&[(&str, &str)], &str); 4] = [
         (&[], "kms.us-east-1.amazonaws.com:443"),
         (
@@ -265,6 +264,9 @@ fn fips_and_dual_stack_settings_reach_the_sdk() {
         ),
     ];
     for (settings, host) in cases {
+        // A proxy each: a CONNECT sent just before one case's deadline may be
+        // logged after the next case has begun.
+        let proxy = StandIn::start("forward-proxy", &[]);
         let log = connects_for(&sandbox, &proxy, settings);
         let expected = format!("CONNECT {host} -> 403");
         assert!(

@@ -387,7 +387,8 @@ mod with_the_feature {
         );
 
         // Nothing listening: the hint is about S3, not KMS.
-        let closed = format!("http://127.0.0.1:{}", free_port());
+        // Port 1: nothing listens there, and no other test can take it.
+        let closed = "http://127.0.0.1:1".to_string();
         fails_closed(
             &sandbox,
             with_s3(&sandbox, &closed),

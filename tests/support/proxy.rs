@@ -107,6 +107,20 @@ impl Proxy {
         self.counts()["ops"][op].as_u64().unwrap_or(0)
     }
 
+    /// Requests of `op` seen once at least `n` have been (or 30 s have passed): a
+    /// request that a client wrote just before it exited may still be on its way
+    /// through the proxy when the client's exit is seen.
+    pub fn wait_count_op(&self, op: &str, n: u64) -> u64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let seen = self.count_op(op);
+            if seen >= n || std::time::Instant::now() > deadline {
+                return seen;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Requests signed for one region seen so far.
     pub fn count_region(&self, region: &str) -> u64 {
         self.counts()["regions"][region].as_u64().unwrap_or(0)
