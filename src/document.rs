@@ -149,16 +149,25 @@ impl Document {
         Document::parse(path, Document::read(path, deadline)?)
     }
 
-    /// The text of the file at `path`, read under the deadline and checked as
-    /// [`Document::load`] does before it parses it.
+    /// The text of the file at `path` ([`read_text`]), under `deadline`: a FIFO
+    /// with no writer, or a hung mount, blocks in the kernel where no timeout
+    /// reaches.
     pub fn read(path: &Path, deadline: Instant) -> Result<String> {
-        read_text_by(path, deadline)
+        let owned = path.to_path_buf();
+        match crate::blocking::within(deadline, move || read_text(&owned)) {
+            Ok(Some(read)) => read,
+            Ok(None) => Err(Error::input(format!(
+                "{}: cannot read: still waiting when the deadline passed (--timeout)",
+                path.display()
+            ))
+            .with_hint("a FIFO with no writer, or a hung mount? check the path, or raise --timeout")),
+            Err(e) => Err(Error::io("read", path, &e)),
+        }
     }
 
     /// Read the file at `path` as `lint` does ([`Document::inspect`]).
     pub fn load_inspect(path: &Path, deadline: Instant) -> Result<Inspection> {
-        let text = read_text_by(path, deadline)?;
-        Document::inspect(path, text)
+        Document::inspect(path, Document::read(path, deadline)?)
     }
 
     /// Validate `bytes`, read from elsewhere (S3), as the content of `path`.
@@ -266,21 +275,6 @@ impl Document {
     /// Whether this is a version-1 file: its MAC does not cover the keys.
     pub fn is_legacy(&self) -> bool {
         self.version == LEGACY_VERSION
-    }
-}
-
-/// [`read_text`] under the deadline: a FIFO with no writer, or a hung mount,
-/// blocks in the kernel where no timeout reaches.
-fn read_text_by(path: &Path, deadline: Instant) -> Result<String> {
-    let owned = path.to_path_buf();
-    match crate::blocking::within(deadline, move || read_text(&owned)) {
-        Ok(Some(read)) => read,
-        Ok(None) => Err(Error::input(format!(
-            "{}: cannot read: still waiting when the deadline passed (--timeout)",
-            path.display()
-        ))
-        .with_hint("a FIFO with no writer, or a hung mount? check the path, or raise --timeout")),
-        Err(e) => Err(Error::io("read", path, &e)),
     }
 }
 
