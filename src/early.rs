@@ -74,6 +74,8 @@ pub fn parse_while<F, T>(
 where
     F: Future<Output = Opened>,
 {
+    // Taken by whichever thread parses: the new one, or this one when the new
+    // one cannot start (a failed spawn drops the closure it was given).
     let text = Mutex::new(Some(text));
     let parse = || {
         let text = text.lock().ok().and_then(|mut t| t.take());

@@ -601,8 +601,8 @@ fn subject_elsewhere(block: &[u8], wanted: &[&[u8]], b64: &mut Vec<u8>) -> bool 
 }
 
 /// The first `limit` characters of `block` that are not ASCII whitespace, into
-/// `out`. Copied a line at a time: a byte-by-byte filter was most of what reading
-/// a bundle cost (callgrind, an envelope run over HTTPS).
+/// `out`. Copied a run between whitespace at a time: a byte-by-byte filter was
+/// most of what reading a bundle cost (callgrind, an envelope run over HTTPS).
 fn strip_whitespace(block: &[u8], limit: usize, out: &mut Vec<u8>) {
     out.clear();
     for piece in block.split(u8::is_ascii_whitespace) {

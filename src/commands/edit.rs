@@ -167,10 +167,9 @@ fn run_editor(file: &Path) -> Result<()> {
     // between the spawn and the store would end kmsenv and leave the editor
     // running (and free to save plaintext again), a SIGINT would not wait for it.
     // The editor starts with an empty mask (std's spawn sets it).
-    let mut held = SigSet::empty();
-    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT] {
-        held.add(sig);
-    }
+    let held: SigSet = [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT]
+        .into_iter()
+        .collect();
     let mut before = SigSet::empty();
     let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&held), Some(&mut before)).is_ok();
     let spawned = std::process::Command::new("/bin/sh")
