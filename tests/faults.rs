@@ -754,6 +754,17 @@ fn big_file(sandbox: &Sandbox, keys: &[&str], n: usize) -> (PathBuf, BTreeMap<St
     (file, values)
 }
 
+/// [`big_file`] of 400 values under a new key, with `tail` appended after its
+/// last line: the file and the line number `tail` starts at.
+fn big_file_ending_with(sandbox: &Sandbox, tail: &str) -> (PathBuf, usize) {
+    let key = sandbox.key();
+    let (file, _) = big_file(sandbox, &[&key], 400);
+    let text = sandbox.read(&file);
+    let line = text.lines().count() + 1;
+    sandbox.write(&file, &format!("{text}{tail}"));
+    (file, line)
+}
+
 /// Move the second `[[kmsenv.keys]]` table of `file` to its end, after `[env]`:
 /// the same TOML, key order and MAC, but a header (the text before `[env]`)
 /// that names only the first key.
@@ -835,11 +846,7 @@ fn a_big_file_whose_key_list_goes_on_after_env_is_opened_through_every_key() {
 #[test]
 fn a_big_file_that_does_not_parse_is_reported_without_waiting_for_kms() {
     let sandbox = Sandbox::new();
-    let key = sandbox.key();
-    let (file, _) = big_file(&sandbox, &[&key], 400);
-    let text = sandbox.read(&file);
-    let line = text.lines().count() + 1;
-    sandbox.write(&file, &format!("{text}BROKEN = \n"));
+    let (file, line) = big_file_ending_with(&sandbox, "BROKEN = \n");
     let proxy = Proxy::start();
     proxy.rules(&format!(
         "[{}]",
@@ -878,12 +885,8 @@ fn a_big_file_with_one_sealed_value_altered_fails_the_mac() {
 #[test]
 fn a_big_file_nested_past_the_parsers_limit_fails_closed() {
     let sandbox = Sandbox::new();
-    let key = sandbox.key();
-    let (file, _) = big_file(&sandbox, &[&key], 400);
-    let text = sandbox.read(&file);
-    let line = text.lines().count() + 1;
-    let deep = format!("{text}DEEP = {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
-    sandbox.write(&file, &deep);
+    let deep = format!("DEEP = {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
+    let (file, line) = big_file_ending_with(&sandbox, &deep);
     let proxy = Proxy::start();
     exec_via(&sandbox, &proxy.endpoint(), &file, &[]).fails_closed(
         &sandbox,
