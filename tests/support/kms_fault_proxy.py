@@ -20,7 +20,8 @@ Control API on the same port (never forwarded):
 
     GET  /_proxy/counts   {"total": n, "ops": {"Decrypt": n}, "services": {"TrentService": n},
                            "regions": {"us-east-1": n}, "throttled": n,
-                           "akids": {"AKID": n}, "tokens": {"TOKEN": n}, "tls": n}
+                           "akids": {"AKID": n}, "tokens": {"TOKEN": n}, "tls": n,
+                           "peak_in_flight": {"Decrypt": n}, "waits": {"seen": n, "timeout": n}}
     GET  /_proxy/requests [{"op": "Decrypt", "region": "us-east-1", "akid": "AKID", "token": "TOKEN",
                             "tls": "yes"|"no", "status": "200", "issued_akid": "…", "issued_token": "…",
                             "form.Action": "…", …}, …]   every request, in order; all values strings
@@ -32,7 +33,10 @@ Control API on the same port (never forwarded):
     POST /_proxy/config   {"latency_ms": N, "quota_rps": R, "quota_burst": B}
 
 Actions: "error" (code, status=400), "status" (status: 500/503/…), "hang",
-"reset" (RST, no answer), "latency" (ms, then forward), "answer" (any reply:
+"reset" (RST, no answer), "latency" (ms, then forward), "wait_for" (hold the
+request until one of operation "seen" has arrived, at most "ms", then forward;
+`waits` counts how each ended: a client that makes the two calls one after the
+other only ever times out), "answer" (any reply:
 status, headers {name: value}, body text — e.g. an S3 XML error or redirect),
 "flood" (a 200 answer of `bytes` bytes, the start of a JSON object that never
 ends, written as it goes; with Content-Length, or with "chunked": true in
@@ -40,7 +44,8 @@ chunks). Any other action may
 also carry "ms": a delay before the fault is delivered. The first rule that
 matches the request's operation, service and region and has `times` left wins;
 a rule with `times` null applies forever. Requests are counted when received,
-before any fault. Standard library only (Python 3.11).
+before any fault; `peak_in_flight` is, per operation, the most requests held at
+once from arrival to the end of their answer. Standard library only (Python 3.11).
 
 Operations and services: the operation is the `X-Amz-Target` suffix and the
 service its prefix: "TrentService" (KMS: Decrypt, …), "secretsmanager"
@@ -158,6 +163,11 @@ class State:
 
     def __init__(self, latency_ms: float, quota_rps: float | None, quota_burst: float | None):
         self.lock = threading.Lock()
+        # Notified on every arrival, for requests that wait for another's (wait_for).
+        self.arrived = threading.Condition(self.lock)
+        self.in_flight: dict[str, int] = {}
+        self.peak_in_flight: dict[str, int] = {}
+        self.waits = {"seen": 0, "timeout": 0}
         self.total = 0
         self.ops: dict[str, int] = {}
         self.services: dict[str, int] = {}
@@ -191,6 +201,9 @@ class State:
             self.total += 1
             key = op or "(none)"
             self.ops[key] = self.ops.get(key, 0) + 1
+            self.in_flight[key] = self.in_flight.get(key, 0) + 1
+            self.peak_in_flight[key] = max(self.peak_in_flight.get(key, 0), self.in_flight[key])
+            self.arrived.notify_all()
             key = service or "(none)"
             self.services[key] = self.services.get(key, 0) + 1
             key = region or "(none)"
@@ -202,6 +215,24 @@ class State:
                 if entry["tls"] == "yes":
                     self.tls += 1
                 self.requests.append(entry)
+
+    def done(self, op: str | None) -> None:
+        """A request counted by `count` has been answered (or dropped)."""
+        with self.lock:
+            key = op or "(none)"
+            self.in_flight[key] = max(0, self.in_flight.get(key, 0) - 1)
+
+    def wait_for(self, op: str, ms: float) -> None:
+        """Until a request of `op` has arrived (now or before), at most `ms`."""
+        deadline = time.monotonic() + ms / 1000.0
+        with self.lock:
+            while self.ops.get(op, 0) == 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.waits["timeout"] += 1
+                    return
+                self.arrived.wait(left)
+            self.waits["seen"] += 1
 
     def update(self, entry: dict, **fields: str) -> None:
         """Adds to a logged request what became known later (its answer)."""
@@ -254,6 +285,8 @@ class State:
                 "tls_handshakes": self.tls_handshakes,
                 "latency_ms": self.latency_ms,
                 "quota_rps": self.quota_rps,
+                "peak_in_flight": dict(self.peak_in_flight),
+                "waits": dict(self.waits),
                 "rules": [
                     {**{k: v for k, v in r.items() if not k.startswith("_")}, "used": r["_used"]}
                     for r in self.rules
@@ -277,6 +310,8 @@ class State:
             self.tls_handshakes = 0
             self.requests = []
             self.rules = []
+            self.peak_in_flight = {}
+            self.waits = {"seen": 0, "timeout": 0}
 
     def set_rules(self, rules: list) -> None:
         checked = []
@@ -284,7 +319,8 @@ class State:
             if not isinstance(rule, dict):
                 raise ValueError(f"a rule must be an object: {rule!r}")
             action = rule.get("action")
-            if action not in ("error", "status", "hang", "reset", "latency", "answer", "drop_key_id", "flood") + REWRITES:
+            if action not in ("error", "status", "hang", "reset", "latency", "wait_for", "answer", "drop_key_id",
+                              "flood") + REWRITES:
                 raise ValueError(f"unknown action {action!r}")
             if action == "item_error" and not isinstance(rule.get("code"), str):
                 raise ValueError("an item_error rule needs a string `code`")
@@ -309,6 +345,8 @@ class State:
                 raise ValueError("a flood rule needs a non-negative integer `bytes`")
             if action == "latency" and not isinstance(rule.get("ms"), (int, float)):
                 raise ValueError("a latency rule needs a number `ms`")
+            if action == "wait_for" and not (isinstance(rule.get("seen"), str) and isinstance(rule.get("ms"), (int, float))):
+                raise ValueError("a wait_for rule needs a string `seen` (an operation) and a number `ms` (the most it waits)")
             if rule.get("ms") is not None and not isinstance(rule.get("ms"), (int, float)):
                 raise ValueError("`ms` must be a number")
             if rule.get("context_lacks") is not None and not isinstance(rule.get("context_lacks"), str):
@@ -394,7 +432,13 @@ class Handler(BaseHTTPRequestHandler):
 
     # Every method goes through one path.
     def do_GET(self):
-        self.dispatch()
+        # Set by dispatch once the request is counted: it is in flight until answered.
+        self.counted: tuple[str | None] | None = None
+        try:
+            self.dispatch()
+        finally:
+            if self.counted is not None:
+                self.server.state.done(self.counted[0])
 
     do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_GET
 
@@ -456,6 +500,7 @@ class Handler(BaseHTTPRequestHandler):
         entry["region"] = region or NONE
         self.entry = entry
         state.count(op, service, region, entry)
+        self.counted = (op,)
 
         if not state.take_token():
             self.kms_error(400, "ThrottlingException", "Rate exceeded (quota of kms_fault_proxy)")
@@ -465,7 +510,7 @@ class Handler(BaseHTTPRequestHandler):
         rewrite = None
         if rule is not None:
             action = rule["action"]
-            if action != "latency" and rule.get("ms"):
+            if action not in ("latency", "wait_for") and rule.get("ms"):
                 # A fault that takes its time, as a real overloaded service does.
                 time.sleep(float(rule["ms"]) / 1000.0)
             if action == "error":
@@ -491,6 +536,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if action == "latency":
                 extra_ms = float(rule["ms"])
+            if action == "wait_for":
+                state.wait_for(rule["seen"], float(rule["ms"]))
             if action == "drop_key_id" and "KeyId" in kms_request:
                 del kms_request["KeyId"]
                 body = json.dumps(kms_request).encode()

@@ -121,6 +121,22 @@ impl Proxy {
         }
     }
 
+    /// The most requests of `op` the proxy held at once, from arrival to the end
+    /// of their answer: how many calls a client had in flight together.
+    pub fn peak_in_flight(&self, op: &str) -> u64 {
+        self.counts()["peak_in_flight"][op].as_u64().unwrap_or(0)
+    }
+
+    /// How the proxy's `wait_for` holds ended: (released because the awaited
+    /// operation arrived, released at their `ms`).
+    pub fn waits(&self) -> (u64, u64) {
+        let waits = &self.counts()["waits"];
+        (
+            waits["seen"].as_u64().unwrap_or(0),
+            waits["timeout"].as_u64().unwrap_or(0),
+        )
+    }
+
     /// Requests signed for one region seen so far.
     pub fn count_region(&self, region: &str) -> u64 {
         self.counts()["regions"][region].as_u64().unwrap_or(0)
