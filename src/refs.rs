@@ -249,6 +249,13 @@ impl Call {
         uses: &BTreeMap<Key, Vec<Use<'_>>>,
     ) -> Result<Vec<(Key, Raw)>> {
         let first_use = |key: &Key| uses.get(key).and_then(|u| u.first()).copied();
+        // A whole call failed: name the variable that comes first in the files,
+        // the same one on every run.
+        let earliest = |keys: &[Key]| {
+            keys.iter()
+                .filter_map(first_use)
+                .min_by_key(|u| (u.doc, u.entry.at.line, u.entry.at.column))
+        };
         match self.what {
             CallKind::Batch(arns) => {
                 let keys: Vec<Key> = arns
@@ -259,7 +266,7 @@ impl Call {
                 let answer = svc.batch_get_secrets(&self.region, &ids).await;
                 let call = format!("Secrets Manager BatchGetSecretValue in {}", self.region);
                 let answer =
-                    answer.map_err(|e| fail_call(first_use(&keys[0]), e, &call, Service::SecretsManager))?;
+                    answer.map_err(|e| fail_call(earliest(&keys), e, &call, Service::SecretsManager))?;
                 let matched = match_secret_batch(&ids, answer)
                     .map_err(|(i, e)| fail_call(first_use(&keys[i]), e, &call, Service::SecretsManager))?;
                 Ok(keys
@@ -294,7 +301,7 @@ impl Call {
                 let answer = svc
                     .get_parameters(&self.region, &names)
                     .await
-                    .map_err(|e| fail_call(first_use(&keys[0]), e, &call, Service::Ssm))?;
+                    .map_err(|e| fail_call(earliest(&keys), e, &call, Service::Ssm))?;
                 let matched = match_param_batch(&self.region, &wanted, answer)
                     .map_err(|(i, e)| fail_call(first_use(&keys[i]), e, &call, Service::Ssm))?;
                 Ok(keys
@@ -328,10 +335,6 @@ fn fail_call(u: Option<Use<'_>>, e: AwsError, call: &str, service: Service) -> E
     e.into_error(format!("{}: {what}", u.place()), call, service)
 }
 
-/// Group the keys into calls: current secrets by region, 20 to a call; pinned
-/// secrets one to a call; parameters by region, 10 to a call, never two
-/// selectors of one name in the same call (so a name alone tells answers apart
-/// when an endpoint leaves the selector out).
 /// The region a reference (`kind`: "secret", "ssm reference") is read in: its
 /// ARN's, else — a parameter name — the one configured. `place` names the
 /// file and variable (or the variable `set` writes).
@@ -357,6 +360,10 @@ pub fn without_ssm(place: &str, what: &str) -> Error {
     .with_hint("use the `kmsenv-full` binary from the release, or build with `--features ssm`")
 }
 
+/// Group the keys into calls: current secrets by region, 20 to a call; pinned
+/// secrets one to a call; parameters by region, 10 to a call, never two
+/// selectors of one name in the same call (so a name alone tells answers apart
+/// when an endpoint leaves the selector out).
 fn plan<R: RefService>(svc: &R, uses: &BTreeMap<Key, Vec<Use<'_>>>) -> Result<Vec<Call>> {
     let mut current: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut params: BTreeMap<String, Vec<(String, Option<Selector>)>> = BTreeMap::new();

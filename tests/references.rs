@@ -433,6 +433,53 @@ fn version_stage_and_version_id_read_that_version() {
     );
 }
 
+/// Pinned versions take a GetSecretValue each, a few at once: concurrent (not
+/// one after the other) and bounded per service and region (at most 4), so a
+/// file of many pinned versions neither crawls nor floods the account's quota.
+#[test]
+fn pinned_versions_are_read_a_few_at_a_time() {
+    let sandbox = Sandbox::new();
+    let secrets: Vec<(String, Secret)> = (0..12)
+        .map(|i| {
+            let value = canary(&format!("pinned{i}"));
+            let s = secret(&value);
+            (value, s)
+        })
+        .collect();
+    let entries: Vec<Ref> = secrets
+        .iter()
+        .enumerate()
+        .map(|(i, (_, s))| {
+            secret_ref(
+                &format!("P{i:02}"),
+                &s.arn,
+                &[&format!("version_id = \"{}\"", s.version_id)],
+            )
+        })
+        .collect();
+    let file = refs_file(&sandbox, "kmsenv.toml", &entries);
+    let proxy = Proxy::start();
+    // Each answer takes a while, so calls made together are held together.
+    proxy.rules(r#"[{"op": "GetSecretValue", "action": "latency", "ms": 300}]"#);
+
+    let env = env_via(&sandbox, &proxy, &file);
+
+    for (i, (value, _)) in secrets.iter().enumerate() {
+        assert_eq!(
+            env.get(&format!("P{i:02}")).map(Vec::as_slice),
+            Some(value.as_bytes()),
+            "P{i:02}"
+        );
+    }
+    assert_eq!(proxy.count_op("GetSecretValue"), 12, "{}", proxy.counts());
+    let peak = proxy.peak_in_flight("GetSecretValue");
+    assert!(
+        (2..=4).contains(&peak),
+        "GetSecretValue calls in flight at once: {peak} (expected 2 to 4): {}",
+        proxy.counts()
+    );
+}
+
 #[test]
 fn a_missing_version_stage_fails_closed_naming_the_variable() {
     let sandbox = Sandbox::new();
@@ -796,6 +843,35 @@ fn throttled_past_the_deadline_fails_closed_naming_throttling() {
     assert!(proxy.count_op("BatchGetSecretValue") >= 2, "{}", proxy.counts());
 }
 
+/// Without a trust pin a reference is read while KMS opens the data key, not
+/// after: the proxy holds the data key's Decrypt until the Secrets Manager call
+/// arrives (at most 20 s). Read one after the other, the Decrypt would be
+/// released only by that limit.
+#[test]
+fn references_are_read_while_kms_opens_the_data_key() {
+    let sandbox = Sandbox::new();
+    let value = canary("overlap");
+    let s = secret(&value);
+    let (file, _) = keyed_with_reference(&sandbox, &s);
+    let proxy = Proxy::start();
+    proxy.rules(r#"[{"op": "Decrypt", "action": "wait_for", "seen": "BatchGetSecretValue", "ms": 20000}]"#);
+
+    let env = via(&sandbox, &proxy, &["--timeout", "60"])
+        .file(&file)
+        .args(["exec", "--", "env", "-0"])
+        .run()
+        .ok()
+        .env0();
+
+    assert_values(&env, &[("DB_USER", b"app"), ("DB_PASSWORD", value.as_bytes())]);
+    assert_eq!(
+        proxy.waits(),
+        (1, 0),
+        "the Decrypt was released by the Secrets Manager call (seen, timed out): {}",
+        proxy.counts()
+    );
+}
+
 #[test]
 fn a_hanging_secrets_manager_fails_closed_at_the_deadline() {
     let sandbox = Sandbox::new();
@@ -805,7 +881,7 @@ fn a_hanging_secrets_manager_fails_closed_at_the_deadline() {
         &file,
         r#"[{"service": "secretsmanager", "action": "hang"}]"#,
         &["--timeout", "3"],
-        &["--timeout"],
+        &["ONE", "BatchGetSecretValue", "--timeout"],
         &strs(&values),
     );
 }
@@ -1268,6 +1344,38 @@ mod ssm {
         assert_eq!(env_via(&sandbox, &proxy, &file)["BY_ARN"], value.as_bytes());
     }
 
+    /// `file = true`: the program gets a path, the file holds the parameter's value.
+    #[test]
+    fn a_parameter_with_file_true_is_delivered_as_a_file() {
+        let sandbox = Sandbox::new();
+        let value = canary("pfile");
+        let (name, _) = parameter(&value, "SecureString");
+        let file = refs_file(
+            &sandbox,
+            "kmsenv.toml",
+            &[ssm_ref("P_FILE", &name, &["file = true"])],
+        );
+        let proxy = Proxy::start();
+
+        let out = via(&sandbox, &proxy, &[])
+            .file(&file)
+            .args([
+                "exec",
+                "--",
+                "sh",
+                "-c",
+                "case \"$P_FILE\" in /*) cat \"$P_FILE\";; *) exit 9;; esac",
+            ])
+            .run()
+            .ok();
+
+        assert_eq!(
+            out.stdout,
+            value.as_bytes(),
+            "the file holds the parameter's value"
+        );
+    }
+
     #[test]
     fn a_string_parameter_needs_type_string_and_a_string_list_is_refused() {
         let sandbox = Sandbox::new();
@@ -1407,11 +1515,23 @@ mod ssm {
             r#"[{"op": "GetParameters", "action": "error", "code": "ThrottlingException", "ms": 1000}]"#,
         );
         let out = exec_marker_via(&sandbox, &proxy, &["--timeout", "4"], &file);
-        fails_closed(&sandbox, out, &file, &["ThrottlingException"], &[&value]);
+        fails_closed(
+            &sandbox,
+            out,
+            &file,
+            &["P", &name, "ThrottlingException"],
+            &[&value],
+        );
 
         proxy.rules(r#"[{"service": "AmazonSSM", "action": "hang"}]"#);
         let out = exec_marker_via(&sandbox, &proxy, &["--timeout", "3"], &file);
-        fails_closed(&sandbox, out, &file, &["--timeout"], &[&value]);
+        fails_closed(
+            &sandbox,
+            out,
+            &file,
+            &["P", &name, "GetParameters", "--timeout"],
+            &[&value],
+        );
     }
 
     #[test]
