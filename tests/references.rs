@@ -205,6 +205,21 @@ fn fails_through(
     (proxy, out)
 }
 
+/// Each variable of `named` holds its value in the child's environment.
+#[track_caller]
+fn assert_named<'a>(
+    env: &std::collections::BTreeMap<String, Vec<u8>>,
+    named: impl IntoIterator<Item = (String, &'a String)>,
+) {
+    for (name, value) in named {
+        assert_eq!(
+            env.get(&name).map(Vec::as_slice),
+            Some(value.as_bytes()),
+            "{name}"
+        );
+    }
+}
+
 /// A JSON proxy rule list of one rule.
 fn one_rule(rule: &str) -> String {
     format!("[{rule}]")
@@ -263,13 +278,13 @@ fn forty_five_secret_references_take_three_batch_calls() {
 
     let env = env_via(&sandbox, &proxy, &file);
 
-    for (i, (value, _)) in secrets.iter().enumerate() {
-        assert_eq!(
-            env.get(&format!("S{i:02}")).map(Vec::as_slice),
-            Some(value.as_bytes()),
-            "S{i:02}"
-        );
-    }
+    assert_named(
+        &env,
+        secrets
+            .iter()
+            .enumerate()
+            .map(|(i, (v, _))| (format!("S{i:02}"), v)),
+    );
     assert_eq!(
         proxy.count_op("BatchGetSecretValue"),
         3,
@@ -464,13 +479,13 @@ fn pinned_versions_are_read_a_few_at_a_time() {
 
     let env = env_via(&sandbox, &proxy, &file);
 
-    for (i, (value, _)) in secrets.iter().enumerate() {
-        assert_eq!(
-            env.get(&format!("P{i:02}")).map(Vec::as_slice),
-            Some(value.as_bytes()),
-            "P{i:02}"
-        );
-    }
+    assert_named(
+        &env,
+        secrets
+            .iter()
+            .enumerate()
+            .map(|(i, (v, _))| (format!("P{i:02}"), v)),
+    );
     assert_eq!(proxy.count_op("GetSecretValue"), 12, "{}", proxy.counts());
     let peak = proxy.peak_in_flight("GetSecretValue");
     assert!(
@@ -1261,13 +1276,10 @@ mod ssm {
 
         let env = env_via(&sandbox, &proxy, &file);
 
-        for (i, (_, value)) in params.iter().enumerate() {
-            assert_eq!(
-                env.get(&format!("P{i}")).map(Vec::as_slice),
-                Some(value.as_bytes()),
-                "P{i}"
-            );
-        }
+        assert_named(
+            &env,
+            params.iter().enumerate().map(|(i, (_, v))| (format!("P{i}"), v)),
+        );
         assert_eq!(proxy.count_op("GetParameters"), 1, "{}", proxy.counts());
     }
 
