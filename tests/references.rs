@@ -220,6 +220,17 @@ fn assert_named<'a>(
     }
 }
 
+/// `n` new secrets, each with its canary value (`tag` and its number in it).
+fn many_secrets(n: usize, tag: &str) -> Vec<(String, Secret)> {
+    (0..n)
+        .map(|i| {
+            let value = canary(&format!("{tag}{i}"));
+            let s = secret(&value);
+            (value, s)
+        })
+        .collect()
+}
+
 /// A JSON proxy rule list of one rule.
 fn one_rule(rule: &str) -> String {
     format!("[{rule}]")
@@ -261,13 +272,7 @@ fn secret_references_put_each_secret_into_its_own_variable() {
 #[test]
 fn forty_five_secret_references_take_three_batch_calls() {
     let sandbox = Sandbox::new();
-    let secrets: Vec<(String, Secret)> = (0..45)
-        .map(|i| {
-            let value = format!("value-{i}-{}", support::random::random_hex(4));
-            let s = secret(&value);
-            (value, s)
-        })
-        .collect();
+    let secrets = many_secrets(45, "value");
     let entries: Vec<Ref> = secrets
         .iter()
         .enumerate()
@@ -454,13 +459,7 @@ fn version_stage_and_version_id_read_that_version() {
 #[test]
 fn pinned_versions_are_read_a_few_at_a_time() {
     let sandbox = Sandbox::new();
-    let secrets: Vec<(String, Secret)> = (0..12)
-        .map(|i| {
-            let value = canary(&format!("pinned{i}"));
-            let s = secret(&value);
-            (value, s)
-        })
-        .collect();
+    let secrets = many_secrets(12, "pinned");
     let entries: Vec<Ref> = secrets
         .iter()
         .enumerate()
