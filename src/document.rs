@@ -517,6 +517,7 @@ impl Parser<'_> {
             let env = env
                 .as_table_like()
                 .ok_or_else(|| self.err(span, "`env` must be a table"))?;
+            entries.reserve_exact(env.len());
             for (name, item) in env.iter() {
                 entries.push(self.entry(env, name, item, Some(version))?);
                 if self

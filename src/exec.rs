@@ -112,45 +112,63 @@ impl Environment {
 
     /// Add the opened files' values, in file order, under `policy`. Values marked
     /// `file = true` become memfds and the variable holds their `/proc/self/fd/N`.
-    /// Returns the names set.
-    pub fn apply(&mut self, files: &[OpenedFile], policy: Policy) -> Result<Vec<String>> {
-        let inherited = self.index.len();
+    /// Returns the names set, each once, in the order first set.
+    ///
+    /// One hash of each name (the index's entry): with a thousand values this
+    /// loop was a tenth of a plain file's start (callgrind, `exec` of 1,000).
+    pub fn apply<'f>(&mut self, files: &'f [OpenedFile], policy: Policy) -> Result<Vec<&'f str>> {
+        use std::collections::hash_map::Entry;
+        let inherited = self.vars.len();
+        // Which inherited variables a file has set already (those past
+        // `inherited` were all set by a file).
+        let mut overridden = vec![false; inherited];
         let count = crate::resolve::value_count(files);
         self.vars.reserve(count);
         self.index.reserve(count);
-        let mut set_by_file: Vec<String> = Vec::with_capacity(count);
-        let mut seen = std::collections::HashSet::with_capacity(count);
+        let mut set_by_file = Vec::with_capacity(count);
         for f in files {
             for v in &f.values {
                 let name = v.name.as_bytes();
-                let existing = self.index.get(name).copied();
+                let slot = self.index.entry(name.to_vec());
                 // An inherited value wins under --no-override (one set by an
                 // earlier file is never inherited: its index is past `inherited`).
-                if policy.no_override && existing.is_some_and(|i| i < inherited) {
+                if let Entry::Occupied(e) = &slot
+                    && policy.no_override
+                    && *e.get() < inherited
+                {
                     continue;
                 }
                 let fd_path;
                 let value = if v.file {
-                    fd_path = self.memfd(&v.name, v.secret.expose(), &f.path)?;
+                    fd_path = Self::memfd(&mut self.fds, &v.name, v.secret.expose(), &f.path)?;
                     fd_path.as_bytes()
                 } else {
                     v.secret.expose()
                 };
-                match existing {
-                    Some(i) => self.vars[i] = EnvString::new(name, value),
-                    None => self.push(name, value),
-                }
+                let first = match slot {
+                    Entry::Occupied(e) => {
+                        let i = *e.get();
+                        self.vars[i] = EnvString::new(name, value);
+                        i < inherited && !std::mem::replace(&mut overridden[i], true)
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(self.vars.len());
+                        self.vars.push(EnvString::new(name, value));
+                        true
+                    }
+                };
                 self.path_from_file |= v.name == "PATH";
-                if seen.insert(v.name.as_str()) {
-                    set_by_file.push(v.name.clone());
+                if first {
+                    set_by_file.push(v.name.as_str());
                 }
             }
         }
         Ok(set_by_file)
     }
 
-    /// Put `value` in an anonymous memory file that stays open across exec.
-    fn memfd(&mut self, name: &str, value: &[u8], path: &std::path::Path) -> Result<String> {
+    /// Put `value` in an anonymous memory file that stays open across exec
+    /// (its descriptor kept in `fds`, closed on drop if exec fails).
+    fn memfd(fds: &mut Vec<RawFd>, name: &str, value: &[u8], path: &std::path::Path) -> Result<String> {
         let fail = |what: &str, e: std::io::Error| {
             Error::new(
                 Class::Io,
@@ -166,7 +184,7 @@ impl Environment {
         let mut file = std::fs::File::from(fd);
         file.write_all(value).map_err(|e| fail("write", e))?;
         let raw = file.into_raw_fd();
-        self.fds.push(raw);
+        fds.push(raw);
         Ok(format!("/proc/self/fd/{raw}"))
     }
 
@@ -333,6 +351,26 @@ mod tests {
         env.apply(&[file(&[("A", "f1"), ("B", "f1")]), file(&[("B", "f2")])], p)?;
         assert_eq!(env.get("A"), Some(&b"inh"[..]));
         assert_eq!(env.get("B"), Some(&b"f2"[..]));
+        Ok(())
+    }
+
+    #[test]
+    fn names_set_are_listed_once_in_the_order_first_set() -> TestResult {
+        let files = [
+            file(&[("B", "f1"), ("A", "f1")]),
+            file(&[("A", "f2"), ("B", "f2")]),
+        ];
+        let mut env = Environment::inherit(inherited(&[("A", "inh"), ("C", "inh")]), Policy::default());
+        assert_eq!(env.apply(&files, Policy::default())?, ["B", "A"]);
+        assert_eq!(env.get("A"), Some(&b"f2"[..]));
+        assert_eq!(env.get("C"), Some(&b"inh"[..]));
+        let p = Policy {
+            no_override: true,
+            ..Policy::default()
+        };
+        let mut env = Environment::inherit(inherited(&[("A", "inh")]), p);
+        assert_eq!(env.apply(&files, p)?, ["B"]);
+        assert_eq!(env.get("A"), Some(&b"inh"[..]));
         Ok(())
     }
 

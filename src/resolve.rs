@@ -271,7 +271,7 @@ fn finish(
 ) -> Result<OpenedFile> {
     let mut direct: std::collections::HashMap<String, Secret> = direct.into_iter().collect();
     let path = doc.path.display();
-    let mut values = Vec::new();
+    let mut values = Vec::with_capacity(doc.entries.iter().filter(|e| sel.wants(&e.name)).count());
     for e in doc.entries.iter().filter(|e| sel.wants(&e.name)) {
         let origin = match &e.value {
             Value::Plain(_) => Origin::Plain,
