@@ -543,8 +543,10 @@ class Bench:
         self.notes: list[str] = []
         self.storms: list[dict] = []
         self.floors: dict[str, dict] = {}
-        # N -> the paired http/https measurement of the typical-host target.
+        # N -> the typical-host target measured side by side (http, https).
         self.https_pairs: dict[int, dict] = {}
+        # "plain" / "envelope" -> the growth target measured side by side (N=1, N=1000).
+        self.growth_pairs: dict[str, dict] = {}
         self.generation: dict = {}
         self.values: list[tuple[str, str]] = []
         self.https_url: str | None = None
@@ -907,6 +909,7 @@ class Bench:
         for n in p.direct_ns:
             self.measure(Row("base", "kmsenv", "direct", n, f"kmsenv direct N={n}",
                              self.kmsenv_cmd(self.files["direct", n])))
+        self.measure_growth_pairs()
         self.measure_peers("base", p.ns, p.awscli_ns, p.ns)
 
     def measure_peers(self, group: str, boto3_ns: list[int], awscli_ns: list[int], dotenvx_ns: list[int]) -> None:
@@ -1001,44 +1004,72 @@ class Bench:
                                  f"kmsenv envelope N={n}, https, SSL_CERT_FILE + SSL_CERT_DIR", cmd,
                                  env={**endpoint, **bundle, "SSL_CERT_DIR": str(self.store.folder)}, tls=True))
 
-    def measure_https_pair(self, n: int) -> None:
-        """The typical-host target, measured in pairs. Its two rows are timed minutes
-        apart, and on this shared machine the same binary moves by more than the
-        2 ms the target allows between such runs (bench/RESULTS.md of b0ee927 and
-        56547fe). So: rounds of one hyperfine call each timing the http:// and the
-        https://AWS_HOST command side by side (`--endpoint-url`, the same file, in
-        the store's mount namespace; which goes first alternates), the difference
-        of each round's medians, and the median of those differences. The CPU
-        difference is kmsenv's own cost of TLS: the server's handshake runs in the
-        proxy, a process hyperfine does not measure."""
+    def side_by_side(self, slug: str, first: list[str], second: list[str], wrap: list[str]) -> list[tuple[dict, dict]]:
+        """Rounds of one hyperfine call each timing `first` and `second` side by side
+        (which goes first alternates): hyperfine's result for each, per round.
+
+        For the targets that compare two commands. Rows are timed minutes apart, and
+        on this shared machine the same binary moves between such runs by more than
+        those targets allow (bench/RESULTS.md of b0ee927 and 56547fe); within a round
+        both commands meet the same load."""
         p = self.plan
+        rounds = []
+        for r in range(p.pair_rounds):
+            order = [("first", first), ("second", second)]
+            if r % 2:
+                order.reverse()
+            export = self.out_dir / f"{slug}-round{r}.json"
+            args = [*wrap, self.hyperfine, "-N", "--warmup", "2", "--runs", str(p.pair_runs),
+                    "--style", "none", "--export-json", str(export)]
+            for name, cmd in order:
+                args += ["--command-name", name, shlex.join(cmd)]
+            run(args, self.env, timeout=900)
+            got = {res["command"]: res for res in json.loads(export.read_text())["results"]}
+            rounds.append((got["first"], got["second"]))
+        return rounds
+
+    def measure_https_pair(self, n: int) -> None:
+        """The typical-host target, measured side by side: the http:// and the
+        https://AWS_HOST command (`--endpoint-url`, the same file, in the store's
+        mount namespace), the difference of each round's medians and the median of
+        those. The CPU difference is kmsenv's own cost of TLS: the server's
+        handshake runs in the proxy, a process hyperfine does not measure."""
         http = [str(self.kmsenv), "--endpoint-url", self.proxy.url, *self.kmsenv_cmd(self.files["envelope", n])[1:]]
         https = [str(self.kmsenv), "--endpoint-url", self.aws_https_url, *http[3:]]
-        wall, cpu = [], []
         try:
-            for r in range(p.pair_rounds):
-                order = [("http", http), ("https", https)]
-                if r % 2:
-                    order.reverse()
-                export = self.out_dir / f"https-pair-n{n}-round{r}.json"
-                args = [*self.store_wrap, self.hyperfine, "-N", "--warmup", "2", "--runs", str(p.pair_runs),
-                        "--style", "none", "--export-json", str(export)]
-                for name, cmd in order:
-                    args += ["--command-name", name, shlex.join(cmd)]
-                run(args, self.env, timeout=900)
-                got = {res["command"]: res for res in json.loads(export.read_text())["results"]}
-                wall.append((got["https"]["median"] - got["http"]["median"]) * 1000)
-                cpu.append((got["https"]["user"] + got["https"]["system"]
-                            - got["http"]["user"] - got["http"]["system"]) * 1000)
+            rounds = self.side_by_side(f"https-pair-n{n}", http, https, self.store_wrap)
         except (BenchError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as exc:
             log(f"FAILED https pair N={n}: {str(exc)[:300]}")
             return
-        wall.sort()
-        cpu.sort()
-        self.https_pairs[n] = {"rounds": len(wall), "runs": p.pair_runs, "wall": wall, "cpu": cpu,
+        wall = sorted((b["median"] - a["median"]) * 1000 for a, b in rounds)
+        cpu = sorted((b["user"] + b["system"] - a["user"] - a["system"]) * 1000 for a, b in rounds)
+        self.https_pairs[n] = {"rounds": len(wall), "runs": self.plan.pair_runs, "wall": wall, "cpu": cpu,
                                "wall_median": statistics.median(wall), "cpu_median": statistics.median(cpu)}
         log(f"https pair N={n}: https − http median {statistics.median(wall):+.2f} ms over {len(wall)} rounds "
             f"({wall[0]:+.2f} … {wall[-1]:+.2f}), CPU {statistics.median(cpu):+.2f} ms")
+
+    def measure_growth_pairs(self) -> None:
+        """The growth targets, measured side by side: N=1 and N=1000 of each kind,
+        the ratio of each round's medians and the median of those."""
+        ns = self.plan.ns
+        if 1 not in ns or 1000 not in ns:
+            return
+        for kind in ("plain", "envelope"):
+            small, large = (self.kmsenv_cmd(self.files[kind, n]) for n in (1, 1000))
+            try:
+                rounds = self.side_by_side(f"growth-{kind}", small, large, [])
+            except (BenchError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as exc:
+                log(f"FAILED growth pair {kind}: {str(exc)[:300]}")
+                continue
+            ratios = sorted(b["median"] / a["median"] for a, b in rounds)
+            self.growth_pairs[kind] = {
+                "rounds": len(ratios), "runs": self.plan.pair_runs, "ratios": ratios,
+                "ratio": statistics.median(ratios),
+                "small_ms": statistics.median(a["median"] for a, _ in rounds) * 1000,
+                "large_ms": statistics.median(b["median"] for _, b in rounds) * 1000,
+            }
+            log(f"growth pair {kind}: N=1000 / N=1 median {statistics.median(ratios):.2f}× over {len(ratios)} rounds "
+                f"({ratios[0]:.2f} … {ratios[-1]:.2f})")
 
     # -- allocators ----------------------------------------------------------
 
@@ -1335,6 +1366,26 @@ class Report:
                              f"{pair['wall'][0]:+.2f} … {pair['wall'][-1]:+.2f} ms | {pair['cpu_median']:+.2f} ms |")
         return lines
 
+    def growth_table(self) -> list[str]:
+        pairs = self.b.growth_pairs
+        if not pairs:
+            return []
+        lines = [
+            "",
+            "The growth targets are measured side by side as well, because rows timed apart move by more than "
+            "those targets allow on this machine: rounds of one hyperfine call timing the N=1 and the N=1000 "
+            "file of a kind (`--warmup 2`, which goes first alternating), the ratio of the two medians per round, "
+            "and the median over the rounds.",
+            "",
+            "| file | rounds × runs | N=1 median | N=1000 median | N=1000 / N=1, median | rounds, min … max |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for kind, pair in sorted(pairs.items()):
+            lines.append(f"| {kind} | {pair['rounds']} × {pair['runs']} | {pair['small_ms']:.2f} ms | "
+                         f"{pair['large_ms']:.2f} ms | {pair['ratio']:.2f}× | "
+                         f"{pair['ratios'][0]:.2f} … {pair['ratios'][-1]:.2f}× |")
+        return lines
+
     def alloc_table(self) -> list[str]:
         b = self.b
         rows = [r for r in b.rows if r.group == "alloc"]
@@ -1439,20 +1490,22 @@ class Report:
                 self.target(None, "envelope N=100 vs boto3 entrypoint N=100: boto3 not measured")
         else:
             self.target(None, "envelope file, N=100: not measured")
-        env1 = self.find("base", "kmsenv", "envelope", 1)
-        env1000 = self.find("base", "kmsenv", "envelope", 1000)
-        if env1 and env1000:
-            r = env1000.median_ms / env1.median_ms
-            self.target(r <= 1.5, f"growth: envelope N=1000 / N=1 = {env1000.median_ms:.2f} / {env1.median_ms:.2f} ms = {r:.2f}× (target ≤ 1.5×)")
-        else:
-            self.target(None, "growth envelope N=1000 vs N=1: not measured")
-        plain1, plain1000 = self.find("base", "kmsenv", "plain", 1), self.find("base", "kmsenv", "plain", 1000)
-        if plain1 and plain1000:
-            r = plain1000.median_ms / plain1.median_ms
-            self.target(r <= 2, f"growth: plain-only N=1000 / N=1 = {plain1000.median_ms:.2f} / {plain1.median_ms:.2f} ms "
-                        f"= {r:.2f}× (target ≤ 2×)")
-        elif "base" in b.sections:
-            self.target(None, "growth plain-only N=1000 vs N=1: not measured")
+        for kind, label, limit in (("envelope", "envelope", 1.5), ("plain", "plain-only", 2)):
+            small, large = self.find("base", "kmsenv", kind, 1), self.find("base", "kmsenv", kind, 1000)
+            rows = (f"{large.median_ms:.2f} / {small.median_ms:.2f} ms = {large.median_ms / small.median_ms:.2f}×"
+                    if small and large else None)
+            pair = b.growth_pairs.get(kind)
+            if pair:
+                self.target(pair["ratio"] <= limit,
+                            f"growth: {label} N=1000 / N=1, side by side = {pair['ratio']:.2f}×, the median of "
+                            f"{pair['rounds']} rounds of {pair['runs']} runs each (rounds {pair['ratios'][0]:.2f} … "
+                            f"{pair['ratios'][-1]:.2f}×; medians {pair['large_ms']:.2f} / {pair['small_ms']:.2f} ms; "
+                            f"target ≤ {limit}×)" + (f"; the rows above, timed apart: {rows}" if rows else ""))
+            elif rows:
+                self.target(large.median_ms / small.median_ms <= limit,
+                            f"growth: {label} N=1000 / N=1 = {rows} (target ≤ {limit}×)")
+            elif "base" in b.sections:
+                self.target(None, f"growth {label} N=1000 vs N=1: not measured")
         true_row = self.find("base", "true", "-", None)
         for n in (1, 100):
             row = self.find("base", "kmsenv", "envelope", n)
@@ -1638,7 +1691,7 @@ class Report:
             out.append(f"- {note}")
         out += self.floor_table()
         if any(r.group == "base" for r in b.rows):
-            out += ["", "## No added latency", ""] + self.table("base")
+            out += ["", "## No added latency", ""] + self.table("base") + self.growth_table()
         if any(r.group == "latency" for r in b.rows):
             out += ["", f"## {p.latency_ms:g} ms added to every KMS request by the proxy", ""] + self.table("latency")
         out += self.https_table()
