@@ -8,6 +8,7 @@
 //! buffer holding plaintext is zeroized on the way out.
 
 use std::collections::HashMap;
+use std::collections::hash_map::{Entry, VacantEntry};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io::Write;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -97,17 +98,14 @@ impl Environment {
         }
         for (k, v) in inherited {
             let k = k.as_bytes();
-            if k.starts_with(OWN_ENV_PREFIX.as_bytes()) || env.index.contains_key(k) {
+            if k.starts_with(OWN_ENV_PREFIX.as_bytes()) {
                 continue;
             }
-            env.push(k, v.as_bytes());
+            if let Entry::Vacant(slot) = env.index.entry(k.to_vec()) {
+                append(&mut env.vars, slot, v.as_bytes());
+            }
         }
         env
-    }
-
-    fn push(&mut self, name: &[u8], value: &[u8]) {
-        self.index.insert(name.to_vec(), self.vars.len());
-        self.vars.push(EnvString::new(name, value));
     }
 
     /// Add the opened files' values, in file order, under `policy`. Values marked
@@ -117,7 +115,6 @@ impl Environment {
     /// One hash of each name (the index's entry): with a thousand values this
     /// loop was a tenth of a plain file's start (callgrind, `exec` of 1,000).
     pub fn apply<'f>(&mut self, files: &'f [OpenedFile], policy: Policy) -> Result<Vec<&'f str>> {
-        use std::collections::hash_map::Entry;
         let inherited = self.vars.len();
         // Which inherited variables a file has set already (those past
         // `inherited` were all set by a file).
@@ -151,9 +148,8 @@ impl Environment {
                         self.vars[i] = EnvString::new(name, value);
                         i < inherited && !std::mem::replace(&mut overridden[i], true)
                     }
-                    Entry::Vacant(e) => {
-                        e.insert(self.vars.len());
-                        self.vars.push(EnvString::new(name, value));
+                    Entry::Vacant(slot) => {
+                        append(&mut self.vars, slot, value);
                         true
                     }
                 };
@@ -204,6 +200,13 @@ impl Drop for Environment {
             let _ = nix::unistd::close(fd);
         }
     }
+}
+
+/// Add a variable the environment does not have yet: `slot` is its name's
+/// place in the index, which then points at it.
+fn append(vars: &mut Vec<EnvString>, slot: VacantEntry<'_, Vec<u8>, usize>, value: &[u8]) {
+    vars.push(EnvString::new(slot.key(), value));
+    slot.insert(vars.len() - 1);
 }
 
 /// Replace this process with `argv[0]`, found through the new environment's
@@ -322,6 +325,13 @@ mod tests {
 
     fn inherited(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn the_first_inherited_occurrence_of_a_name_wins() {
+        let env = Environment::inherit(inherited(&[("A", "inh"), ("A", "dup")]), Policy::default());
+        assert_eq!(env.get("A"), Some(&b"inh"[..]));
+        assert_eq!(env.len(), 1);
     }
 
     #[test]
