@@ -89,8 +89,8 @@ class Plan:
     fnox_ns: list[int]
     # HTTPS rows: envelope files at these N over the proxy's TLS mode.
     https_ns: list[int]
-    # The typical-host HTTPS target, paired: this many rounds of http and https
-    # runs side by side (order swapped every round), this many runs each.
+    # Targets that compare two commands (HTTPS vs HTTP, N=1000 vs N=1): this many
+    # rounds of both side by side (order swapped every round), this many runs each.
     pair_rounds: int = 10
     pair_runs: int = 15
     warmup: int = 3
@@ -1004,9 +1004,11 @@ class Bench:
                                  f"kmsenv envelope N={n}, https, SSL_CERT_FILE + SSL_CERT_DIR", cmd,
                                  env={**endpoint, **bundle, "SSL_CERT_DIR": str(self.store.folder)}, tls=True))
 
-    def side_by_side(self, slug: str, first: list[str], second: list[str], wrap: list[str]) -> list[tuple[dict, dict]]:
+    def side_by_side(self, slug: str, first: list[str], second: list[str],
+                     wrap: list[str]) -> list[tuple[dict, dict]] | None:
         """Rounds of one hyperfine call each timing `first` and `second` side by side
-        (which goes first alternates): hyperfine's result for each, per round.
+        (which goes first alternates): hyperfine's result for each, per round; None
+        (logged) when a round fails.
 
         For the targets that compare two commands. Rows are timed minutes apart, and
         on this shared machine the same binary moves between such runs by more than
@@ -1014,18 +1016,22 @@ class Bench:
         both commands meet the same load."""
         p = self.plan
         rounds = []
-        for r in range(p.pair_rounds):
-            order = [("first", first), ("second", second)]
-            if r % 2:
-                order.reverse()
-            export = self.out_dir / f"{slug}-round{r}.json"
-            args = [*wrap, self.hyperfine, "-N", "--warmup", "2", "--runs", str(p.pair_runs),
-                    "--style", "none", "--export-json", str(export)]
-            for name, cmd in order:
-                args += ["--command-name", name, shlex.join(cmd)]
-            run(args, self.env, timeout=900)
-            got = {res["command"]: res for res in json.loads(export.read_text())["results"]}
-            rounds.append((got["first"], got["second"]))
+        try:
+            for r in range(p.pair_rounds):
+                order = [("first", first), ("second", second)]
+                if r % 2:
+                    order.reverse()
+                export = self.out_dir / f"{slug}-round{r}.json"
+                args = [*wrap, self.hyperfine, "-N", "--warmup", "2", "--runs", str(p.pair_runs),
+                        "--style", "none", "--export-json", str(export)]
+                for name, cmd in order:
+                    args += ["--command-name", name, shlex.join(cmd)]
+                run(args, self.env, timeout=900)
+                got = {res["command"]: res for res in json.loads(export.read_text())["results"]}
+                rounds.append((got["first"], got["second"]))
+        except (BenchError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as exc:
+            log(f"FAILED {slug}: {str(exc)[:300]}")
+            return None
         return rounds
 
     def measure_https_pair(self, n: int) -> None:
@@ -1036,17 +1042,13 @@ class Bench:
         handshake runs in the proxy, a process hyperfine does not measure."""
         http = [str(self.kmsenv), "--endpoint-url", self.proxy.url, *self.kmsenv_cmd(self.files["envelope", n])[1:]]
         https = [str(self.kmsenv), "--endpoint-url", self.aws_https_url, *http[3:]]
-        try:
-            rounds = self.side_by_side(f"https-pair-n{n}", http, https, self.store_wrap)
-        except (BenchError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as exc:
-            log(f"FAILED https pair N={n}: {str(exc)[:300]}")
+        rounds = self.side_by_side(f"https-pair-n{n}", http, https, self.store_wrap)
+        if rounds is None:
             return
-        wall = sorted((b["median"] - a["median"]) * 1000 for a, b in rounds)
-        cpu = sorted((b["user"] + b["system"] - a["user"] - a["system"]) * 1000 for a, b in rounds)
-        self.https_pairs[n] = {"rounds": len(wall), "runs": self.plan.pair_runs, "wall": wall, "cpu": cpu,
-                               "wall_median": statistics.median(wall), "cpu_median": statistics.median(cpu)}
-        log(f"https pair N={n}: https − http median {statistics.median(wall):+.2f} ms over {len(wall)} rounds "
-            f"({wall[0]:+.2f} … {wall[-1]:+.2f}), CPU {statistics.median(cpu):+.2f} ms")
+        wall = [(b["median"] - a["median"]) * 1000 for a, b in rounds]
+        cpu = [(b["user"] + b["system"] - a["user"] - a["system"]) * 1000 for a, b in rounds]
+        self.https_pairs[n] = pair = {"runs": self.plan.pair_runs, "wall": Spread(wall), "cpu": Spread(cpu)}
+        log(f"https pair N={n}: https − http {pair['wall'].text('{:+.2f} ms')}, CPU {pair['cpu'].text('{:+.2f} ms')}")
 
     def measure_growth_pairs(self) -> None:
         """The growth targets, measured side by side: N=1 and N=1000 of each kind,
@@ -1056,20 +1058,16 @@ class Bench:
             return
         for kind in ("plain", "envelope"):
             small, large = (self.kmsenv_cmd(self.files[kind, n]) for n in (1, 1000))
-            try:
-                rounds = self.side_by_side(f"growth-{kind}", small, large, [])
-            except (BenchError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as exc:
-                log(f"FAILED growth pair {kind}: {str(exc)[:300]}")
+            rounds = self.side_by_side(f"growth-{kind}", small, large, [])
+            if rounds is None:
                 continue
-            ratios = sorted(b["median"] / a["median"] for a, b in rounds)
-            self.growth_pairs[kind] = {
-                "rounds": len(ratios), "runs": self.plan.pair_runs, "ratios": ratios,
-                "ratio": statistics.median(ratios),
+            self.growth_pairs[kind] = pair = {
+                "runs": self.plan.pair_runs,
+                "ratio": Spread([b["median"] / a["median"] for a, b in rounds]),
                 "small_ms": statistics.median(a["median"] for a, _ in rounds) * 1000,
                 "large_ms": statistics.median(b["median"] for _, b in rounds) * 1000,
             }
-            log(f"growth pair {kind}: N=1000 / N=1 median {statistics.median(ratios):.2f}× over {len(ratios)} rounds "
-                f"({ratios[0]:.2f} … {ratios[-1]:.2f})")
+            log(f"growth pair {kind}: N=1000 / N=1 {pair['ratio'].text('{:.2f}×')}")
 
     # -- allocators ----------------------------------------------------------
 
@@ -1205,6 +1203,20 @@ class Bench:
         self.storm("envelope", self.files["envelope", 100 if ("envelope", 100) in self.files else p.ns[0]],
                    100 if ("envelope", 100) in self.files else p.ns[0])
         self.storm("direct", self.files["direct", p.storm_direct_values], p.storm_direct_values)
+
+
+class Spread:
+    """Per-round figures of a side-by-side measurement: their median and range."""
+
+    def __init__(self, values: list[float]):
+        ordered = sorted(values)
+        self.count, self.low, self.high = len(ordered), ordered[0], ordered[-1]
+        self.median = statistics.median(ordered)
+
+    def text(self, form: str) -> str:
+        """E.g. `median +2.10 ms over 10 rounds (+1.47 ms … +3.16 ms)` for form `{:+.2f} ms`."""
+        return (f"median {form.format(self.median)} over {self.count} rounds "
+                f"({form.format(self.low)} … {form.format(self.high)})")
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -1351,7 +1363,7 @@ class Report:
         if self.b.https_pairs:
             lines += [
                 "",
-                "The typical-host target is measured in pairs as well, because rows timed minutes apart move by "
+                "The typical-host target is measured side by side as well, because rows timed minutes apart move by "
                 "more than its 2 ms on this machine: rounds of one hyperfine call timing "
                 f"`kmsenv --endpoint-url http://127.0.0.1:PORT` and `--endpoint-url https://{AWS_HOST}:PORT` (same "
                 "file, same mount namespace, `--warmup 2`, which goes first alternating). Per round, https − http of "
@@ -1362,8 +1374,9 @@ class Report:
                 "|---:|---|---:|---|---:|",
             ]
             for n, pair in sorted(self.b.https_pairs.items()):
-                lines.append(f"| {n} | {pair['rounds']} × {pair['runs']} | {pair['wall_median']:+.2f} ms | "
-                             f"{pair['wall'][0]:+.2f} … {pair['wall'][-1]:+.2f} ms | {pair['cpu_median']:+.2f} ms |")
+                wall = pair["wall"]
+                lines.append(f"| {n} | {wall.count} × {pair['runs']} | {wall.median:+.2f} ms | "
+                             f"{wall.low:+.2f} … {wall.high:+.2f} ms | {pair['cpu'].median:+.2f} ms |")
         return lines
 
     def growth_table(self) -> list[str]:
@@ -1381,9 +1394,9 @@ class Report:
             "|---|---|---:|---:|---:|---|",
         ]
         for kind, pair in sorted(pairs.items()):
-            lines.append(f"| {kind} | {pair['rounds']} × {pair['runs']} | {pair['small_ms']:.2f} ms | "
-                         f"{pair['large_ms']:.2f} ms | {pair['ratio']:.2f}× | "
-                         f"{pair['ratios'][0]:.2f} … {pair['ratios'][-1]:.2f}× |")
+            ratio = pair["ratio"]
+            lines.append(f"| {kind} | {ratio.count} × {pair['runs']} | {pair['small_ms']:.2f} ms | "
+                         f"{pair['large_ms']:.2f} ms | {ratio.median:.2f}× | {ratio.low:.2f} … {ratio.high:.2f}× |")
         return lines
 
     def alloc_table(self) -> list[str]:
@@ -1496,10 +1509,11 @@ class Report:
                     if small and large else None)
             pair = b.growth_pairs.get(kind)
             if pair:
-                self.target(pair["ratio"] <= limit,
-                            f"growth: {label} N=1000 / N=1, side by side = {pair['ratio']:.2f}×, the median of "
-                            f"{pair['rounds']} rounds of {pair['runs']} runs each (rounds {pair['ratios'][0]:.2f} … "
-                            f"{pair['ratios'][-1]:.2f}×; medians {pair['large_ms']:.2f} / {pair['small_ms']:.2f} ms; "
+                ratio = pair["ratio"]
+                self.target(ratio.median <= limit,
+                            f"growth: {label} N=1000 / N=1, side by side = {ratio.median:.2f}×, the median of "
+                            f"{ratio.count} rounds of {pair['runs']} runs each (rounds {ratio.low:.2f} … "
+                            f"{ratio.high:.2f}×; medians {pair['large_ms']:.2f} / {pair['small_ms']:.2f} ms; "
                             f"target ≤ {limit}×)" + (f"; the rows above, timed apart: {rows}" if rows else ""))
             elif rows:
                 self.target(large.median_ms / small.median_ms <= limit,
@@ -1529,14 +1543,14 @@ class Report:
                       "(its handshake, both ends, a fresh connection per call)" if server is not None else "")
             pair = b.https_pairs.get(n)
             if pair:
-                d = pair["wall_median"]
+                wall = pair["wall"]
                 rows = (f"; the rows above, timed minutes apart, give {https.median_ms - http.median_ms:+.2f} ms"
                         if https and http else "")
-                self.target(d <= 2, f"envelope N={n} over HTTPS on a typical host (https://{AWS_HOST}, system store, "
-                            f"no SSL_CERT_*), paired: https − http = {d:+.2f} ms, the median of {pair['rounds']} rounds "
-                            f"of {pair['runs']} runs each side by side (rounds {pair['wall'][0]:+.2f} … "
-                            f"{pair['wall'][-1]:+.2f} ms; target ≤ +2 ms); kmsenv's own CPU for TLS "
-                            f"{pair['cpu_median']:+.2f} ms (user+system, the median of the rounds' differences)"
+                self.target(wall.median <= 2, f"envelope N={n} over HTTPS on a typical host (https://{AWS_HOST}, "
+                            f"system store, no SSL_CERT_*), side by side: https − http = {wall.median:+.2f} ms, the "
+                            f"median of {wall.count} rounds of {pair['runs']} runs each (rounds {wall.low:+.2f} … "
+                            f"{wall.high:+.2f} ms; target ≤ +2 ms); kmsenv's own CPU for TLS "
+                            f"{pair['cpu'].median:+.2f} ms (user+system, the median of the rounds' differences)"
                             + client + rows)
             elif https and http:
                 d = https.median_ms - http.median_ms
